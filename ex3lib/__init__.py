@@ -1,0 +1,25 @@
+"""ex3lib: a Numba-accelerated MLP on MNIST, its optimisers, schedules, training loop and gradient checks.
+
+The library behind the ex3 book, which reproduces a coursework report on
+gradient-based optimisation (a 784-300-100-100-10 ReLU/softmax network trained
+with on-line and mini-batch SGD, learning-rate decay, momentum and AdaGrad).
+
+>>> import ex3lib
+>>> data = ex3lib.load_mnist()                                     # doctest: +SKIP
+>>> net = ex3lib.MLP(seed=0)
+>>> hist = ex3lib.train(net, data, learning_rate=0.1, batch_size=10, epochs=1)  # doctest: +SKIP
+"""
+
+from .data import MNIST, load_mnist
+from .network import MLP, REPORT_LAYERS
+from .optimisers import OPTIMISERS, Optimiser, OptState, make_optimiser
+from .schedules import SCHEDULES, Schedule, make_schedule
+from .training import History, RunConfig, run, train
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MNIST", "load_mnist", "MLP", "REPORT_LAYERS", "OPTIMISERS", "Optimiser", "OptState",
+    "make_optimiser", "SCHEDULES", "Schedule", "make_schedule", "History", "RunConfig", "run",
+    "train", "__version__",
+]

@@ -1,0 +1,534 @@
+"""Compiled kernels: forward/backward passes, optimiser updates, evaluation and gradient checks.
+
+Every Numba function of ex3lib lives in this one file on purpose: Numba's
+on-disk cache (``cache=True``) only notices edits to the file that defines a
+kernel, so a kernel calling a kernel from another file could silently keep
+running stale machine code.  The Python modules (`network`, `optimisers`,
+`training`, `gradcheck`) validate arguments, lay out memory and call in here.
+
+Layout conventions shared by all kernels
+----------------------------------------
+* ``params`` is one flat vector; ``W[l]`` (fan_in x fan_out) and ``b[l]`` are
+  C-contiguous views into it, starting at ``w_off[l]`` and ``b_off[l]``.
+* The input layer is sparse (about 80 % of MNIST pixels are 0): inputs come as
+  CSR rows ``(indptr, indices, values)`` and a sample is addressed by its row.
+* ``A[l]`` holds the outputs of layer ``l`` for a batch (ReLU applied for hidden
+  layers, raw logits for the last), ``D[l]`` the loss gradient with respect to
+  layer ``l``'s pre-activation.
+* Everything runs serially, so a seeded run is bit-for-bit reproducible;
+  parallelism is across runs (processes), never inside a reduction.
+"""
+
+import math
+
+import numpy as np
+from numba import njit
+
+SGD, MOMENTUM, NESTEROV, ADAGRAD, RMSPROP, ADAM = 0, 1, 2, 3, 4, 5
+
+# Optimisers whose update is an exact no-op where the gradient is exactly 0, so
+# rows of a weight matrix that no sample in the batch touched can be skipped
+# without changing a single bit of the result.
+SPARSE_SAFE = (SGD, ADAGRAD)
+
+
+@njit(cache=True, inline="always", fastmath={"contract"})
+def _axpy(a, x, y):
+    for k in range(y.shape[0]):
+        y[k] += a * x[k]
+
+
+@njit(cache=True, inline="always", fastmath={"contract"})
+def _dot(x, y):
+    # Four fixed partial sums: vectorisable without fastmath, and still the
+    # same order of operations on every run.
+    n = x.shape[0]
+    a0 = a1 = a2 = a3 = 0.0
+    k = 0
+    while k + 4 <= n:
+        a0 += x[k] * y[k]
+        a1 += x[k + 1] * y[k + 1]
+        a2 += x[k + 2] * y[k + 2]
+        a3 += x[k + 3] * y[k + 3]
+        k += 4
+    acc = (a0 + a1) + (a2 + a3)
+    while k < n:
+        acc += x[k] * y[k]
+        k += 1
+    return acc
+
+
+@njit(cache=True, fastmath={"contract"})
+def gather_batch(data, rows, cols):
+    """Regroup the non-zero inputs of the batch ``rows`` by input pixel (CSR -> CSC).
+
+    Fills ``cols.ptr`` (pixel -> start), ``cols.sample``/``cols.value`` and the
+    ascending list of pixels used, ``cols.pixels``; returns how many pixels are
+    used.  Working pixel by pixel lets a weight row stay in cache while every
+    sample of the batch uses it, and visiting pixels in ascending order keeps
+    the sums in the same order as a sample-by-sample pass.
+    """
+    indptr, indices, values = data.indptr, data.indices, data.values
+    ptr = cols.ptr
+    n_pix = ptr.shape[0] - 1
+    ptr[:] = 0
+    for s in range(rows.shape[0]):
+        r = rows[s]
+        for p in range(indptr[r], indptr[r + 1]):
+            ptr[indices[p] + 1] += 1
+    n_used = 0
+    for i in range(n_pix):
+        if ptr[i + 1] > 0:
+            cols.pixels[n_used] = i
+            n_used += 1
+        ptr[i + 1] += ptr[i]
+    fill = cols.fill
+    fill[:] = ptr[:-1]
+    for s in range(rows.shape[0]):
+        r = rows[s]
+        for p in range(indptr[r], indptr[r + 1]):
+            i = indices[p]
+            q = fill[i]
+            cols.sample[q] = s
+            cols.value[q] = values[p]
+            fill[i] = q + 1
+    return n_used
+
+
+@njit(cache=True, fastmath={"contract"})
+def forward_batch(W, b, has_bias, cols, n_used, B, A, alive):
+    """Forward pass of a batch of ``B`` samples gathered by :func:`gather_batch`; fills ``A``.
+
+    ``alive[l]`` is set to 1 when hidden layer ``l`` has a positive output for
+    some sample of the batch (used to detect a dead network).
+    """
+    L = len(W)
+    for l in range(L):
+        out = A[l]
+        for s in range(B):
+            if has_bias:
+                out[s, :] = b[l]
+            else:
+                out[s, :] = 0.0
+        Wl = W[l]
+        if l == 0:
+            for u in range(n_used):
+                i = cols.pixels[u]
+                w = Wl[i]
+                for q in range(cols.ptr[i], cols.ptr[i + 1]):
+                    _axpy(cols.value[q], w, out[cols.sample[q]])
+        else:
+            inp = A[l - 1]
+            for j in range(Wl.shape[0]):
+                w = Wl[j]
+                for s in range(B):
+                    a = inp[s, j]
+                    if a != 0.0:
+                        _axpy(a, w, out[s])
+        if l < L - 1:
+            any_pos = False
+            for s in range(B):
+                o = out[s]
+                for k in range(o.shape[0]):
+                    if o[k] > 0.0:
+                        any_pos = True
+                    else:
+                        o[k] = 0.0
+            if any_pos:
+                alive[l] = 1
+
+
+@njit(cache=True, fastmath={"contract"})
+def softmax_xent(logits, y, D):
+    """Per-sample cross-entropy of ``logits`` (B x K) and its gradient ``D`` = softmax - onehot.
+
+    Uses the log-sum-exp shift, so large logits never overflow.  Returns the
+    sum of the per-sample losses.
+    """
+    B, K = logits.shape
+    total = 0.0
+    for s in range(B):
+        z = logits[s]
+        zmax = z[0]
+        for k in range(1, K):
+            if z[k] > zmax:
+                zmax = z[k]
+        acc = 0.0
+        for k in range(K):
+            acc += math.exp(z[k] - zmax)
+        lse = zmax + math.log(acc)
+        total += lse - z[y[s]]
+        d = D[s]
+        for k in range(K):
+            d[k] = math.exp(z[k] - lse)
+        d[y[s]] -= 1.0
+    return total
+
+
+@njit(cache=True, fastmath={"contract"})
+def backward_batch(W, b, has_bias, cols, n_used, B, A, D, work, fused, c):
+    """Back-propagate ``D[L-1]`` (softmax - onehot) through the batch.
+
+    With ``fused`` (plain SGD) each weight takes its update ``-c * a * d`` as
+    soon as it is computed (``c = lr / B``), after the row's contribution to
+    the previous layer's error has been taken with the old weights; nothing is
+    stored.  Otherwise the summed gradients go to ``work.GW``/``work.Gb`` and
+    every row that received a contribution is listed once in
+    ``work.active[l][:work.n_active[l]]``, so the optimiser can skip the rest.
+    """
+    L = len(W)
+    for l in range(L - 1, -1, -1):
+        Dl = D[l]
+        if has_bias:
+            if fused:
+                for s in range(B):
+                    _axpy(-c, Dl[s], b[l])
+            else:
+                for s in range(B):
+                    _axpy(1.0, Dl[s], work.Gb[l])
+        Wl = W[l]
+        Gl = work.GW[l]
+        mk = work.mark[l]
+        act = work.active[l]
+        if l > 0:
+            inp = A[l - 1]
+            Dprev = D[l - 1]
+            for j in range(Wl.shape[0]):
+                w = Wl[j]
+                used = False
+                for s in range(B):
+                    if inp[s, j] != 0.0:
+                        Dprev[s, j] = _dot(w, Dl[s])
+                        used = True
+                    else:
+                        Dprev[s, j] = 0.0
+                if not used:
+                    continue
+                if fused:
+                    for s in range(B):
+                        a = inp[s, j]
+                        if a != 0.0:
+                            _axpy(-c * a, Dl[s], w)
+                else:
+                    g = Gl[j]
+                    for s in range(B):
+                        a = inp[s, j]
+                        if a != 0.0:
+                            _axpy(a, Dl[s], g)
+                    if mk[j] == 0:
+                        mk[j] = 1
+                        act[work.n_active[l]] = j
+                        work.n_active[l] += 1
+        else:
+            for u in range(n_used):
+                i = cols.pixels[u]
+                if fused:
+                    w = Wl[i]
+                    for q in range(cols.ptr[i], cols.ptr[i + 1]):
+                        _axpy(-c * cols.value[q], Dl[cols.sample[q]], w)
+                else:
+                    g = Gl[i]
+                    for q in range(cols.ptr[i], cols.ptr[i + 1]):
+                        _axpy(cols.value[q], Dl[cols.sample[q]], g)
+                    if mk[i] == 0:
+                        mk[i] = 1
+                        act[work.n_active[l]] = i
+                        work.n_active[l] += 1
+
+
+@njit(cache=True, fastmath={"contract"})
+def update_range(kind, params, grad, s1, s2, lo, hi, scale, lr, momentum, b1, b2, eps, step, has_grad):
+    """Apply one optimiser step to ``params[lo:hi]`` and zero the used gradient.
+
+    ``g = grad * scale`` is the mean mini-batch gradient; with ``has_grad``
+    false the gradient is known to be 0 there and is not read.  ``step``
+    counts updates from 1 (Adam's bias correction).  The update rules are
+    documented in :mod:`ex3lib.optimisers`.
+    """
+    if kind == SGD:
+        for i in range(lo, hi):
+            params[i] -= lr * (grad[i] * scale)
+            grad[i] = 0.0
+    elif kind == MOMENTUM:
+        if has_grad:
+            for i in range(lo, hi):
+                v = momentum * s1[i] + lr * (grad[i] * scale)
+                s1[i] = v
+                params[i] -= v
+                grad[i] = 0.0
+        else:
+            for i in range(lo, hi):
+                v = momentum * s1[i]
+                s1[i] = v
+                params[i] -= v
+    elif kind == NESTEROV:
+        if has_grad:
+            for i in range(lo, hi):
+                g = lr * (grad[i] * scale)
+                v = momentum * s1[i] + g
+                s1[i] = v
+                params[i] -= momentum * v + g
+                grad[i] = 0.0
+        else:
+            for i in range(lo, hi):
+                v = momentum * s1[i]
+                s1[i] = v
+                params[i] -= momentum * v
+    elif kind == ADAGRAD:
+        for i in range(lo, hi):
+            g = grad[i] * scale
+            G = s1[i] + g * g
+            s1[i] = G
+            params[i] -= lr / math.sqrt(G + eps) * g
+            grad[i] = 0.0
+    elif kind == RMSPROP:
+        if has_grad:
+            for i in range(lo, hi):
+                g = grad[i] * scale
+                E = b2 * s1[i] + (1.0 - b2) * g * g
+                s1[i] = E
+                params[i] -= lr / math.sqrt(E + eps) * g
+                grad[i] = 0.0
+        else:
+            for i in range(lo, hi):
+                s1[i] = b2 * s1[i]
+    else:
+        c1 = 1.0 - b1**step
+        c2 = 1.0 - b2**step
+        if has_grad:
+            for i in range(lo, hi):
+                g = grad[i] * scale
+                m = b1 * s1[i] + (1.0 - b1) * g
+                v = b2 * s2[i] + (1.0 - b2) * g * g
+                s1[i] = m
+                s2[i] = v
+                params[i] -= lr * (m / c1) / (math.sqrt(v / c2) + eps)
+                grad[i] = 0.0
+        else:
+            for i in range(lo, hi):
+                m = b1 * s1[i]
+                v = b2 * s2[i]
+                s1[i] = m
+                s2[i] = v
+                params[i] -= lr * (m / c1) / (math.sqrt(v / c2) + eps)
+
+
+@njit(cache=True, fastmath={"contract"})
+def apply_update(net, opt, work, scale, step):
+    """One optimiser step over every parameter; rows without gradient are skipped when that changes nothing.
+
+    For SGD and AdaGrad a zero gradient leaves weight and state bit-for-bit
+    unchanged, so only the rows listed in ``work.active`` are visited (when
+    ``opt.sparse``); the other rules update every row, reading the gradient
+    only where there is one.
+    """
+    L = net.shapes.shape[0]
+    for l in range(L):
+        n_out = net.shapes[l, 1]
+        base = net.w_off[l]
+        mk = work.mark[l]
+        act = work.active[l]
+        if opt.sparse:
+            for q in range(work.n_active[l]):
+                j = act[q]
+                lo = base + j * n_out
+                update_range(opt.kind, net.params, work.grad, opt.s1, opt.s2, lo, lo + n_out, scale,
+                             opt.lr, opt.momentum, opt.b1, opt.b2, opt.eps, step, True)
+                mk[j] = 0
+        else:
+            for j in range(net.shapes[l, 0]):
+                lo = base + j * n_out
+                update_range(opt.kind, net.params, work.grad, opt.s1, opt.s2, lo, lo + n_out, scale,
+                             opt.lr, opt.momentum, opt.b1, opt.b2, opt.eps, step, mk[j] != 0)
+                mk[j] = 0
+        work.n_active[l] = 0
+        if net.has_bias:
+            lo = net.b_off[l]
+            update_range(opt.kind, net.params, work.grad, opt.s1, opt.s2, lo, lo + n_out, scale,
+                         opt.lr, opt.momentum, opt.b1, opt.b2, opt.eps, step, True)
+
+
+@njit(cache=True, fastmath={"contract"})
+def _forward_rows(net, work, data, rows):
+    """Gather and forward the batch ``rows``; returns the summed loss, leaving softmax - onehot in D."""
+    B = rows.shape[0]
+    L = len(net.W)
+    n_used = gather_batch(data, rows, work.cols)
+    forward_batch(net.W, net.b, net.has_bias, work.cols, n_used, B, work.A, work.alive)
+    yb = work.yb[:B]
+    for s in range(B):
+        yb[s] = data.y[rows[s]]
+    return softmax_xent(work.A[L - 1][:B], yb, work.D[L - 1][:B]), n_used
+
+
+@njit(cache=True, fastmath={"contract"})
+def train_window(net, opt, work, data, order, start, stop, batch_size, step):
+    """Train on ``order[start:stop]`` in consecutive mini-batches of ``batch_size``.
+
+    ``net``, ``opt``, ``work`` and ``data`` are the named tuples built by
+    :mod:`ex3lib.network` and :mod:`ex3lib.training`.  Returns
+    ``(loss_sum, n_samples, step, status)``: the summed per-sample training
+    loss (each measured before its batch's update), how many samples were
+    used, the update counter, and 1 if a loss was not finite (the window then
+    stops at that batch, without updating), else 0.  Hidden layers that
+    produced a positive output are flagged in ``work.alive``.
+    """
+    loss_sum = 0.0
+    n = 0
+    pos = start
+    fused = opt.kind == SGD
+    while pos < stop:
+        end = min(pos + batch_size, stop)
+        B = end - pos
+        rows = order[pos:end]
+        batch_loss, n_used = _forward_rows(net, work, data, rows)
+        if not math.isfinite(batch_loss):
+            return loss_sum + batch_loss, n + B, step, 1
+        loss_sum += batch_loss
+        n += B
+        step += 1
+        backward_batch(net.W, net.b, net.has_bias, work.cols, n_used, B, work.A, work.D, work,
+                       fused, opt.lr / B)
+        if not fused:
+            apply_update(net, opt, work, 1.0 / B, step)
+        pos = end
+    return loss_sum, n, step, 0
+
+
+@njit(cache=True, fastmath={"contract"})
+def evaluate(net, work, data, rows_all, out_pred):
+    """Forward ``rows_all`` in chunks; returns ``(loss_sum, n_correct)`` and writes predictions.
+
+    Ties in the logits go to the lowest class index (as ``argmax`` does).
+    """
+    L = len(net.W)
+    chunk = work.A[0].shape[0]
+    loss_sum = 0.0
+    correct = 0
+    n = rows_all.shape[0]
+    for pos in range(0, n, chunk):
+        end = min(pos + chunk, n)
+        B = end - pos
+        rows = rows_all[pos:end]
+        batch_loss, _ = _forward_rows(net, work, data, rows)
+        loss_sum += batch_loss
+        logits = work.A[L - 1]
+        for s in range(B):
+            z = logits[s]
+            best = 0
+            for k in range(1, z.shape[0]):
+                if z[k] > z[best]:
+                    best = k
+            out_pred[pos + s] = best
+            if best == work.yb[s]:
+                correct += 1
+    return loss_sum, correct
+
+
+@njit(cache=True, fastmath={"contract"})
+def loss_and_grad(net, work, data, rows):
+    """Mean loss over ``rows`` and the mean gradient left in ``work.grad`` (one batch)."""
+    L = len(net.W)
+    B = rows.shape[0]
+    total, n_used = _forward_rows(net, work, data, rows)
+    backward_batch(net.W, net.b, net.has_bias, work.cols, n_used, B, work.A, work.D, work, False, 0.0)
+    for l in range(L):
+        mk = work.mark[l]
+        for q in range(work.n_active[l]):
+            mk[work.active[l][q]] = 0
+        work.n_active[l] = 0
+    inv = 1.0 / B
+    for i in range(work.grad.shape[0]):
+        work.grad[i] *= inv
+    return total * inv
+
+
+@njit(cache=True, fastmath={"contract"})
+def _relu_into(z, out):
+    for k in range(z.shape[0]):
+        out[k] = z[k] if z[k] > 0.0 else 0.0
+
+
+@njit(cache=True, fastmath={"contract"})
+def _sample_loss(logits, y):
+    zmax = logits[0]
+    for k in range(1, logits.shape[0]):
+        if logits[k] > zmax:
+            zmax = logits[k]
+    acc = 0.0
+    for k in range(logits.shape[0]):
+        acc += math.exp(logits[k] - zmax)
+    return zmax + math.log(acc) - logits[y]
+
+
+@njit(cache=True, fastmath={"contract"})
+def perturbed_losses(W, b, has_bias, Z, H, y, layer, x_in, hs, out):
+    """Loss of one sample with each weight of ``W[layer]`` moved by each step in ``hs``.
+
+    ``Z[l]``/``H[l]`` are the sample's pre-activations and outputs of layer
+    ``l`` (``H[L-1]`` = logits), ``x_in`` the input of ``layer``.  Moving
+    ``W[layer][j, k]`` by ``h`` moves only ``Z[layer][k]`` by ``h * x_in[j]``,
+    so the layers before it are reused and the next layer is updated
+    incrementally.  A weight whose input is 0 cannot change the loss: its
+    entries are the unperturbed loss.  ``out`` has shape (fan_in, fan_out, len(hs)).
+    """
+    L = len(W)
+    fan_in, fan_out = W[layer].shape
+    base = _sample_loss(H[L - 1], y)
+    nh = hs.shape[0]
+    for j in range(fan_in):
+        if x_in[j] == 0.0:
+            for k in range(fan_out):
+                for q in range(nh):
+                    out[j, k, q] = base
+    if layer == L - 1:
+        logits = H[L - 1].copy()
+        for j in range(fan_in):
+            if x_in[j] == 0.0:
+                continue
+            for k in range(fan_out):
+                z0 = logits[k]
+                for q in range(nh):
+                    logits[k] = z0 + hs[q] * x_in[j]
+                    out[j, k, q] = _sample_loss(logits, y)
+                logits[k] = z0
+        return
+    # layer < L-1: one hidden unit k of this layer changes; propagate onwards.
+    bufs_z = [Z[l].copy() for l in range(L)]
+    bufs_h = [H[l].copy() for l in range(L)]
+    Wn = W[layer + 1]
+    for j in range(fan_in):
+        if x_in[j] == 0.0:
+            continue
+        for k in range(fan_out):
+            z0 = Z[layer][k]
+            h0 = H[layer][k]
+            for q in range(nh):
+                zk = z0 + hs[q] * x_in[j]
+                hk = zk if zk > 0.0 else 0.0
+                dh = hk - h0
+                zn = bufs_z[layer + 1]
+                if dh == 0.0:
+                    zn[:] = Z[layer + 1]
+                else:
+                    for c in range(zn.shape[0]):
+                        zn[c] = Z[layer + 1][c] + dh * Wn[k, c]
+                if layer + 1 == L - 1:
+                    out[j, k, q] = _sample_loss(zn, y)
+                    continue
+                _relu_into(zn, bufs_h[layer + 1])
+                for l in range(layer + 2, L):
+                    zl = bufs_z[l]
+                    if has_bias:
+                        zl[:] = b[l]
+                    else:
+                        zl[:] = 0.0
+                    hin = bufs_h[l - 1]
+                    Wl = W[l]
+                    for c in range(hin.shape[0]):
+                        a = hin[c]
+                        if a != 0.0:
+                            _axpy(a, Wl[c], zl)
+                    if l < L - 1:
+                        _relu_into(zl, bufs_h[l])
+                out[j, k, q] = _sample_loss(bufs_z[L - 1], y)

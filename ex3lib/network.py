@@ -1,0 +1,216 @@
+"""The multi-layer perceptron of the report: ReLU hidden layers, softmax output, cross-entropy loss."""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+import numpy as np
+
+from . import _kernels
+from ._validate import check_int, check_labels, check_inputs
+
+REPORT_LAYERS = (784, 300, 100, 100, 10)
+
+# Arrays handed to the compiled kernels, grouped as STYLE.md asks.
+NetArrays = namedtuple("NetArrays", "params W b has_bias w_off b_off shapes")
+Workspace = namedtuple("Workspace", "A D grad GW Gb mark active n_active yb alive cols")
+BatchColumns = namedtuple("BatchColumns", "ptr fill pixels sample value")
+SparseData = namedtuple("SparseData", "indptr indices values y")
+
+
+class MLP:
+    """A fully connected ReLU network with a softmax output (report Eq. 1-3).
+
+    The forward pass of a sample x is ``h_0 = x``, ``h_l = ReLU(h_{l-1} W_l (+ b_l))``
+    for the hidden layers and ``P = softmax(h_{L-1} W_L (+ b_L))`` (Eq. 2, 3); the
+    loss is the mean over samples of the cross-entropy ``-log P_y`` (Eq. 1).
+
+    Parameters
+    ----------
+    layers : sequence of int
+        Widths from input to output; the default is the report's 784-300-100-100-10.
+    bias : bool
+        Add bias vectors (initialised to 0).  The report's network has none,
+        which gives exactly 276,200 trainable parameters.
+    dtype : numpy float dtype
+        ``float64`` (default, as the original C code; finite differences need it) or ``float32``.
+    seed : int
+        Seed of the Glorot-uniform initialisation ``U(+-sqrt(6 / (fan_in + fan_out)))``.
+
+    Attributes
+    ----------
+    params : ndarray, shape (n_params,)
+        Every parameter in one flat vector (weights layer by layer, then biases).
+    weights : list of ndarray
+        ``weights[l]`` is a (fan_in, fan_out) view into ``params``.
+    biases : list of ndarray
+        Views into ``params``; empty when ``bias=False``.
+
+    Examples
+    --------
+    >>> net = MLP(seed=0)
+    >>> net.n_params
+    276200
+    """
+
+    def __init__(self, layers=REPORT_LAYERS, *, bias=False, dtype=np.float64, seed=0):
+        layers = tuple(layers)
+        if len(layers) < 2:
+            raise ValueError(f"layers must name at least an input and an output width, got {layers!r}")
+        for width in layers:
+            check_int("layers", width, 1)
+        if layers[-1] < 2:
+            raise ValueError(f"layers: the output layer needs at least 2 classes, got {layers[-1]}")
+        if not isinstance(bias, (bool, np.bool_)):
+            raise TypeError(f"bias must be True or False, got {bias!r}")
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float64, np.float32):
+            raise TypeError(f"dtype must be float64 or float32, got {dtype}")
+        check_int("seed", seed, 0)
+
+        self.layers = layers
+        self.bias = bool(bias)
+        self.dtype = dtype
+        self.seed = int(seed)
+        shapes = np.array(list(zip(layers[:-1], layers[1:])), dtype=np.int64)
+        sizes = shapes[:, 0] * shapes[:, 1]
+        w_off = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        n_weights = int(w_off[-1])
+        b_sizes = shapes[:, 1] if self.bias else np.zeros(len(shapes), np.int64)
+        b_off = (n_weights + np.concatenate([[0], np.cumsum(b_sizes)])).astype(np.int64)
+        self.params = np.zeros(int(b_off[-1]), dtype=dtype)
+        self._shapes = shapes
+        self._w_off = w_off[:-1].copy()
+        self._b_off = b_off[:-1].copy()
+        self.weights = [self.params[o:o + n * m].reshape(n, m) for o, (n, m) in zip(self._w_off, shapes)]
+        self.biases = ([self.params[o:o + m] for o, (_, m) in zip(self._b_off, shapes)]
+                       if self.bias else [])
+        rng = np.random.default_rng(self.seed)
+        for w in self.weights:
+            limit = np.sqrt(6.0 / (w.shape[0] + w.shape[1]))
+            w[...] = rng.uniform(-limit, limit, size=w.shape)
+
+    @property
+    def n_params(self) -> int:
+        """Number of trainable parameters (weights and, if any, biases)."""
+        return int(self.params.size)
+
+    def __repr__(self):
+        return (f"MLP(layers={self.layers}, bias={self.bias}, dtype={self.dtype.name}, "
+                f"seed={self.seed}, n_params={self.n_params})")
+
+    def copy(self) -> "MLP":
+        """An independent network with the same architecture and parameter values."""
+        other = MLP(self.layers, bias=self.bias, dtype=self.dtype, seed=self.seed)
+        other.params[...] = self.params
+        return other
+
+    def arrays(self) -> NetArrays:
+        """The views and offsets the compiled kernels work on."""
+        empty = np.zeros(0, self.dtype)
+        b = tuple(self.biases) if self.bias else tuple(empty for _ in self.weights)
+        return NetArrays(self.params, tuple(self.weights), b, self.bias,
+                         self._w_off, self._b_off, self._shapes)
+
+    def workspace(self, batch_size: int) -> Workspace:
+        """Scratch buffers for batches of up to ``batch_size`` samples."""
+        dt = self.dtype
+        A = tuple(np.zeros((batch_size, m), dt) for _, m in self._shapes)
+        D = tuple(np.zeros((batch_size, m), dt) for _, m in self._shapes)
+        grad = np.zeros_like(self.params)
+        GW = tuple(grad[o:o + n * m].reshape(n, m) for o, (n, m) in zip(self._w_off, self._shapes))
+        if self.bias:
+            Gb = tuple(grad[o:o + m] for o, (_, m) in zip(self._b_off, self._shapes))
+        else:
+            Gb = tuple(np.zeros(0, dt) for _ in self._shapes)
+        mark = tuple(np.zeros(n, np.uint8) for n, _ in self._shapes)
+        active = tuple(np.zeros(n, np.int64) for n, _ in self._shapes)
+        n_active = np.zeros(len(self._shapes), np.int64)
+        yb = np.zeros(batch_size, np.int64)
+        alive = np.zeros(max(len(self._shapes) - 1, 1), np.uint8)
+        n_in = self.layers[0]
+        cols = BatchColumns(np.zeros(n_in + 1, np.int64), np.zeros(n_in, np.int64),
+                            np.zeros(n_in, np.int64), np.zeros(batch_size * n_in, np.int64),
+                            np.zeros(batch_size * n_in, dt))
+        return Workspace(A, D, grad, GW, Gb, mark, active, n_active, yb, alive, cols)
+
+    def sparse(self, x, y=None) -> SparseData:
+        """``x`` (n x fan_in) as CSR rows in this network's dtype, with labels ``y``."""
+        x = check_inputs("x", x, self.layers[0])
+        n = x.shape[0]
+        y = np.zeros(n, np.int64) if y is None else check_labels("y", y, n, self.layers[-1])
+        return to_sparse(x, y, self.dtype)
+
+    def loss_and_grad(self, x, y):
+        """Mean cross-entropy over the samples and its gradient.
+
+        Parameters
+        ----------
+        x : ndarray, shape (n, fan_in)
+        y : ndarray of int, shape (n,)
+
+        Returns
+        -------
+        loss : float
+            ``mean_i -log P_{y_i}(x_i)``.
+        grads : list of ndarray
+            ``grads[l]`` has the shape of ``weights[l]``: d loss / d W_l.
+            When the network has biases, their gradients follow, one per layer.
+        """
+        data = self.sparse(x, y)
+        n = data.y.shape[0]
+        work = self.workspace(n)
+        loss = _kernels.loss_and_grad(self.arrays(), work, data, np.arange(n, dtype=np.int64))
+        grads = [g.copy() for g in work.GW]
+        if self.bias:
+            grads += [g.copy() for g in work.Gb]
+        return float(loss), grads
+
+    def evaluate(self, x, y, *, chunk=500):
+        """Mean loss and accuracy on ``(x, y)``: returns ``(loss, accuracy, predictions)``."""
+        return self.evaluate_sparse(self.sparse(x, y), chunk=chunk)
+
+    def evaluate_sparse(self, data: SparseData, *, chunk=500, work=None):
+        """:meth:`evaluate` for data already in CSR form (see :meth:`sparse`)."""
+        n = data.y.shape[0]
+        if work is None:
+            work = self.workspace(min(chunk, max(n, 1)))
+        pred = np.empty(n, np.int64)
+        loss_sum, correct = _kernels.evaluate(self.arrays(), work, data,
+                                              np.arange(n, dtype=np.int64), pred)
+        return loss_sum / n, correct / n, pred
+
+    def predict(self, x):
+        """The most probable class of every row of ``x`` (ties go to the lower class)."""
+        return self.evaluate(x, None)[2]
+
+    def accuracy(self, x, y) -> float:
+        """Fraction of the rows of ``x`` whose predicted class equals ``y``."""
+        return float(self.evaluate(x, y)[1])
+
+    def forward_trace(self, x):
+        """Pre-activations and outputs of every layer for one sample ``x`` (fan_in,), in float64 lists."""
+        x = check_inputs("x", np.asarray(x)[None, :] if np.ndim(x) == 1 else x, self.layers[0])
+        if x.shape[0] != 1:
+            raise ValueError(f"x must be a single sample, got {x.shape[0]} rows")
+        Z, H = [], []
+        h = x[0].astype(self.dtype)
+        for l, w in enumerate(self.weights):
+            z = h @ w
+            if self.bias:
+                z = z + self.biases[l]
+            h = np.maximum(z, 0.0) if l < len(self.weights) - 1 else z
+            Z.append(z)
+            H.append(h)
+        return Z, H
+
+
+def to_sparse(x, y, dtype) -> SparseData:
+    """CSR form of the rows of a dense ``x``: most MNIST pixels are 0, and the kernels skip them."""
+    mask = x != 0
+    counts = mask.sum(axis=1)
+    indptr = np.zeros(x.shape[0] + 1, np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    indices = np.nonzero(mask)[1].astype(np.int32)
+    values = x[mask].astype(dtype)
+    return SparseData(indptr, indices, values, np.ascontiguousarray(y, dtype=np.int64))

@@ -1,0 +1,379 @@
+"""The training loop: mini-batch epochs in compiled code, logging, divergence detection, progress."""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections import namedtuple
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import _kernels
+from ._validate import check_bool, check_choice, check_int, check_inputs, check_labels
+from .network import MLP, REPORT_LAYERS, to_sparse
+from .optimisers import make_optimiser
+from .schedules import make_schedule
+
+ORDERS = ("sequential", "shuffle")
+
+OptArrays = namedtuple("OptArrays", "kind sparse s1 s2 lr momentum b1 b2 eps")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a training run; equal configs give bit-identical histories.
+
+    ``seed`` seeds both the network's initialisation and (with ``order="shuffle"``)
+    the sample order.  Hyper-parameter names follow STYLE.md: ``learning_rate``
+    (η, or η₀ with decay), ``batch_size`` (m), ``epochs``, ``momentum`` (α),
+    ``lr_final`` (η_N), ``b1``, ``b2``, ``eps``, ``seed``.  ``train_size`` (the
+    first n training images; None for all 60,000) and ``log_every`` (samples per
+    logged point) complete it.  Invalid values raise ValueError/TypeError naming
+    the parameter.
+    """
+
+    optimiser: str = "sgd"
+    learning_rate: float = 0.1
+    batch_size: int = 10
+    epochs: int = 10
+    schedule: str = "constant"
+    lr_final: float | None = None
+    momentum: float = 0.0
+    nesterov: bool = False
+    b1: float = 0.9
+    b2: float | None = None
+    eps: float = 1e-8
+    seed: int = 0
+    order: str = "sequential"
+    train_size: int | None = None
+    log_every: int = 30_000
+    layers: tuple = REPORT_LAYERS
+    bias: bool = False
+    dtype: str = "float64"
+
+    def __post_init__(self):
+        opt = make_optimiser(self.optimiser, momentum=self.momentum, nesterov=self.nesterov,
+                             b1=self.b1, b2=self.b2, eps=self.eps)
+        sched = make_schedule(self.schedule, self.learning_rate, lr_final=self.lr_final,
+                              epochs=self.epochs)
+        check_int("batch_size", self.batch_size, 1)
+        check_int("seed", self.seed, 0)
+        check_choice("order", self.order, ORDERS)
+        if self.train_size is not None:
+            check_int("train_size", self.train_size, 1)
+        check_int("log_every", self.log_every, 1)
+        check_bool("bias", self.bias)
+        check_choice("dtype", self.dtype, ("float64", "float32"))
+        layers = tuple(check_int("layers", w, 1) for w in self.layers)
+        if self.train_size is not None and self.batch_size > self.train_size:
+            raise ValueError(f"batch_size must be from 1 to train_size={self.train_size}, got {self.batch_size}")
+        # Canonical values, so that equal runs have equal configs (and store keys).
+        for name, value in (("learning_rate", sched.learning_rate), ("lr_final", sched.lr_final),
+                            ("momentum", opt.momentum), ("b1", opt.b1), ("b2", opt.b2),
+                            ("eps", opt.eps), ("layers", layers), ("batch_size", int(self.batch_size)),
+                            ("epochs", int(self.epochs)), ("seed", int(self.seed)),
+                            ("bias", bool(self.bias)), ("nesterov", bool(self.nesterov))):
+            object.__setattr__(self, name, value)
+
+    @property
+    def optimiser_spec(self):
+        return make_optimiser(self.optimiser, momentum=self.momentum, nesterov=self.nesterov,
+                              b1=self.b1, b2=self.b2, eps=self.eps)
+
+    @property
+    def schedule_spec(self):
+        return make_schedule(self.schedule, self.learning_rate, lr_final=self.lr_final, epochs=self.epochs)
+
+    @property
+    def label(self) -> str:
+        """e.g. ``"SGD η=0.1 m=10"`` or ``"momentum α=0.9 η=0.1→0.001 m=10"``."""
+        eta = (f"η={self.learning_rate:g}" if self.schedule == "constant"
+               else f"η={self.learning_rate:g}→{self.lr_final:g}")
+        return f"{self.optimiser_spec.label} {eta} m={self.batch_size}"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["layers"] = list(self.layers)
+        return d
+
+    @classmethod
+    def from_dict(cls, d) -> "RunConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown RunConfig field(s) {unknown}; allowed: {sorted(known)}")
+        d = dict(d)
+        if "layers" in d:
+            d["layers"] = tuple(d["layers"])
+        return cls(**d)
+
+    def replace(self, **changes) -> "RunConfig":
+        """A copy with some fields changed (and validated)."""
+        return RunConfig.from_dict({**self.to_dict(), **changes})
+
+
+@dataclass
+class History:
+    """What a run logged: one point before training and one per ``log_every`` samples.
+
+    Attributes
+    ----------
+    epoch : ndarray
+        Fractional epoch of each point (0, 0.5, 1, ... with the report's logging).
+    loss : ndarray
+        Mean per-sample training loss over the window that ends at the point
+        (each sample's loss measured before the update it contributes to); the
+        first point is the untrained network's loss on the first window.
+    test_loss, test_accuracy : ndarray
+        Mean cross-entropy and accuracy on the test set at each point.
+    learning_rate : ndarray
+        η in force during the window (nan for the first point).
+    time : ndarray
+        Wall-clock seconds since the start of the run at each point.
+    seconds : float
+        Total wall-clock time of the run.
+    diverged : bool
+        The run stopped early: a non-finite loss, or a dead network.
+    reason : str
+        Why it diverged ("" otherwise).
+    config : dict
+        The :class:`RunConfig` fields, plus ``init_seed`` of the network.
+    """
+
+    config: dict
+    epoch: np.ndarray
+    loss: np.ndarray
+    test_loss: np.ndarray
+    test_accuracy: np.ndarray
+    learning_rate: np.ndarray
+    time: np.ndarray
+    seconds: float = 0.0
+    diverged: bool = False
+    reason: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def final_loss(self) -> float:
+        """Training loss of the last logged window (the report's "Avg Loss")."""
+        return float(self.loss[-1])
+
+    @property
+    def final_accuracy(self) -> float:
+        """Test accuracy at the last logged point (the report's "Test Acc")."""
+        return float(self.test_accuracy[-1])
+
+    def to_dict(self) -> dict:
+        """A JSON-able dict (non-finite floats become None)."""
+        def clean(a):
+            return [float(v) if np.isfinite(v) else None for v in np.asarray(a, float)]
+        return {"config": self.config, "epoch": clean(self.epoch), "loss": clean(self.loss),
+                "test_loss": clean(self.test_loss), "test_accuracy": clean(self.test_accuracy),
+                "learning_rate": clean(self.learning_rate), "time": clean(self.time),
+                "seconds": self.seconds, "diverged": self.diverged, "reason": self.reason,
+                "extra": self.extra}
+
+    @classmethod
+    def from_dict(cls, d) -> "History":
+        def arr(v):
+            return np.array([np.nan if x is None else x for x in v], float)
+        return cls(config=d["config"], epoch=arr(d["epoch"]), loss=arr(d["loss"]),
+                   test_loss=arr(d["test_loss"]), test_accuracy=arr(d["test_accuracy"]),
+                   learning_rate=arr(d["learning_rate"]), time=arr(d["time"]),
+                   seconds=float(d["seconds"]), diverged=bool(d["diverged"]), reason=d["reason"],
+                   extra=d.get("extra", {}))
+
+
+_SPARSE_MEMO: dict = {}
+
+
+def _sparse_memo(x, y, dtype):
+    """CSR form of a read-only dataset, computed once per array (arrays that can change are not memoised)."""
+    if x.flags.writeable or y.flags.writeable:
+        return to_sparse(x, y, dtype)
+    key = (id(x), id(y), np.dtype(dtype).str)
+    hit = _SPARSE_MEMO.get(key)
+    if hit is not None and hit[0]() is x and hit[1]() is y:
+        return hit[2]
+    data = to_sparse(x, y, dtype)
+    _SPARSE_MEMO[key] = (weakref.ref(x), weakref.ref(y), data)
+    weakref.finalize(x, _SPARSE_MEMO.pop, key, None)
+    return data
+
+
+def _subset(a, n):
+    return a if n is None or n >= a.shape[0] else a[:n]
+
+
+def _window_stops(n, batch_size, log_every):
+    """Ends of the logging windows of one epoch, moved to the next batch boundary."""
+    marks = np.arange(log_every, n, log_every)
+    stops = np.minimum(-(-marks // batch_size) * batch_size, n)
+    return np.unique(np.append(stops, n))
+
+
+def train(net: MLP, data, *, optimiser="sgd", learning_rate=0.1, batch_size=10, epochs=10,
+          schedule="constant", lr_final=None, momentum=0.0, nesterov=False, b1=0.9, b2=None,
+          eps=1e-8, seed=0, order="sequential", train_size=None, log_every=30_000,
+          progress=True) -> History:
+    """Train ``net`` in place with mini-batch updates and return its :class:`History`.
+
+    Each epoch walks the training set in mini-batches of ``batch_size``
+    consecutive samples of the epoch's order (the last batch may be smaller),
+    computes the mean gradient ḡ of each batch (report Algorithm 1) and applies
+    the optimiser's update with the schedule's learning rate for that epoch.
+    Every ``log_every`` samples (moved to the next batch boundary) it records
+    the window's mean training loss and the test loss and accuracy.
+
+    A run stops early and is marked ``diverged`` when a training loss is not
+    finite, or when a hidden layer outputs 0 for every sample of a window (a
+    dead ReLU network: every gradient is exactly 0, so it cannot recover).
+
+    Parameters
+    ----------
+    net : MLP
+    data : object with ``x_train``, ``y_train``, ``x_test``, ``y_test``
+        e.g. :func:`ex3lib.load_mnist`.
+    optimiser : {"sgd", "adagrad", "rmsprop", "adam"}
+    learning_rate : float > 0
+        η, or η₀ for ``schedule="linear_decay"``.
+    batch_size : int
+        m, from 1 (on-line learning) to the number of training samples.
+    epochs : int >= 1
+    schedule : {"constant", "linear_decay"}
+    lr_final : float > 0
+        η_N for ``linear_decay`` (report Eq. 5).
+    momentum, nesterov, b1, b2, eps
+        Optimiser hyper-parameters, see :func:`ex3lib.optimisers.make_optimiser`.
+    seed : int
+        Seed of the per-epoch permutations with ``order="shuffle"``.
+    order : {"sequential", "shuffle"}
+        ``sequential`` walks the training set in order every epoch, as the
+        original code did; ``shuffle`` draws a fresh permutation each epoch.
+    train_size : int, optional
+        Train on the first ``train_size`` samples only.
+    log_every : int
+        Samples per logged point (30,000 = two per epoch, as the report).
+    progress : bool
+        Show a tqdm progress bar once the run has taken more than 2 s.
+
+    Examples
+    --------
+    >>> data = load_mnist()                                          # doctest: +SKIP
+    >>> hist = train(MLP(seed=0), data, learning_rate=0.1, batch_size=10, epochs=1)  # doctest: +SKIP
+    >>> hist.final_accuracy > 0.95                                   # doctest: +SKIP
+    True
+    """
+    if not isinstance(net, MLP):
+        raise TypeError(f"net must be an ex3lib.MLP, got {type(net).__name__}")
+    for name in ("x_train", "y_train", "x_test", "y_test"):
+        if not hasattr(data, name):
+            raise TypeError(f"data must have x_train, y_train, x_test and y_test (e.g. load_mnist()); "
+                            f"{type(data).__name__} has no {name}")
+    check_bool("progress", progress)
+    n_all = np.shape(data.x_train)[0]
+    batch_limit = n_all if train_size is None else min(n_all, train_size) if isinstance(train_size, int) else n_all
+    if isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size > batch_limit:
+        raise ValueError(f"batch_size must be from 1 to the number of training samples ({batch_limit}), "
+                         f"got {batch_size}")
+    cfg = RunConfig(optimiser=optimiser, learning_rate=learning_rate, batch_size=batch_size,
+                    epochs=epochs, schedule=schedule, lr_final=lr_final, momentum=momentum,
+                    nesterov=nesterov, b1=b1, b2=b2, eps=eps, seed=seed, order=order,
+                    train_size=train_size, log_every=log_every, layers=net.layers, bias=net.bias,
+                    dtype=net.dtype.name)
+    x_train = check_inputs("data.x_train", data.x_train, net.layers[0])
+    y_train = check_labels("data.y_train", data.y_train, x_train.shape[0], net.layers[-1])
+    x_test = check_inputs("data.x_test", data.x_test, net.layers[0])
+    y_test = check_labels("data.y_test", data.y_test, x_test.shape[0], net.layers[-1])
+    train_data = _sparse_memo(x_train, y_train, net.dtype)
+    if cfg.train_size is not None and cfg.train_size < x_train.shape[0]:
+        k = cfg.train_size
+        train_data = train_data._replace(indptr=train_data.indptr[:k + 1], y=train_data.y[:k])
+    test_data = _sparse_memo(x_test, y_test, net.dtype)
+    return _train(net, cfg, train_data, test_data, progress)
+
+
+def _train(net, cfg: RunConfig, train_data, test_data, progress) -> History:
+    t0 = time.perf_counter()
+    opt = cfg.optimiser_spec
+    sched = cfg.schedule_spec
+    n = train_data.y.shape[0]
+    work = net.workspace(cfg.batch_size)
+    eval_work = net.workspace(500)
+    state = opt.init(net.params)
+    s1, s2 = opt.slots(state)
+    netarr = net.arrays()
+    stops = _window_stops(n, cfg.batch_size, cfg.log_every)
+    n_hidden = len(net.layers) - 2
+    rng = np.random.default_rng(cfg.seed)
+    test_rows = np.arange(test_data.y.shape[0], dtype=np.int64)
+    test_pred = np.empty(test_rows.shape[0], np.int64)
+
+    order = np.arange(n, dtype=np.int64)
+    if cfg.order == "shuffle":
+        order = rng.permutation(n).astype(np.int64)
+
+    points = {"epoch": [], "loss": [], "test_loss": [], "test_accuracy": [], "learning_rate": [], "time": []}
+
+    def log(epoch, loss, lr):
+        t_loss, t_correct = _kernels.evaluate(netarr, eval_work, test_data, test_rows, test_pred)
+        for key, value in (("epoch", epoch), ("loss", loss), ("test_loss", t_loss / test_rows.shape[0]),
+                           ("test_accuracy", t_correct / test_rows.shape[0]), ("learning_rate", lr),
+                           ("time", time.perf_counter() - t0)):
+            points[key].append(float(value))
+
+    first = order[:stops[0]]
+    loss0, _ = _kernels.evaluate(netarr, eval_work, train_data, first, np.empty(first.shape[0], np.int64))
+    log(0.0, loss0 / first.shape[0], np.nan)
+
+    diverged, reason, step = False, "", 0
+    bar = tqdm(total=cfg.epochs * n, unit="sample", unit_scale=True, delay=2.0,
+               disable=not progress, desc=cfg.label, leave=False)
+    try:
+        for k in range(cfg.epochs):
+            if k > 0 and cfg.order == "shuffle":
+                order = rng.permutation(n).astype(np.int64)
+            lr = sched.learning_rate_at(k)
+            optarr = OptArrays(opt.kind, opt.sparse_safe, s1, s2, lr, opt.momentum, opt.b1, opt.b2, opt.eps)
+            start = 0
+            for stop in stops:
+                work.alive[:] = 0
+                loss_sum, used, step, status = _kernels.train_window(
+                    netarr, optarr, work, train_data, order, start, int(stop), cfg.batch_size, step)
+                bar.update(used)
+                epoch = k + (start + used) / n
+                if status:
+                    diverged = True
+                    reason = (f"non-finite training loss ({loss_sum / used}) at epoch {epoch:.4f}, "
+                              f"after {step} updates")
+                    log(epoch, loss_sum / used, lr)
+                    break
+                log(epoch, loss_sum / used, lr)
+                dead = [l + 1 for l in range(n_hidden) if not work.alive[l]]
+                if dead:
+                    diverged = True
+                    reason = (f"dead network: hidden layer {dead[0]} output 0 for every sample of the "
+                              f"window ending at epoch {epoch:g}, so every gradient is exactly 0")
+                    break
+                start = int(stop)
+            if diverged:
+                break
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    config = cfg.to_dict()
+    config["init_seed"] = net.seed
+    return History(config=config, seconds=seconds, diverged=diverged, reason=reason,
+                   extra={"updates": step, "n_train": int(n)},
+                   **{key: np.array(v) for key, v in points.items()})
+
+
+def run(config: RunConfig, data, *, progress=True) -> History:
+    """Build the network ``config`` describes (seeded with ``config.seed``) and train it."""
+    if not isinstance(config, RunConfig):
+        raise TypeError(f"config must be a RunConfig, got {type(config).__name__}")
+    net = MLP(config.layers, bias=config.bias, dtype=config.dtype, seed=config.seed)
+    kw = {f.name: getattr(config, f.name) for f in fields(config)
+          if f.name not in ("layers", "bias", "dtype")}
+    return train(net, data, progress=progress, **kw)
