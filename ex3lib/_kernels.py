@@ -39,23 +39,46 @@ def _axpy(a, x, y):
 
 
 @njit(cache=True, inline="always", fastmath={"contract"})
+def _axpy4(a0, x0, a1, x1, a2, x2, a3, x3, y):
+    # Four rows per pass over y: y is loaded and stored once for four products.
+    for k in range(y.shape[0]):
+        y[k] += (a0 * x0[k] + a1 * x1[k]) + (a2 * x2[k] + a3 * x3[k])
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
 def _dot(x, y):
-    # Four fixed partial sums: vectorisable without fastmath, and still the
-    # same order of operations on every run.
-    n = x.shape[0]
-    a0 = a1 = a2 = a3 = 0.0
-    k = 0
-    while k + 4 <= n:
-        a0 += x[k] * y[k]
-        a1 += x[k + 1] * y[k + 1]
-        a2 += x[k + 2] * y[k + 2]
-        a3 += x[k + 3] * y[k + 3]
-        k += 4
-    acc = (a0 + a1) + (a2 + a3)
-    while k < n:
+    # Reassociation lets LLVM vectorise the sum; the order is still fixed by
+    # the compiled code, so a run stays bit-for-bit reproducible.
+    acc = 0.0
+    for k in range(x.shape[0]):
         acc += x[k] * y[k]
-        k += 1
     return acc
+
+
+@njit(cache=True, fastmath={"contract"})
+def _accumulate_rows(W, idx, vals, n, out):
+    """``out += sum_p vals[p] * W[idx[p]]`` for ``p < n``, four rows at a time."""
+    p = 0
+    while p + 4 <= n:
+        _axpy4(vals[p], W[idx[p]], vals[p + 1], W[idx[p + 1]],
+               vals[p + 2], W[idx[p + 2]], vals[p + 3], W[idx[p + 3]], out)
+        p += 4
+    while p < n:
+        _axpy(vals[p], W[idx[p]], out)
+        p += 1
+
+
+@njit(cache=True, fastmath={"contract"})
+def _accumulate_samples(D, samples, coef, lo, hi, out):
+    """``out += sum_q coef[q] * D[samples[q]]`` for ``lo <= q < hi``, four at a time."""
+    q = lo
+    while q + 4 <= hi:
+        _axpy4(coef[q], D[samples[q]], coef[q + 1], D[samples[q + 1]],
+               coef[q + 2], D[samples[q + 2]], coef[q + 3], D[samples[q + 3]], out)
+        q += 4
+    while q < hi:
+        _axpy(coef[q], D[samples[q]], out)
+        q += 1
 
 
 @njit(cache=True, fastmath={"contract"})
@@ -96,46 +119,50 @@ def gather_batch(data, rows, cols):
 
 
 @njit(cache=True, fastmath={"contract"})
-def forward_batch(W, b, has_bias, cols, n_used, B, A, alive):
-    """Forward pass of a batch of ``B`` samples gathered by :func:`gather_batch`; fills ``A``.
+def forward_batch(W, b, has_bias, data, rows, A, work):
+    """Forward pass of the samples ``rows``; fills ``A``.
 
-    ``alive[l]`` is set to 1 when hidden layer ``l`` has a positive output for
-    some sample of the batch (used to detect a dead network).
+    ``work.alive[l]`` is set to 1 when hidden layer ``l`` has a positive output
+    for some sample of the batch (used to detect a dead network).
     """
     L = len(W)
+    B = rows.shape[0]
+    idx = work.nz_idx
+    val = work.nz_val
     for l in range(L):
         out = A[l]
-        for s in range(B):
-            if has_bias:
-                out[s, :] = b[l]
-            else:
-                out[s, :] = 0.0
         Wl = W[l]
-        if l == 0:
-            for u in range(n_used):
-                i = cols.pixels[u]
-                w = Wl[i]
-                for q in range(cols.ptr[i], cols.ptr[i + 1]):
-                    _axpy(cols.value[q], w, out[cols.sample[q]])
-        else:
-            inp = A[l - 1]
-            for j in range(Wl.shape[0]):
-                w = Wl[j]
-                for s in range(B):
-                    a = inp[s, j]
-                    if a != 0.0:
-                        _axpy(a, w, out[s])
-        if l < L - 1:
-            any_pos = False
-            for s in range(B):
-                o = out[s]
+        any_pos = False
+        for s in range(B):
+            o = out[s]
+            if has_bias:
+                o[:] = b[l]
+            else:
+                o[:] = 0.0
+            if l == 0:
+                r = rows[s]
+                p0 = data.indptr[r]
+                n = data.indptr[r + 1] - p0
+                _accumulate_rows(Wl, data.indices[p0:p0 + n], data.values[p0:p0 + n], n, o)
+            else:
+                inp = A[l - 1][s]
+                n = 0
+                for j in range(inp.shape[0]):
+                    if inp[j] != 0.0:
+                        idx[n] = j
+                        val[n] = inp[j]
+                        n += 1
+                _accumulate_rows(Wl, idx, val, n, o)
+            if l < L - 1:
                 for k in range(o.shape[0]):
-                    if o[k] > 0.0:
-                        any_pos = True
-                    else:
-                        o[k] = 0.0
-            if any_pos:
-                alive[l] = 1
+                    o[k] = o[k] if o[k] > 0.0 else 0.0
+                if not any_pos:
+                    for k in range(o.shape[0]):
+                        if o[k] > 0.0:
+                            any_pos = True
+                            break
+        if any_pos and l < L - 1:
+            work.alive[l] = 1
 
 
 @njit(cache=True, fastmath={"contract"})
@@ -169,23 +196,26 @@ def softmax_xent(logits, y, D):
 def backward_batch(W, b, has_bias, cols, n_used, B, A, D, work, fused, c):
     """Back-propagate ``D[L-1]`` (softmax - onehot) through the batch.
 
-    With ``fused`` (plain SGD) each weight takes its update ``-c * a * d`` as
-    soon as it is computed (``c = lr / B``), after the row's contribution to
-    the previous layer's error has been taken with the old weights; nothing is
-    stored.  Otherwise the summed gradients go to ``work.GW``/``work.Gb`` and
-    every row that received a contribution is listed once in
-    ``work.active[l][:work.n_active[l]]``, so the optimiser can skip the rest.
+    With ``fused`` (plain SGD) each weight row takes its update
+    ``-c * sum_s a_s d_s`` (``c = lr / B``) right after the row's contribution
+    to the previous layer's error has been taken with the old weights;
+    no gradient is stored.  Otherwise the summed gradients go to
+    ``work.GW``/``work.Gb`` and every row that received a contribution is
+    listed once in ``work.active[l][:work.n_active[l]]``, so the optimiser can
+    skip the rest.  Inputs are visited row by row (pixel by pixel for the
+    first layer, see :func:`gather_batch`) so each weight row is loaded once
+    per batch.
     """
     L = len(W)
+    samples = work.nz_idx
+    coef = work.nz_val
     for l in range(L - 1, -1, -1):
         Dl = D[l]
         if has_bias:
-            if fused:
-                for s in range(B):
-                    _axpy(-c, Dl[s], b[l])
-            else:
-                for s in range(B):
-                    _axpy(1.0, Dl[s], work.Gb[l])
+            target = b[l] if fused else work.Gb[l]
+            scale = -c if fused else 1.0
+            for s in range(B):
+                _axpy(scale, Dl[s], target)
         Wl = W[l]
         Gl = work.GW[l]
         mk = work.mark[l]
@@ -195,41 +225,38 @@ def backward_batch(W, b, has_bias, cols, n_used, B, A, D, work, fused, c):
             Dprev = D[l - 1]
             for j in range(Wl.shape[0]):
                 w = Wl[j]
-                used = False
+                n = 0
                 for s in range(B):
-                    if inp[s, j] != 0.0:
+                    a = inp[s, j]
+                    if a != 0.0:
                         Dprev[s, j] = _dot(w, Dl[s])
-                        used = True
+                        samples[n] = s
+                        coef[n] = -c * a if fused else a
+                        n += 1
                     else:
                         Dprev[s, j] = 0.0
-                if not used:
+                if n == 0:
                     continue
                 if fused:
-                    for s in range(B):
-                        a = inp[s, j]
-                        if a != 0.0:
-                            _axpy(-c * a, Dl[s], w)
+                    _accumulate_samples(Dl, samples, coef, 0, n, w)
                 else:
-                    g = Gl[j]
-                    for s in range(B):
-                        a = inp[s, j]
-                        if a != 0.0:
-                            _axpy(a, Dl[s], g)
+                    _accumulate_samples(Dl, samples, coef, 0, n, Gl[j])
                     if mk[j] == 0:
                         mk[j] = 1
                         act[work.n_active[l]] = j
                         work.n_active[l] += 1
         else:
+            if fused:
+                for q in range(cols.ptr[cols.ptr.shape[0] - 1]):
+                    cols.value[q] *= -c
             for u in range(n_used):
                 i = cols.pixels[u]
+                lo = cols.ptr[i]
+                hi = cols.ptr[i + 1]
                 if fused:
-                    w = Wl[i]
-                    for q in range(cols.ptr[i], cols.ptr[i + 1]):
-                        _axpy(-c * cols.value[q], Dl[cols.sample[q]], w)
+                    _accumulate_samples(Dl, cols.sample, cols.value, lo, hi, Wl[i])
                 else:
-                    g = Gl[i]
-                    for q in range(cols.ptr[i], cols.ptr[i + 1]):
-                        _axpy(cols.value[q], Dl[cols.sample[q]], g)
+                    _accumulate_samples(Dl, cols.sample, cols.value, lo, hi, Gl[i])
                     if mk[i] == 0:
                         mk[i] = 1
                         act[work.n_active[l]] = i
@@ -353,12 +380,11 @@ def _forward_rows(net, work, data, rows):
     """Gather and forward the batch ``rows``; returns the summed loss, leaving softmax - onehot in D."""
     B = rows.shape[0]
     L = len(net.W)
-    n_used = gather_batch(data, rows, work.cols)
-    forward_batch(net.W, net.b, net.has_bias, work.cols, n_used, B, work.A, work.alive)
+    forward_batch(net.W, net.b, net.has_bias, data, rows, work.A, work)
     yb = work.yb[:B]
     for s in range(B):
         yb[s] = data.y[rows[s]]
-    return softmax_xent(work.A[L - 1][:B], yb, work.D[L - 1][:B]), n_used
+    return softmax_xent(work.A[L - 1][:B], yb, work.D[L - 1][:B])
 
 
 @njit(cache=True, fastmath={"contract"})
@@ -381,12 +407,13 @@ def train_window(net, opt, work, data, order, start, stop, batch_size, step):
         end = min(pos + batch_size, stop)
         B = end - pos
         rows = order[pos:end]
-        batch_loss, n_used = _forward_rows(net, work, data, rows)
+        batch_loss = _forward_rows(net, work, data, rows)
         if not math.isfinite(batch_loss):
             return loss_sum + batch_loss, n + B, step, 1
         loss_sum += batch_loss
         n += B
         step += 1
+        n_used = gather_batch(data, rows, work.cols)
         backward_batch(net.W, net.b, net.has_bias, work.cols, n_used, B, work.A, work.D, work,
                        fused, opt.lr / B)
         if not fused:
@@ -410,7 +437,7 @@ def evaluate(net, work, data, rows_all, out_pred):
         end = min(pos + chunk, n)
         B = end - pos
         rows = rows_all[pos:end]
-        batch_loss, _ = _forward_rows(net, work, data, rows)
+        batch_loss = _forward_rows(net, work, data, rows)
         loss_sum += batch_loss
         logits = work.A[L - 1]
         for s in range(B):
@@ -430,7 +457,8 @@ def loss_and_grad(net, work, data, rows):
     """Mean loss over ``rows`` and the mean gradient left in ``work.grad`` (one batch)."""
     L = len(net.W)
     B = rows.shape[0]
-    total, n_used = _forward_rows(net, work, data, rows)
+    total = _forward_rows(net, work, data, rows)
+    n_used = gather_batch(data, rows, work.cols)
     backward_batch(net.W, net.b, net.has_bias, work.cols, n_used, B, work.A, work.D, work, False, 0.0)
     for l in range(L):
         mk = work.mark[l]
@@ -450,7 +478,7 @@ def _relu_into(z, out):
 
 
 @njit(cache=True, fastmath={"contract"})
-def _sample_loss(logits, y):
+def sample_loss(logits, y):
     zmax = logits[0]
     for k in range(1, logits.shape[0]):
         if logits[k] > zmax:
@@ -474,7 +502,7 @@ def perturbed_losses(W, b, has_bias, Z, H, y, layer, x_in, hs, out):
     """
     L = len(W)
     fan_in, fan_out = W[layer].shape
-    base = _sample_loss(H[L - 1], y)
+    base = sample_loss(H[L - 1], y)
     nh = hs.shape[0]
     for j in range(fan_in):
         if x_in[j] == 0.0:
@@ -490,7 +518,7 @@ def perturbed_losses(W, b, has_bias, Z, H, y, layer, x_in, hs, out):
                 z0 = logits[k]
                 for q in range(nh):
                     logits[k] = z0 + hs[q] * x_in[j]
-                    out[j, k, q] = _sample_loss(logits, y)
+                    out[j, k, q] = sample_loss(logits, y)
                 logits[k] = z0
         return
     # layer < L-1: one hidden unit k of this layer changes; propagate onwards.
@@ -514,7 +542,7 @@ def perturbed_losses(W, b, has_bias, Z, H, y, layer, x_in, hs, out):
                     for c in range(zn.shape[0]):
                         zn[c] = Z[layer + 1][c] + dh * Wn[k, c]
                 if layer + 1 == L - 1:
-                    out[j, k, q] = _sample_loss(zn, y)
+                    out[j, k, q] = sample_loss(zn, y)
                     continue
                 _relu_into(zn, bufs_h[layer + 1])
                 for l in range(layer + 2, L):
@@ -531,4 +559,4 @@ def perturbed_losses(W, b, has_bias, Z, H, y, layer, x_in, hs, out):
                             _axpy(a, Wl[c], zl)
                     if l < L - 1:
                         _relu_into(zl, bufs_h[l])
-                out[j, k, q] = _sample_loss(bufs_z[L - 1], y)
+                out[j, k, q] = sample_loss(bufs_z[L - 1], y)

@@ -13,7 +13,7 @@ REPORT_LAYERS = (784, 300, 100, 100, 10)
 
 # Arrays handed to the compiled kernels, grouped as STYLE.md asks.
 NetArrays = namedtuple("NetArrays", "params W b has_bias w_off b_off shapes")
-Workspace = namedtuple("Workspace", "A D grad GW Gb mark active n_active yb alive cols")
+Workspace = namedtuple("Workspace", "A D grad GW Gb mark active n_active yb alive cols nz_idx nz_val")
 BatchColumns = namedtuple("BatchColumns", "ptr fill pixels sample value")
 SparseData = namedtuple("SparseData", "indptr indices values y")
 
@@ -132,7 +132,9 @@ class MLP:
         cols = BatchColumns(np.zeros(n_in + 1, np.int64), np.zeros(n_in, np.int64),
                             np.zeros(n_in, np.int64), np.zeros(batch_size * n_in, np.int64),
                             np.zeros(batch_size * n_in, dt))
-        return Workspace(A, D, grad, GW, Gb, mark, active, n_active, yb, alive, cols)
+        widest = max(max(self.layers[:-1]), batch_size)
+        return Workspace(A, D, grad, GW, Gb, mark, active, n_active, yb, alive, cols,
+                         np.zeros(widest, np.int64), np.zeros(widest, dt))
 
     def sparse(self, x, y=None) -> SparseData:
         """``x`` (n x fan_in) as CSR rows in this network's dtype, with labels ``y``."""
