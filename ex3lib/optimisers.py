@@ -119,7 +119,7 @@ class Optimiser:
         s1, s2 = self.slots(state)
         step = state.step + 1
         _kernels.update_range(self.kind, params, grad, s1, s2, 0, params.shape[0], 1.0,
-                              learning_rate, self.momentum, self.b1, self.b2, self.eps, step)
+                              learning_rate, self.momentum, self.b1, self.b2, self.eps, step, True)
         return state._replace(step=step)
 
 

@@ -272,11 +272,6 @@ def train(net: MLP, data, *, optimiser="sgd", learning_rate=0.1, batch_size=10, 
             raise TypeError(f"data must have x_train, y_train, x_test and y_test (e.g. load_mnist()); "
                             f"{type(data).__name__} has no {name}")
     check_bool("progress", progress)
-    n_all = np.shape(data.x_train)[0]
-    batch_limit = n_all if train_size is None else min(n_all, train_size) if isinstance(train_size, int) else n_all
-    if isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size > batch_limit:
-        raise ValueError(f"batch_size must be from 1 to the number of training samples ({batch_limit}), "
-                         f"got {batch_size}")
     cfg = RunConfig(optimiser=optimiser, learning_rate=learning_rate, batch_size=batch_size,
                     epochs=epochs, schedule=schedule, lr_final=lr_final, momentum=momentum,
                     nesterov=nesterov, b1=b1, b2=b2, eps=eps, seed=seed, order=order,
@@ -290,6 +285,10 @@ def train(net: MLP, data, *, optimiser="sgd", learning_rate=0.1, batch_size=10, 
     if cfg.train_size is not None and cfg.train_size < x_train.shape[0]:
         k = cfg.train_size
         train_data = train_data._replace(indptr=train_data.indptr[:k + 1], y=train_data.y[:k])
+    n_train = train_data.y.shape[0]
+    if cfg.batch_size > n_train:
+        raise ValueError(f"batch_size must be from 1 to the number of training samples ({n_train}), "
+                         f"got {cfg.batch_size}")
     test_data = _sparse_memo(x_test, y_test, net.dtype)
     return _train(net, cfg, train_data, test_data, progress)
 

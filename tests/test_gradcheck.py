@@ -1,0 +1,98 @@
+import numpy as np
+import pytest
+
+from ex3lib import MLP
+from ex3lib import _kernels
+from ex3lib.gradcheck import METHODS, gradcheck, h_sweep
+
+from reference import forward
+
+
+def _sample(small, i=0):
+    return small.x_train[i], int(small.y_train[i])
+
+
+def _loss(net, x, y):
+    logits = forward(net.weights, net.biases, x[None, :])[-1][0]
+    z = logits - logits.max()
+    return float(np.log(np.exp(z).sum()) - z[y])
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_perturbed_losses_match_a_full_forward_pass(small, bias):
+    """The incremental re-evaluation equals recomputing the whole network with the moved weight."""
+    net = MLP((784, 12, 9, 10), seed=2, bias=bias)
+    if bias:
+        for b in net.biases:
+            b[:] = 0.05
+    x, y = _sample(small)
+    Z, H = net.forward_trace(x)
+    a = net.arrays()
+    rng = np.random.default_rng(0)
+    for layer in range(3):
+        out = np.empty(net.weights[layer].shape + (1,))
+        x_in = x if layer == 0 else H[layer - 1]
+        _kernels.perturbed_losses(a.W, a.b, a.has_bias, tuple(Z), tuple(H), y, layer,
+                                  np.ascontiguousarray(x_in), np.array([1e-3]), out)
+        w = net.weights[layer]
+        for _ in range(10):
+            i = rng.integers(w.shape[0]) if layer else int(np.nonzero(x)[0][rng.integers(np.count_nonzero(x))])
+            j = rng.integers(w.shape[1])
+            old = w[i, j]
+            w[i, j] = old + 1e-3
+            assert out[i, j, 0] == pytest.approx(_loss(net, x, y), rel=1e-12, abs=1e-14)
+            w[i, j] = old
+
+
+def test_all_weights_central_beats_one_sided(small):
+    net = MLP((784, 30, 20, 10), seed=1)
+    x, y = _sample(small, 3)
+    check = gradcheck(net, x, y, h=1e-5)
+    assert check.n_weights == 784 * 30 + 30 * 20 + 20 * 10
+    for method in METHODS:
+        rel = check.rel_error(method)
+        assert rel.size == check.informative(method).sum() > 0
+        assert check.abs_error(method).shape == (check.n_weights,)
+    central = check.rel_error("central")
+    assert np.median(central) < 1e-8 and central.mean() < 1e-5
+    for one_sided in ("forward", "backward"):
+        assert np.median(central) < np.median(check.rel_error(one_sided)) / 10
+
+
+def test_pixels_that_are_zero_give_exactly_zero_gradients(small):
+    net = MLP((784, 8, 10), seed=0)
+    x, y = _sample(small)
+    check = gradcheck(net, x, y, layers=0)
+    zero_rows = x == 0
+    for method in METHODS:
+        assert not check.numeric[method][0][zero_rows].any()
+    assert not check.analytic[0][zero_rows].any()
+
+
+def test_h_sweep_shows_truncation_and_round_off(small):
+    net = MLP((784, 16, 10), seed=0)
+    x, y = _sample(small, 1)
+    hs, errors = h_sweep(net, x, y, hs=[1e-3, 1e-6, 1e-12])
+    for method in METHODS:
+        e = errors[method]
+        assert e[1] < e[0] and e[1] < e[2]
+    assert errors["central"][0] < errors["forward"][0]
+
+
+@pytest.mark.parametrize("kwargs, exc, word", [
+    ({"h": 0.0}, ValueError, "h must"),
+    ({"layers": [5]}, ValueError, "layers"),
+    ({"layers": [0, 0]}, ValueError, "distinct"),
+    ({"y": 10}, ValueError, "y must"),
+    ({"x": np.zeros(783)}, ValueError, "x must be one sample"),
+])
+def test_bad_gradcheck_arguments(small, kwargs, exc, word):
+    x, y = _sample(small)
+    args = {"x": x, "y": y, **kwargs}
+    with pytest.raises(exc, match=word):
+        gradcheck(MLP((784, 8, 10)), args.pop("x"), args.pop("y"), **args)
+
+
+def test_float32_network_is_refused(small):
+    with pytest.raises(ValueError, match="float64"):
+        gradcheck(MLP((784, 8, 10), dtype=np.float32), *_sample(small))

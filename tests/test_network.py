@@ -1,0 +1,140 @@
+import numpy as np
+import pytest
+
+import ex3lib
+from ex3lib import MLP
+
+from reference import forward, loss_and_grad
+
+
+def test_report_network_has_276200_parameters():
+    net = MLP()
+    assert net.layers == (784, 300, 100, 100, 10)
+    assert net.n_params == 784 * 300 + 300 * 100 + 100 * 100 + 100 * 10 == 276_200
+    assert [w.shape for w in net.weights] == [(784, 300), (300, 100), (100, 100), (100, 10)]
+    assert net.biases == []
+
+
+def test_weights_are_views_of_the_flat_parameters():
+    net = MLP(seed=1)
+    net.weights[2][3, 4] = 123.0
+    assert 123.0 in net.params
+    assert all(np.shares_memory(w, net.params) for w in net.weights)
+
+
+def test_glorot_uniform_initialisation_is_seeded():
+    a, b, c = MLP(seed=0), MLP(seed=0), MLP(seed=1)
+    assert np.array_equal(a.params, b.params)
+    assert not np.array_equal(a.params, c.params)
+    for w in a.weights:
+        limit = np.sqrt(6 / sum(w.shape))
+        assert np.abs(w).max() <= limit
+        assert np.abs(w).max() > 0.95 * limit
+        assert abs(w.std() - limit / np.sqrt(3)) < 0.05 * limit
+
+
+def test_biases_are_optional_and_start_at_zero():
+    net = MLP(bias=True)
+    assert net.n_params == 276_200 + 300 + 100 + 100 + 10
+    assert [b.shape for b in net.biases] == [(300,), (100,), (100,), (10,)]
+    assert all(not b.any() for b in net.biases)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_loss_and_grad_match_the_numpy_twin(small, bias):
+    net = MLP((784, 64, 32, 10), bias=bias, seed=3)
+    if bias:
+        rng = np.random.default_rng(0)
+        for b in net.biases:
+            b[:] = rng.normal(0, 0.1, b.shape)
+    x, y = small.x_train[:37], small.y_train[:37]
+    loss, grads = net.loss_and_grad(x, y)
+    ref_loss, ref_gw, ref_gb = loss_and_grad(net.weights, net.biases, x, y)
+    assert loss == pytest.approx(ref_loss, rel=1e-12)
+    for g, r in zip(grads, ref_gw + ref_gb):
+        np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-14)
+
+
+def test_gradient_matches_central_differences(small):
+    net = MLP((784, 20, 15, 10), seed=4)
+    x, y = small.x_train[:5], small.y_train[:5]
+    _, grads = net.loss_and_grad(x, y)
+    rng = np.random.default_rng(1)
+    h = 1e-6
+    errors = []
+    for l, w in enumerate(net.weights):
+        for _ in range(15):
+            i, j = rng.integers(w.shape[0]), rng.integers(w.shape[1])
+            if l == 0:
+                i = int(np.nonzero(x[0])[0][0])
+            old = w[i, j]
+            w[i, j] = old + h
+            up = net.loss_and_grad(x, y)[0]
+            w[i, j] = old - h
+            down = net.loss_and_grad(x, y)[0]
+            w[i, j] = old
+            num = (up - down) / (2 * h)
+            errors.append(abs(num - grads[l][i, j]) / max(abs(num), abs(grads[l][i, j]), 1e-8))
+    assert max(errors) < 1e-5
+    assert np.mean(errors) < 1e-6
+
+
+def test_softmax_is_stable_for_huge_logits(small):
+    net = MLP((784, 16, 10), seed=0)
+    net.params *= 1e4
+    loss, grads = net.loss_and_grad(small.x_train[:20], small.y_train[:20])
+    assert np.isfinite(loss) and loss > 100
+    assert all(np.isfinite(g).all() for g in grads)
+
+
+def test_predict_and_accuracy_match_numpy(small):
+    net = MLP((784, 32, 10), seed=2)
+    logits = forward(net.weights, [], small.x_test)[-1]
+    assert np.array_equal(net.predict(small.x_test), logits.argmax(axis=1))
+    assert net.accuracy(small.x_test, small.y_test) == np.mean(logits.argmax(axis=1) == small.y_test)
+
+
+def test_float32_network_agrees_with_float64(small):
+    a = MLP((784, 32, 10), seed=5)
+    b = MLP((784, 32, 10), seed=5, dtype=np.float32)
+    assert b.params.dtype == np.float32
+    la, ga = a.loss_and_grad(small.x_train[:50], small.y_train[:50])
+    lb, gb = b.loss_and_grad(small.x_train[:50], small.y_train[:50])
+    assert lb == pytest.approx(la, rel=1e-5)
+    for g32, g64 in zip(gb, ga):
+        np.testing.assert_allclose(g32, g64, rtol=1e-3, atol=1e-6)
+
+
+def test_copy_is_independent():
+    net = MLP((784, 8, 10))
+    twin = net.copy()
+    twin.params[0] += 1
+    assert net.params[0] != twin.params[0]
+
+
+@pytest.mark.parametrize("kwargs, exc, word", [
+    ({"layers": (784,)}, ValueError, "layers"),
+    ({"layers": (784, 0, 10)}, ValueError, "layers"),
+    ({"layers": (784, 3.5, 10)}, TypeError, "layers"),
+    ({"layers": (784, 1)}, ValueError, "output"),
+    ({"bias": "yes"}, TypeError, "bias"),
+    ({"dtype": np.int32}, TypeError, "dtype"),
+    ({"seed": -1}, ValueError, "seed"),
+])
+def test_bad_network_arguments(kwargs, exc, word):
+    with pytest.raises(exc, match=word):
+        MLP(**kwargs)
+
+
+@pytest.mark.parametrize("x, y, exc, word", [
+    (np.zeros((3, 783)), np.zeros(3, int), ValueError, "x must have shape"),
+    (np.zeros((0, 784)), np.zeros(0, int), ValueError, "at least one sample"),
+    (np.full((2, 784), np.nan), np.zeros(2, int), ValueError, "NaN"),
+    (np.zeros((2, 784), complex), np.zeros(2, int), TypeError, "real numbers"),
+    (np.zeros((2, 784)), np.zeros(3, int), ValueError, "y must have shape"),
+    (np.zeros((2, 784)), np.array([0.0, 1.0]), TypeError, "integer class labels"),
+    (np.zeros((2, 784)), np.array([0, 10]), ValueError, "labels from 0 to 9"),
+])
+def test_bad_loss_and_grad_inputs(x, y, exc, word):
+    with pytest.raises(exc, match=word):
+        MLP((784, 8, 10)).loss_and_grad(x, y)
