@@ -14,6 +14,7 @@ from .data import MNIST, load_mnist
 from .network import MLP, REPORT_LAYERS
 from .optimisers import OPTIMISERS, Optimiser, OptState, make_optimiser
 from .schedules import SCHEDULES, Schedule, make_schedule
+from .store import ResultsStore, run_many, source_fingerprint
 from .training import History, RunConfig, run, train
 
 __version__ = "0.1.0"
@@ -21,5 +22,5 @@ __version__ = "0.1.0"
 __all__ = [
     "MNIST", "load_mnist", "MLP", "REPORT_LAYERS", "OPTIMISERS", "Optimiser", "OptState",
     "make_optimiser", "SCHEDULES", "Schedule", "make_schedule", "History", "RunConfig", "run",
-    "train", "__version__",
+    "train", "ResultsStore", "run_many", "source_fingerprint", "__version__",
 ]

@@ -1,0 +1,338 @@
+"""Seconds per training epoch of ex3lib against a plain-NumPy implementation, and ex3lib's start-up cost.
+
+Run from the project root::
+
+    /work/venv/bin/python benchmarks/bench_epoch.py [--repeat R] [--json PATH] [--quick]
+
+What is measured
+----------------
+One epoch is the 60,000 MNIST training images in their stored order, float64,
+plain SGD with learning rate 0.01, the report's 784-300-100-100-10 network
+without biases, starting from ``ex3lib.MLP(seed=0)``'s weights, at batch
+sizes m = 1, 10 and 100.
+
+* ex3lib: ``ex3lib.train(..., epochs=1, log_every=60000, progress=False)`` on a
+  fresh network.  ``History.time[0]`` is taken after the initial evaluation and
+  ``History.time[1]`` after the epoch plus one test-set evaluation, so the epoch
+  time is ``time[1] - time[0]`` minus the time of that test evaluation, measured
+  separately right afterwards (the fastest of three, which if anything
+  overstates ex3lib's epoch time).
+* NumPy: :func:`numpy_reference.sgd_epoch`, the straightforward vectorised
+  implementation, on the same data and weights.  At m = 1 it runs only on the
+  first ``--numpy-samples`` images (6,000 by default) and the time is scaled to
+  60,000; the output marks every extrapolated number.
+* Start-up: a fresh interpreter that imports ex3lib and trains on 64 synthetic
+  samples, once with ``NUMBA_CACHE_DIR`` pointing at an empty folder (first
+  compile) and once more with the same folder (a second process, warm cache).
+
+Every measurement is repeated ``--repeat`` times and the minimum kept;
+ex3lib and NumPy runs alternate within each repeat so that their ratio is
+taken under the same machine load.  BLAS and OpenMP pools are pinned to one
+thread (ex3lib's kernels are single-threaded by design), so both sides use
+one core.  The numerical agreement of the NumPy reference with ex3lib is
+checked before anything is timed.
+
+The exit status is 0 whether or not the targets are met; it is non-zero
+only when something fails to run.
+"""
+
+import os
+
+# Pinned before NumPy is imported: BLAS reads these once, when it loads.
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+for _var in THREAD_VARS:
+    os.environ[_var] = "1"
+
+import argparse
+import hashlib
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numba
+import numpy as np
+
+import ex3lib
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy_reference as ref
+
+EPOCH = 60_000
+LEARNING_RATE = 0.01
+BATCH_SIZES = (1, 10, 100)
+#: m -> (least NumPy/ex3lib ratio, most ex3lib seconds per epoch) that count as a pass.
+TARGETS = {1: (12.0, 2.5), 10: (3.0, 1.2), 100: (1.2, 0.8)}
+KERNELS = Path(ex3lib.__file__).resolve().parent / "_kernels.py"
+#: A train() call that is slower than this in the warm-cache process must have compiled.
+WARM_COMPILE_SUSPECT_S = 2.0
+
+STARTUP_SNIPPET = """
+import json, time
+t0 = time.perf_counter()
+import ex3lib
+t1 = time.perf_counter()
+import numpy as np
+rng = np.random.default_rng(0)
+x = np.where(rng.random((64, 784)) < 0.2, rng.random((64, 784)), 0.0)
+y = rng.integers(0, 10, 64)
+class Data:
+    x_train = x_test = x
+    y_train = y_test = y
+t2 = time.perf_counter()
+ex3lib.train(ex3lib.MLP(seed=0), Data, learning_rate=0.01, batch_size=8, epochs=1,
+             log_every=64, progress=False)
+t3 = time.perf_counter()
+print(json.dumps({"import_s": t1 - t0, "train_s": t3 - t2}))
+"""
+
+
+def log(msg):
+    """Progress goes to stderr so that stdout holds only the report."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+def file_sha256(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def time_ex3lib(data, test_sparse, m, n):
+    """One ex3lib epoch over the first ``n`` images at batch size ``m``; seconds scaled to 60,000 images."""
+    net = ex3lib.MLP(seed=0)
+    t = time.perf_counter()
+    hist = ex3lib.train(net, data, learning_rate=LEARNING_RATE, batch_size=m, epochs=1,
+                        log_every=n, train_size=None if n >= EPOCH else n, progress=False)
+    call_s = time.perf_counter() - t
+    if hist.diverged or len(hist.time) != 2:
+        raise RuntimeError(f"ex3lib run at m={m} did not log exactly one epoch: {hist.reason or hist.time}")
+    eval_s = min(_timed(net.evaluate_sparse, test_sparse) for _ in range(3))
+    window_s = float(hist.time[1] - hist.time[0])
+    return {"epoch_s": (window_s - eval_s) * EPOCH / n, "samples": n, "window_s": window_s,
+            "test_eval_s": eval_s, "train_call_s": call_s, "loss": float(hist.loss[1])}
+
+
+def time_numpy(x, y, weights0, m, n):
+    """One NumPy-reference epoch over the first ``n`` images at batch size ``m``; seconds scaled to 60,000."""
+    weights = [w.copy() for w in weights0]
+    t = time.perf_counter()
+    loss = ref.sgd_epoch(weights, x, y, LEARNING_RATE, m, n_samples=n)
+    run_s = time.perf_counter() - t
+    return {"epoch_s": run_s * EPOCH / n, "samples": n, "run_s": run_s, "loss": loss}
+
+
+def _timed(fn, *args):
+    t = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t
+
+
+def time_startup(cache_dir=None):
+    """Wall time of a fresh interpreter that imports ex3lib and trains briefly, plus its own in-process split.
+
+    ``cache_dir`` becomes ``NUMBA_CACHE_DIR``; None keeps this process's environment.
+    """
+    env = dict(os.environ)
+    if cache_dir is not None:
+        env["NUMBA_CACHE_DIR"] = str(cache_dir)
+    t = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", STARTUP_SNIPPET], env=env, check=True,
+                         capture_output=True, text=True)
+    wall_s = time.perf_counter() - t
+    inner = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"process_s": wall_s, "import_s": inner["import_s"], "train_s": inner["train_s"],
+            "import_and_train_s": inner["import_s"] + inner["train_s"]}
+
+
+def best(runs):
+    """Per key, the minimum over the repeats (the least disturbed run)."""
+    return {key: min(r[key] for r in runs) for key in runs[0]} if runs else None
+
+
+def verdict(ratio, ex_s, target):
+    want_ratio, want_s = target
+    failed = [name for name, ok in (("ratio", ratio >= want_ratio), ("time", ex_s <= want_s)) if not ok]
+    return "pass" if not failed else f"FAIL ({', '.join(failed)})"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    p.add_argument("--repeat", type=int, default=3, help="repeats of every measurement; the minimum is kept")
+    p.add_argument("--numpy-samples", type=int, default=None, metavar="N",
+                   help="images the NumPy reference trains on at every batch size, scaled to a "
+                        "60,000-image epoch (default: 6,000 at m=1, all 60,000 otherwise)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES), metavar="M")
+    p.add_argument("--no-startup", action="store_true", help="skip the compile and start-up measurements")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 1 repeat, 6,000 images for ex3lib and at most 6,000 (600 at m=1) for "
+                        "NumPy, and a warm start-up only (no first compile)")
+    p.add_argument("--json", type=Path, metavar="PATH", help="also write the numbers to this JSON file")
+    args = p.parse_args(argv)
+    if args.repeat < 1:
+        p.error("--repeat must be at least 1")
+    if args.numpy_samples is not None and not 1 <= args.numpy_samples <= EPOCH:
+        p.error(f"--numpy-samples must be from 1 to {EPOCH}")
+    if any(m < 1 or m > EPOCH for m in args.batch_sizes):
+        p.error(f"--batch-sizes must be from 1 to {EPOCH}")
+    if args.quick:
+        args.repeat = 1
+    return args
+
+
+def plan_samples(args):
+    """Images each side trains on, per batch size."""
+    plan = {}
+    for m in args.batch_sizes:
+        if args.numpy_samples is not None:
+            n_np = args.numpy_samples
+        elif args.quick:
+            n_np = 600 if m == 1 else 6_000
+        else:
+            n_np = 6_000 if m == 1 else EPOCH
+        plan[m] = {"ex3lib": 6_000 if args.quick else EPOCH, "numpy": max(n_np, m)}
+    return plan
+
+
+def main(argv=None):
+    t_start = time.perf_counter()
+    args = parse_args(argv)
+    plan = plan_samples(args)
+    sha_before = file_sha256(KERNELS)
+
+    log("loading MNIST and checking the NumPy reference against ex3lib ...")
+    data = ex3lib.load_mnist()
+    x, y = data.x_train, data.y_train
+    check = ref.check_against_ex3lib(x[:1000], y[:1000])
+    log(f"  agreement (max-norm relative error): {check}")
+
+    log("warming up (kernel cache load or compile, CSR conversion of the data) ...")
+    weights0 = ref.initial_weights(0)
+    test_sparse = ex3lib.MLP(seed=0).sparse(data.x_test, data.y_test)
+    for m in args.batch_sizes:
+        time_ex3lib(data, test_sparse, m, max(1_000, m))
+        time_numpy(x, y, weights0, m, max(200, m))
+
+    runs = {m: {"ex3lib": [], "numpy": []} for m in args.batch_sizes}
+    startup = {"cold": [], "warm": []}
+    for r in range(args.repeat):
+        for m in args.batch_sizes:
+            # Alternate which side goes first so neither always inherits the other's cache state.
+            order = ("ex3lib", "numpy") if r % 2 == 0 else ("numpy", "ex3lib")
+            for side in order:
+                if side == "ex3lib":
+                    res = time_ex3lib(data, test_sparse, m, plan[m]["ex3lib"])
+                else:
+                    res = time_numpy(x, y, weights0, m, plan[m]["numpy"])
+                runs[m][side].append(res)
+            log(f"[repeat {r + 1}/{args.repeat}] m={m}: ex3lib {runs[m]['ex3lib'][-1]['epoch_s']:.3f} s/epoch, "
+                f"NumPy {runs[m]['numpy'][-1]['epoch_s']:.3f} s/epoch")
+        if args.no_startup:
+            continue
+        if args.quick:
+            startup["warm"].append(time_startup())
+        else:
+            with tempfile.TemporaryDirectory(prefix="ex3-numba-cache-") as cache:
+                startup["cold"].append(time_startup(cache))
+                startup["warm"].append(time_startup(cache))
+        log(f"[repeat {r + 1}/{args.repeat}] start-up: "
+            + ", ".join(f"{k} {v[-1]['import_and_train_s']:.2f} s" for k, v in startup.items() if v))
+
+    sha_after = file_sha256(KERNELS)
+    results = {}
+    for m in args.batch_sizes:
+        ex, nb = best(runs[m]["ex3lib"]), best(runs[m]["numpy"])
+        results[m] = {"ex3lib": ex, "numpy": nb, "ratio": nb["epoch_s"] / ex["epoch_s"],
+                      "target": TARGETS.get(m), "runs": runs[m]}
+    cold, warm = best(startup["cold"]), best(startup["warm"])
+    total_s = time.perf_counter() - t_start
+
+    print(render(args, plan, results, cold, warm, check, sha_before != sha_after, total_s))
+    if args.json:
+        payload = {
+            "settings": {"epoch_samples": EPOCH, "learning_rate": LEARNING_RATE, "dtype": "float64",
+                         "optimiser": "sgd", "order": "sequential", "repeat": args.repeat,
+                         "quick": args.quick, "samples": {str(m): plan[m] for m in plan},
+                         "thread_env": {v: os.environ[v] for v in THREAD_VARS}},
+            "results": {str(m): {**v, "target": None if v["target"] is None else
+                                 {"ratio": v["target"][0], "ex3lib_s_per_epoch": v["target"][1]}}
+                        for m, v in results.items()},
+            "startup": {"first_compile": cold, "warm_cache": warm, "runs": startup},
+            "check_max_rel_err": check,
+            "environment": {"python": platform.python_version(), "numpy": np.__version__,
+                            "numba": numba.__version__, "ex3lib": ex3lib.__version__,
+                            "machine": platform.machine(), "cpus": os.cpu_count(),
+                            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+                            "kernels_sha256_before": sha_before, "kernels_sha256_after": sha_after},
+            "total_s": total_s,
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+    return 0
+
+
+def render(args, plan, results, cold, warm, check, kernels_changed, total_s):
+    """The markdown report."""
+    lines = ["| m | ex3lib s/epoch | NumPy s/epoch | ratio | required ratio | required ex3lib s/epoch | pass/fail |",
+             "|---|---|---|---|---|---|---|"]
+    notes = []
+    for m, res in results.items():
+        ex_s, np_s = res["ex3lib"]["epoch_s"], res["numpy"]["epoch_s"]
+        ex_mark = "*" if plan[m]["ex3lib"] < EPOCH else ""
+        np_mark = "*" if plan[m]["numpy"] < EPOCH else ""
+        for side, mark in (("ex3lib", ex_mark), ("NumPy", np_mark)):
+            if mark:
+                n = plan[m][side.lower()]
+                notes.append(f"\\* m={m}: {side} timed on {n:,} of {EPOCH:,} images and extrapolated "
+                             f"(x{EPOCH / n:g}) to a full epoch.")
+        if res["target"] is None:
+            want_ratio = want_s = ok = "-"
+        else:
+            want_ratio, want_s = (f"{v:g}" for v in res["target"])
+            ok = verdict(res["ratio"], ex_s, res["target"])
+        lines.append(f"| {m} | {ex_s:.3f}{ex_mark} | {np_s:.3f}{np_mark} | {res['ratio']:.2f} | "
+                     f"{want_ratio} | {want_s} | {ok} |")
+    lines += [""] + notes + ([""] if notes else [])
+
+    if cold:
+        lines.append(f"First compile (empty NUMBA_CACHE_DIR): {cold['import_and_train_s']:.2f} s for "
+                     f"`import ex3lib` + a tiny train() call (whole process {cold['process_s']:.2f} s).")
+    if warm:
+        where = "the default cache, warmed by this run" if args.quick else "the same cache, second process"
+        lines.append(f"Start-up with a warm cache ({where}): {warm['import_and_train_s']:.2f} s for "
+                     f"`import ex3lib` + the same train() call (whole process {warm['process_s']:.2f} s).")
+        lines.append(f"`import ex3lib` alone (fresh process, includes importing NumPy and Numba): "
+                     f"{warm['import_s']:.2f} s.")
+        if warm["train_s"] > WARM_COMPILE_SUSPECT_S:
+            lines.append(f"WARNING: the warm-cache train() call took {warm['train_s']:.1f} s, so it compiled: "
+                         "the cache was not reused.")
+    lines.append("")
+
+    lines += ["Details (best of the repeats):", "",
+              "| m | ex3lib train() call s | ex3lib test eval s | ex3lib epoch loss | NumPy images timed | "
+              "NumPy epoch loss |", "|---|---|---|---|---|---|"]
+    for m, res in results.items():
+        ex, nb = res["ex3lib"], res["numpy"]
+        lines.append(f"| {m} | {ex['train_call_s']:.3f} | {ex['test_eval_s']:.3f} | {ex['loss']:.6f} | "
+                     f"{plan[m]['numpy']:,} | {nb['loss']:.6f} |")
+    lines += ["",
+              f"Threads: {', '.join(f'{v}=1' for v in THREAD_VARS)} set before importing NumPy; "
+              "ex3lib's kernels are single-threaded by design. "
+              f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')} left as found.",
+              f"Timed: float64, plain SGD, learning rate {LEARNING_RATE:g}, sequential order, "
+              f"{EPOCH:,} MNIST images per epoch, minimum of {args.repeat} interleaved repeat(s). "
+              "ex3lib epoch = History.time[1] - History.time[0] minus one separately timed test-set "
+              "evaluation; NumPy epoch = the loop of benchmarks/numpy_reference.sgd_epoch.",
+              "NumPy reference vs ex3lib (max-norm relative error): "
+              f"loss {check['loss']:.1e}, gradients {check['grad']:.1e}, SGD weight changes "
+              f"{check['weights']:.1e} (limit {ref.CHECK_RTOL:g}).",
+              "The epoch losses differ where the two sides trained on different numbers of images."]
+    if kernels_changed:
+        lines.append(f"WARNING: {KERNELS.name} changed while the benchmark ran; the numbers may mix versions.")
+    lines.append(f"Total benchmark time: {total_s:.1f} s.")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

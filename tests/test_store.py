@@ -1,0 +1,350 @@
+"""Tests for ex3lib.store: the source fingerprint, the on-disk results store and run_many."""
+
+import json
+import multiprocessing
+import os
+import pathlib
+
+import numpy as np
+import platformdirs
+import pytest
+
+from ex3lib import History, RunConfig, run
+from ex3lib import store as store_mod
+from ex3lib.data import MNIST
+from ex3lib.store import ResultsStore, run_many, source_fingerprint
+
+TINY = dict(train_size=600, epochs=1, batch_size=10, log_every=300, layers=(784, 32, 10))
+ARRAYS = ("epoch", "loss", "test_loss", "test_accuracy", "learning_rate", "time")
+
+
+def tiny(**changes):
+    """A run that trains for well under a second once the kernels are compiled."""
+    return RunConfig(**{**TINY, **changes})
+
+
+def assert_same_history(a, b, *, timing=True):
+    """Equal histories, NaN positions included; ``timing=False`` skips the wall-clock fields."""
+    for name in ARRAYS:
+        if name == "time" and not timing:
+            continue
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.dtype == y.dtype and np.array_equal(x, y, equal_nan=True), name
+    assert a.config == b.config
+    assert (a.diverged, a.reason, a.extra) == (b.diverged, b.reason, b.extra)
+    if timing:
+        assert a.seconds == b.seconds
+
+
+def files_under(root):
+    return sorted(p.relative_to(root).as_posix() for p in pathlib.Path(root).rglob("*") if p.is_file())
+
+
+@pytest.fixture
+def store(tmp_path):
+    return ResultsStore(tmp_path / "results")
+
+
+@pytest.fixture(scope="module")
+def trained(mnist):
+    """A real history of ``tiny()``."""
+    return run(tiny(), mnist, progress=False)
+
+
+@pytest.fixture
+def diverged():
+    """A hand-made history with NaNs where a diverged run has them."""
+    nan = np.nan
+    return History(config={**tiny().to_dict(), "init_seed": 0}, epoch=np.array([0.0, 0.5, 0.75]),
+                   loss=np.array([2.3, 40.0, nan]), test_loss=np.array([2.3, nan, nan]),
+                   test_accuracy=np.array([0.1, 0.098, 0.098]), learning_rate=np.array([nan, 5.0, 5.0]),
+                   time=np.array([0.01, 0.02, 0.03]), seconds=0.03, diverged=True,
+                   reason="non-finite training loss (nan) at epoch 0.7500, after 45 updates",
+                   extra={"updates": 45, "n_train": 600})
+
+
+@pytest.fixture
+def small_mnist(mnist):
+    """The first 600 training and 500 test images: data that run_many must send to its workers."""
+    return MNIST(mnist.x_train[:600], mnist.y_train[:600], mnist.x_test[:500], mnist.y_test[:500])
+
+
+def test_source_fingerprint_is_a_cached_sha256():
+    fp = source_fingerprint()
+    assert len(fp) == 64 and int(fp, 16) >= 0
+    assert source_fingerprint() is fp
+    assert source_fingerprint.__wrapped__() == fp
+
+
+def test_source_fingerprint_covers_source_and_versions(monkeypatch):
+    fp = source_fingerprint()
+    read_bytes = pathlib.Path.read_bytes
+    monkeypatch.setattr(pathlib.Path, "read_bytes",
+                        lambda p: read_bytes(p) + (b"#" if p.name == "training.py" else b""))
+    assert source_fingerprint.__wrapped__() != fp
+    monkeypatch.undo()
+    monkeypatch.setattr(store_mod.numba, "__version__", "0.0.0")
+    assert source_fingerprint.__wrapped__() != fp
+
+
+def test_put_get_round_trip(store, trained, diverged):
+    store.put(tiny(), trained)
+    store.put(tiny(seed=1), diverged)
+    assert_same_history(store.get(tiny()), trained)
+    back = store.get(tiny(seed=1))
+    assert_same_history(back, diverged)
+    assert np.isnan(back.loss[2]) and back.diverged and back.reason.startswith("non-finite")
+
+
+def test_file_layout_and_contents(store, trained):
+    config = tiny()
+    key = store.key(config)
+    assert len(key) == 64 and key == store.key(tiny()) != store.key(tiny(seed=1))
+    store.put(config, trained)
+    path = store.root / key[:2] / f"{key}.json"
+    assert store.path(config) == path and path.is_file()
+    stored = json.loads(path.read_text(encoding="utf-8"))
+    assert stored == {"format": 1, "fingerprint": source_fingerprint(),
+                      "config": json.loads(json.dumps(config.to_dict())),
+                      "history": json.loads(json.dumps(trained.to_dict()))}
+
+
+def test_other_config_is_a_miss(store, trained):
+    store.put(tiny(), trained)
+    assert store.get(tiny(seed=1)) is None
+    assert tiny() in store and tiny(seed=1) not in store and "x" not in store
+    assert len(store) == 1
+
+
+def test_result_of_other_source_is_never_reused(store, trained, monkeypatch):
+    store.put(tiny(), trained)
+    monkeypatch.setattr(store_mod, "source_fingerprint", lambda: "0" * 64)
+    assert store.get(tiny()) is None and tiny() not in store
+    # Files of other versions still count: they are on disk until cleared.
+    assert len(store) == 1
+
+
+def test_file_with_wrong_fingerprint_is_ignored(store, trained):
+    store.put(tiny(), trained)
+    path = store.path(tiny())
+    stored = json.loads(path.read_text())
+    path.write_text(json.dumps({**stored, "fingerprint": "0" * 64}))
+    with pytest.warns(UserWarning, match="another version of ex3lib"):
+        assert store.get(tiny()) is None
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda text: text[: len(text) // 2], "not valid JSON"),
+    (lambda text: "{corrupt", "not valid JSON"),
+    (lambda text: "", "not valid JSON"),
+    (lambda text: "[1, 2]", "not a format-1"),
+    (lambda text: text.replace('"format": 1', '"format": 2'), "not a format-1"),
+    (lambda text: text.replace('"loss"', '"lost"'), "malformed history"),
+])
+def test_damaged_file_is_a_miss_with_one_warning(store, trained, damage, problem):
+    store.put(tiny(), trained)
+    path = store.path(tiny())
+    path.write_text(damage(path.read_text()))
+    with pytest.warns(UserWarning, match=problem) as record:
+        assert store.get(tiny()) is None
+        assert store.get(tiny()) is None
+    assert len(record) == 1
+    store.put(tiny(), trained)
+    assert_same_history(store.get(tiny()), trained)
+
+
+def test_file_of_another_config_is_a_miss(store, trained):
+    store.put(tiny(seed=1), trained)
+    store.path(tiny()).parent.mkdir(parents=True, exist_ok=True)
+    store.path(tiny(seed=1)).replace(store.path(tiny()))
+    with pytest.warns(UserWarning, match="another config"):
+        assert store.get(tiny()) is None
+
+
+def test_put_leaves_no_temporary_file(store, trained):
+    store.put(tiny(), trained)
+    store.put(tiny(), trained)
+    assert files_under(store.root) == [store.path(tiny()).relative_to(store.root).as_posix()]
+
+
+def test_failed_put_keeps_the_old_file(store, trained, diverged, monkeypatch):
+    store.put(tiny(), trained)
+    before = store.path(tiny()).read_bytes()
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(json, "dump", fail)
+    with pytest.raises(OSError, match="disk full"):
+        store.put(tiny(), diverged)
+    monkeypatch.undo()
+    assert store.path(tiny()).read_bytes() == before
+    assert len(files_under(store.root)) == 1
+    assert_same_history(store.get(tiny()), trained)
+
+
+def test_clear_removes_only_results(store, trained, diverged):
+    store.put(tiny(), trained)
+    store.put(tiny(seed=1), diverged)
+    (store.root / "notes.txt").write_text("keep me")
+    stray = store.path(tiny()).parent / f".{store.path(tiny()).name}.abc.tmp"
+    stray.write_text("{")
+    assert len(store) == 2
+    assert store.clear() == 2
+    assert len(store) == 0 and tiny() not in store
+    assert files_under(store.root) == ["notes.txt"]
+
+
+def test_default_root(monkeypatch, tmp_path):
+    monkeypatch.setenv("EX3_RESULTS_DIR", str(tmp_path))
+    assert ResultsStore().root == tmp_path
+    monkeypatch.delenv("EX3_RESULTS_DIR")
+    assert ResultsStore().root == pathlib.Path(platformdirs.user_cache_dir("ex3")) / "results"
+    assert ResultsStore(str(tmp_path)).root == tmp_path
+    with pytest.raises(TypeError, match="root"):
+        ResultsStore(3)
+
+
+def test_store_argument_checks(store, trained):
+    with pytest.raises(TypeError, match="config must be an ex3lib.RunConfig"):
+        store.get({"seed": 0})
+    with pytest.raises(TypeError, match="history must be an ex3lib.History"):
+        store.put(tiny(), trained.to_dict())
+
+
+def counting_run(monkeypatch):
+    """Replace the in-process ``run`` of run_many by one that counts its calls."""
+    calls = []
+
+    def counted(config, data, progress=True):
+        calls.append(config)
+        return run(config, data, progress=progress)
+
+    monkeypatch.setattr(store_mod, "run", counted)
+    return calls
+
+
+def test_run_many_in_process_orders_merges_and_reuses(store, mnist, monkeypatch):
+    a, b, c = tiny(), tiny(seed=1), tiny(learning_rate=0.05)
+    calls = counting_run(monkeypatch)
+    first = run_many([a, b, a, c, a], mnist, store=store, workers=1, progress=False)
+    assert calls == [a, b, c]
+    assert [h.config["seed"] for h in first] == [0, 1, 0, 0, 0]
+    assert [h.config["learning_rate"] for h in first] == [0.1, 0.1, 0.1, 0.05, 0.1]
+    assert first[0] is not first[2]
+    assert_same_history(first[0], first[2])
+    assert len(store) == 3
+
+    mtimes = {p: os.stat(store.root / p).st_mtime_ns for p in files_under(store.root)}
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("run_many trained a stored run")
+
+    monkeypatch.setattr(store_mod, "run", no_training)
+    again = run_many(iter([c, a, b]), store=store, workers=1, progress=False)
+    for got, want in zip(again, [first[3], first[0], first[1]]):
+        assert_same_history(got, want)
+    assert {p: os.stat(store.root / p).st_mtime_ns for p in files_under(store.root)} == mtimes
+
+
+def test_run_many_without_store_writes_nothing(mnist, monkeypatch, tmp_path):
+    monkeypatch.setenv("EX3_RESULTS_DIR", str(tmp_path))
+    calls = counting_run(monkeypatch)
+    hs = run_many([tiny(), tiny()], mnist, store=False, progress=False)
+    assert len(calls) == 1 and len(hs) == 2
+    assert files_under(tmp_path) == []
+    assert run_many([], store=False) == []
+
+
+def test_run_many_in_parallel_matches_run_in_process(store, mnist, monkeypatch):
+    for name in store_mod._PINNED_THREADS:
+        monkeypatch.delenv(name, raising=False)
+    configs = [tiny(), tiny(seed=1, order="shuffle")]
+    hs = run_many(configs, store=store, workers=2, progress=False)
+    for config, got in zip(configs, hs):
+        assert_same_history(got, run(config, mnist, progress=False), timing=False)
+        assert_same_history(store.get(config), got)
+    assert not any(name in os.environ for name in store_mod._PINNED_THREADS)
+    assert multiprocessing.active_children() == []
+
+
+def test_failed_runs_are_named(store, small_mnist):
+    bad = MNIST(small_mnist.x_train, small_mnist.y_train, small_mnist.x_test[:, :783], small_mnist.y_test)
+    configs = [tiny(), tiny(learning_rate=0.05)]
+    with pytest.raises(RuntimeError, match="2 of 2 runs failed") as info:
+        run_many(configs, bad, store=store, workers=2, progress=False)
+    message = str(info.value)
+    assert f"configs[0] {configs[0].label!r}" in message and f"configs[1] {configs[1].label!r}" in message
+    assert "x_test" in message
+    assert isinstance(info.value.__cause__, ValueError)
+    assert len(store) == 0
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_other_runs_are_stored_when_one_fails(store, small_mnist, workers):
+    # Five output units cannot take MNIST's labels 5..9, so this config alone fails.
+    good, bad, other = tiny(), tiny(layers=(784, 32, 5)), tiny(seed=1)
+    with pytest.raises(RuntimeError, match=r"1 of 3 runs failed") as info:
+        run_many([good, bad, other, bad], small_mnist, store=store, workers=workers, progress=False)
+    assert "configs[1]" in str(info.value) and "configs[3]" not in str(info.value)
+    assert isinstance(info.value.__cause__, ValueError)
+    assert good in store and other in store and bad not in store
+    assert_same_history(store.get(good), run(good, small_mnist, progress=False), timing=False)
+
+
+def test_interrupt_keeps_finished_runs_and_stops_workers(store, small_mnist, monkeypatch):
+    put = ResultsStore.put
+
+    def put_then_interrupt(self, config, history):
+        put(self, config, history)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ResultsStore, "put", put_then_interrupt)
+    configs = [tiny(seed=s) for s in range(4)]
+    with pytest.raises(KeyboardInterrupt):
+        run_many(configs, small_mnist, store=store, workers=2, progress=False)
+    assert len(store) == 1
+    assert multiprocessing.active_children() == []
+
+
+def test_unwritable_store_warns_and_still_returns(store, mnist, monkeypatch):
+    def fail(self, config, history):
+        raise PermissionError("read-only")
+
+    monkeypatch.setattr(ResultsStore, "put", fail)
+    with pytest.warns(UserWarning, match="could not store the result"):
+        hs = run_many([tiny()], mnist, store=store, progress=False)
+    assert hs[0].config["seed"] == 0
+
+
+def test_result_of_a_worker_with_other_source_is_not_stored(store, trained):
+    with pytest.warns(UserWarning, match="source changed"):
+        store_mod._save(store, tiny(), trained, "0" * 64)
+    assert len(store) == 0
+    store_mod._save(store, tiny(), trained, source_fingerprint())
+    assert tiny() in store
+
+
+def test_default_mnist_is_loaded_by_workers_not_sent(mnist, small_mnist):
+    assert store_mod._is_default_mnist(mnist)
+    assert not store_mod._is_default_mnist(small_mnist)
+    assert not store_mod._is_default_mnist(MNIST(*(np.array(a) for a in (mnist.x_train, mnist.y_train,
+                                                                            mnist.x_test, mnist.y_test))))
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(configs=tiny()), TypeError, r"configs must be an iterable of RunConfig; for one run pass \[config\]"),
+    (dict(configs=3), TypeError, "configs must be an iterable of RunConfig, got int"),
+    (dict(configs=[tiny(), tiny().to_dict()]), TypeError, r"configs\[1\] must be an ex3lib.RunConfig, got dict"),
+    (dict(workers=0), ValueError, "workers must be an integer >= 1, got 0"),
+    (dict(workers=2.0), TypeError, "workers must be an integer"),
+    (dict(store="results"), TypeError, "store must be a ResultsStore, None .* or False"),
+    (dict(store=True), TypeError, "store must be a ResultsStore"),
+    (dict(progress="yes"), TypeError, "progress must be True or False"),
+    (dict(data=object()), TypeError, "data must have x_train, y_train, x_test and y_test"),
+])
+def test_run_many_argument_checks(kwargs, error, match, tmp_path):
+    kwargs = {"configs": [tiny()], "store": ResultsStore(tmp_path), **kwargs}
+    with pytest.raises(error, match=match):
+        run_many(**kwargs)
+    assert files_under(tmp_path) == []
