@@ -22,7 +22,12 @@ Layout conventions shared by all kernels
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.core.extending import intrinsic
+
+# error_model="numpy" everywhere: a division by zero gives inf/nan (which the
+# training loop reports as divergence) instead of a Python exception, and the
+# missing check lets LLVM vectorise loops that divide.
 
 SGD, MOMENTUM, NESTEROV, ADAGRAD, RMSPROP, ADAM = 0, 1, 2, 3, 4, 5
 
@@ -32,20 +37,36 @@ SGD, MOMENTUM, NESTEROV, ADAGRAD, RMSPROP, ADAM = 0, 1, 2, 3, 4, 5
 SPARSE_SAFE = (SGD, ADAGRAD)
 
 
-@njit(cache=True, inline="always", fastmath={"contract"})
+@intrinsic
+def _sqrt(typingctx, x):
+    """IEEE square root as the LLVM intrinsic: correctly rounded like ``math.sqrt``.
+
+    Numba lowers ``math.sqrt`` to a call of the C library's ``sqrt``, which
+    may set errno and so keeps LLVM from vectorising the loop around it.
+    """
+    if not isinstance(x, types.Float):
+        return None
+
+    def codegen(context, builder, signature, args):
+        fn = builder.module.declare_intrinsic("llvm.sqrt", [args[0].type])
+        return builder.call(fn, args)
+    return x(x), codegen
+
+
+@njit(cache=True, inline="always", fastmath={"contract"}, error_model="numpy")
 def _axpy(a, x, y):
     for k in range(y.shape[0]):
         y[k] += a * x[k]
 
 
-@njit(cache=True, inline="always", fastmath={"contract"})
+@njit(cache=True, inline="always", fastmath={"contract"}, error_model="numpy")
 def _axpy4(a0, x0, a1, x1, a2, x2, a3, x3, y):
     # Four rows per pass over y: y is loaded and stored once for four products.
     for k in range(y.shape[0]):
         y[k] += (a0 * x0[k] + a1 * x1[k]) + (a2 * x2[k] + a3 * x3[k])
 
 
-@njit(cache=True, fastmath={"reassoc", "contract"})
+@njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy")
 def _dots(w, D, samples, n, out, j):
     """``out[s, j] = w . D[s]`` for the listed samples, four at a time so ``w`` is read once per four.
 
@@ -77,7 +98,7 @@ def _dots(w, D, samples, n, out, j):
         q += 1
 
 
-@njit(cache=True, fastmath={"contract"})
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def _accumulate_rows(W, idx, vals, n, out):
     """``out += sum_p vals[p] * W[idx[p]]`` for ``p < n``, four rows at a time."""
     p = 0
@@ -106,7 +127,7 @@ def _compact(x, idx, val):
     return n
 
 
-@njit(cache=True, fastmath={"contract"})
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def _accumulate_samples(D, samples, coef, lo, hi, out):
     """``out += sum_q coef[q] * D[samples[q]]`` for ``lo <= q < hi``, four at a time."""
     q = lo
@@ -119,7 +140,7 @@ def _accumulate_samples(D, samples, coef, lo, hi, out):
         q += 1
 
 
-@njit(cache=True, fastmath={"contract"})
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def gather_batch(data, rows, cols):
     """Regroup the non-zero inputs of the batch ``rows`` by input pixel (CSR -> CSC).
 
@@ -156,7 +177,7 @@ def gather_batch(data, rows, cols):
     return n_used
 
 
-@njit(cache=True, fastmath={"contract"})
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def forward_batch(W, b, has_bias, data, rows, A, work):
     """Forward pass of the samples ``rows``; fills ``A``.
 
@@ -198,7 +219,7 @@ def forward_batch(W, b, has_bias, data, rows, A, work):
             work.alive[l] = 1
 
 
-@njit(cache=True, fastmath={"contract"})
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def softmax_xent(logits, y, D):
     """Per-sample cross-entropy of ``logits`` (B x K) and its gradient ``D`` = softmax - onehot.
 
@@ -225,7 +246,7 @@ def softmax_xent(logits, y, D):
     return total
 
 
-@njit(cache=True, fastmath={"contract"})
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def backward_batch(W, b, has_bias, cols, n_used, B, A, D, work, fused, c):
     """Back-propagate ``D[L-1]`` (softmax - onehot) through the batch.
 
@@ -296,85 +317,98 @@ def backward_batch(W, b, has_bias, cols, n_used, B, A, D, work, fused, c):
                         work.n_active[l] += 1
 
 
-@njit(cache=True, fastmath={"contract"})
-def update_range(kind, params, grad, s1, s2, lo, hi, scale, lr, momentum, b1, b2, eps, step, has_grad):
+@njit(cache=True, error_model="numpy")
+def bias_corrections(b1, b2, step):
+    """Adam's bias corrections ``(1 - b1**step, 1 - b2**step)`` for update number ``step`` (from 1)."""
+    return 1.0 - b1**step, 1.0 - b2**step
+
+
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
+def update_range(kind, params, grad, s1, s2, lo, hi, scale, lr, momentum, b1, b2, eps, c1, c2, has_grad):
     """Apply one optimiser step to ``params[lo:hi]`` and zero the used gradient.
 
     ``g = grad * scale`` is the mean mini-batch gradient; with ``has_grad``
-    false the gradient is known to be 0 there and is not read.  ``step``
-    counts updates from 1 (Adam's bias correction).  The update rules are
+    false the gradient is known to be 0 there and is not read.  ``c1`` and
+    ``c2`` are Adam's bias corrections ``1 - b1**t`` and ``1 - b2**t`` for
+    update ``t`` (see :func:`bias_corrections`).  The update rules are
     documented in :mod:`ex3lib.optimisers`.
     """
+    # Slices, looped from 0: with range(lo, hi) Numba keeps a negative-index
+    # check that stops LLVM from vectorising the loops.
+    p = params[lo:hi]
+    gr = grad[lo:hi]
+    m1 = s1[lo:hi] if s1.shape[0] else s1
+    m2 = s2[lo:hi] if s2.shape[0] else s2
+    n = hi - lo
     if kind == SGD:
-        for i in range(lo, hi):
-            params[i] -= lr * (grad[i] * scale)
-            grad[i] = 0.0
+        for i in range(n):
+            p[i] -= lr * (gr[i] * scale)
+            gr[i] = 0.0
     elif kind == MOMENTUM:
         if has_grad:
-            for i in range(lo, hi):
-                v = momentum * s1[i] + lr * (grad[i] * scale)
-                s1[i] = v
-                params[i] -= v
-                grad[i] = 0.0
+            for i in range(n):
+                v = momentum * m1[i] + lr * (gr[i] * scale)
+                m1[i] = v
+                p[i] -= v
+                gr[i] = 0.0
         else:
-            for i in range(lo, hi):
-                v = momentum * s1[i]
-                s1[i] = v
-                params[i] -= v
+            for i in range(n):
+                v = momentum * m1[i]
+                m1[i] = v
+                p[i] -= v
     elif kind == NESTEROV:
         if has_grad:
-            for i in range(lo, hi):
-                g = lr * (grad[i] * scale)
-                v = momentum * s1[i] + g
-                s1[i] = v
-                params[i] -= momentum * v + g
-                grad[i] = 0.0
+            for i in range(n):
+                g = lr * (gr[i] * scale)
+                v = momentum * m1[i] + g
+                m1[i] = v
+                p[i] -= momentum * v + g
+                gr[i] = 0.0
         else:
-            for i in range(lo, hi):
-                v = momentum * s1[i]
-                s1[i] = v
-                params[i] -= momentum * v
+            for i in range(n):
+                v = momentum * m1[i]
+                m1[i] = v
+                p[i] -= momentum * v
     elif kind == ADAGRAD:
-        for i in range(lo, hi):
-            g = grad[i] * scale
-            G = s1[i] + g * g
-            s1[i] = G
-            params[i] -= lr / math.sqrt(G + eps) * g
-            grad[i] = 0.0
+        for i in range(n):
+            g = gr[i] * scale
+            G = m1[i] + g * g
+            m1[i] = G
+            p[i] -= lr / _sqrt(G + eps) * g
+            gr[i] = 0.0
     elif kind == RMSPROP:
         if has_grad:
-            for i in range(lo, hi):
-                g = grad[i] * scale
-                E = b2 * s1[i] + (1.0 - b2) * g * g
-                s1[i] = E
-                params[i] -= lr / math.sqrt(E + eps) * g
-                grad[i] = 0.0
+            for i in range(n):
+                g = gr[i] * scale
+                E = b2 * m1[i] + (1.0 - b2) * g * g
+                m1[i] = E
+                p[i] -= lr / _sqrt(E + eps) * g
+                gr[i] = 0.0
         else:
-            for i in range(lo, hi):
-                s1[i] = b2 * s1[i]
+            for i in range(n):
+                m1[i] = b2 * m1[i]
     else:
-        c1 = 1.0 - b1**step
-        c2 = 1.0 - b2**step
         if has_grad:
-            for i in range(lo, hi):
-                g = grad[i] * scale
-                m = b1 * s1[i] + (1.0 - b1) * g
-                v = b2 * s2[i] + (1.0 - b2) * g * g
-                s1[i] = m
-                s2[i] = v
-                params[i] -= lr * (m / c1) / (math.sqrt(v / c2) + eps)
-                grad[i] = 0.0
+            for i in range(n):
+                g = gr[i] * scale
+                m = b1 * m1[i] + (1.0 - b1) * g
+                v = b2 * m2[i] + (1.0 - b2) * g * g
+                m1[i] = m
+                m2[i] = v
+                p[i] -= lr * (m / c1) / (_sqrt(v / c2) + eps)
+                gr[i] = 0.0
         else:
-            for i in range(lo, hi):
-                m = b1 * s1[i]
-                v = b2 * s2[i]
-                s1[i] = m
-                s2[i] = v
-                params[i] -= lr * (m / c1) / (math.sqrt(v / c2) + eps)
+            for i in range(n):
+                m = b1 * m1[i]
+                v = b2 * m2[i]
+                m1[i] = m
+                m2[i] = v
+                p[i] -= lr * (m / c1) / (_sqrt(v / c2) + eps)
 
 
-@njit(cache=True, fastmath={"contract"})
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def apply_update(net, opt, work, scale, step):
+    c1, c2 = bias_corrections(opt.b1, opt.b2, step)
     """One optimiser step over every parameter; rows without gradient are skipped when that changes nothing.
 
     For SGD and AdaGrad a zero gradient leaves weight and state bit-for-bit
@@ -393,22 +427,22 @@ def apply_update(net, opt, work, scale, step):
                 j = act[q]
                 lo = base + j * n_out
                 update_range(opt.kind, net.params, work.grad, opt.s1, opt.s2, lo, lo + n_out, scale,
-                             opt.lr, opt.momentum, opt.b1, opt.b2, opt.eps, step, True)
+                             opt.lr, opt.momentum, opt.b1, opt.b2, opt.eps, c1, c2, True)
                 mk[j] = 0
         else:
             for j in range(net.shapes[l, 0]):
                 lo = base + j * n_out
                 update_range(opt.kind, net.params, work.grad, opt.s1, opt.s2, lo, lo + n_out, scale,
-                             opt.lr, opt.momentum, opt.b1, opt.b2, opt.eps, step, mk[j] != 0)
+                             opt.lr, opt.momentum, opt.b1, opt.b2, opt.eps, c1, c2, mk[j] != 0)
                 mk[j] = 0
         work.n_active[l] = 0
         if net.has_bias:
             lo = net.b_off[l]
             update_range(opt.kind, net.params, work.grad, opt.s1, opt.s2, lo, lo + n_out, scale,
-                         opt.lr, opt.momentum, opt.b1, opt.b2, opt.eps, step, True)
+                         opt.lr, opt.momentum, opt.b1, opt.b2, opt.eps, c1, c2, True)
 
 
-@njit(cache=True, fastmath={"contract"})
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def _forward_rows(net, work, data, rows):
     """Gather and forward the batch ``rows``; returns the summed loss, leaving softmax - onehot in D."""
     B = rows.shape[0]
@@ -420,7 +454,7 @@ def _forward_rows(net, work, data, rows):
     return softmax_xent(work.A[L - 1][:B], yb, work.D[L - 1][:B])
 
 
-@njit(cache=True, fastmath={"contract"})
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def train_window(net, opt, work, data, order, start, stop, batch_size, step):
     """Train on ``order[start:stop]`` in consecutive mini-batches of ``batch_size``.
 
@@ -455,7 +489,7 @@ def train_window(net, opt, work, data, order, start, stop, batch_size, step):
     return loss_sum, n, step, 0
 
 
-@njit(cache=True, fastmath={"contract"})
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def evaluate(net, work, data, rows_all, out_pred):
     """Forward ``rows_all`` in chunks; returns ``(loss_sum, n_correct)`` and writes predictions.
 
@@ -485,7 +519,7 @@ def evaluate(net, work, data, rows_all, out_pred):
     return loss_sum, correct
 
 
-@njit(cache=True, fastmath={"contract"})
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def loss_and_grad(net, work, data, rows):
     """Mean loss over ``rows`` and the mean gradient left in ``work.grad`` (one batch)."""
     L = len(net.W)
@@ -504,13 +538,13 @@ def loss_and_grad(net, work, data, rows):
     return total * inv
 
 
-@njit(cache=True, fastmath={"contract"})
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def _relu_into(z, out):
     for k in range(z.shape[0]):
         out[k] = z[k] if z[k] > 0.0 else 0.0
 
 
-@njit(cache=True, fastmath={"contract"})
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def sample_loss(logits, y):
     zmax = logits[0]
     for k in range(1, logits.shape[0]):
@@ -522,7 +556,7 @@ def sample_loss(logits, y):
     return zmax + math.log(acc) - logits[y]
 
 
-@njit(cache=True, fastmath={"contract"})
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def perturbed_losses(W, b, has_bias, Z, H, y, layer, x_in, hs, out):
     """Loss of one sample with each weight of ``W[layer]`` moved by each step in ``hs``.
 

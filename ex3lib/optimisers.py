@@ -118,8 +118,9 @@ class Optimiser:
                              f"got {params.shape}/{params.dtype} and {grad.shape}/{grad.dtype}")
         s1, s2 = self.slots(state)
         step = state.step + 1
+        c1, c2 = _kernels.bias_corrections(self.b1, self.b2, step)
         _kernels.update_range(self.kind, params, grad, s1, s2, 0, params.shape[0], 1.0,
-                              learning_rate, self.momentum, self.b1, self.b2, self.eps, step, True)
+                              learning_rate, self.momentum, self.b1, self.b2, self.eps, c1, c2, True)
         return state._replace(step=step)
 
 
