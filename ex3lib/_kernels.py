@@ -37,6 +37,10 @@ SGD, MOMENTUM, NESTEROV, ADAGRAD, RMSPROP, ADAM = 0, 1, 2, 3, 4, 5
 # without changing a single bit of the result.
 SPARSE_SAFE = (SGD, ADAGRAD)
 
+# Optimisers whose zero-gradient step is a fixed linear map, so the first-layer
+# rows of pixels that are 0 can be updated lazily (see catch_up_rows).
+LAZY_FIRST_LAYER = (MOMENTUM, NESTEROV, RMSPROP)
+
 
 @intrinsic
 def _sqrt(typingctx, x):
@@ -248,6 +252,19 @@ def softmax_xent(logits, y, D):
 
 
 @njit(cache=True, fastmath={"contract"})
+def _momentum_row(w, v, a, d, lr, alpha, nesterov):
+    """On-line (m = 1) momentum step of one weight row whose gradient is ``a * d`` (``a`` = 0: none)."""
+    for k in range(w.shape[0]):
+        g = lr * (a * d[k])
+        vk = alpha * v[k] + g
+        v[k] = vk
+        if nesterov:
+            w[k] -= alpha * vk + g
+        else:
+            w[k] -= vk
+
+
+@njit(cache=True, fastmath={"contract"})
 def backward_batch(W, b, has_bias, cols, n_used, B, A, D, work, fused, c):
     """Back-propagate ``D[L-1]`` (softmax - onehot) through the batch.
 
@@ -316,6 +333,57 @@ def backward_batch(W, b, has_bias, cols, n_used, B, A, D, work, fused, c):
                         mk[i] = 1
                         act[work.n_active[l]] = i
                         work.n_active[l] += 1
+
+
+@njit(cache=True, fastmath={"contract"})
+def backward_online_momentum(net, opt, cols, n_used, A, D, work, step):
+    """Back-propagation fused with an on-line (m = 1) momentum or Nesterov step.
+
+    Like plain SGD in :func:`backward_batch`, each weight row takes its step
+    as soon as its gradient ``a * d`` is known, after its contribution to the
+    previous layer's error has been taken with the old weights.  Hidden rows
+    whose input is 0 take the zero-gradient step; first-layer rows of zero
+    pixels are left to :func:`catch_up_rows`.
+    """
+    W, b = net.W, net.b
+    L = len(W)
+    lr, alpha, nesterov = opt.lr, opt.momentum, opt.kind == NESTEROV
+    for l in range(L - 1, -1, -1):
+        d = D[l][0]
+        n_out = W[l].shape[1]
+        if net.has_bias:
+            lo = net.b_off[l]
+            _momentum_row(b[l], opt.s1[lo:lo + n_out], 1.0, d, lr, alpha, nesterov)
+        Wl = W[l]
+        base = net.w_off[l]
+        if l > 0:
+            inp = A[l - 1][0]
+            Dprev = D[l - 1]
+            for j in range(Wl.shape[0]):
+                w = Wl[j]
+                a = inp[j]
+                Dprev[0, j] = 0.0
+                if a != 0.0:
+                    Dprev[0, j] = _dot(w, d)
+                lo = base + j * n_out
+                _momentum_row(w, opt.s1[lo:lo + n_out], a, d, lr, alpha, nesterov)
+        else:
+            for u in range(n_used):
+                i = cols.pixels[u]
+                lo = base + i * n_out
+                _momentum_row(Wl[i], opt.s1[lo:lo + n_out], cols.value[cols.ptr[i]], d,
+                              lr, alpha, nesterov)
+                work.last[i] = step
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _dot(x, y):
+    # Reassociation lets LLVM vectorise the sum; the order is still fixed by
+    # the compiled code, so a run stays bit-for-bit reproducible.
+    acc = 0.0
+    for k in range(x.shape[0]):
+        acc += x[k] * y[k]
+    return acc
 
 
 @njit(cache=True, error_model="numpy")
@@ -409,23 +477,26 @@ def update_range(kind, params, grad, s1, s2, lo, hi, scale, lr, momentum, b1, b2
 
 @njit(cache=True, fastmath={"contract"})
 def apply_update(net, opt, work, scale, step):
-    c1, c2 = bias_corrections(opt.b1, opt.b2, step)
-    """One optimiser step over every parameter; rows without gradient are skipped when that changes nothing.
+    """One optimiser step over every parameter, skipping rows where that is exact or deferred.
 
     For SGD and AdaGrad a zero gradient leaves weight and state bit-for-bit
     unchanged, so only the rows listed in ``work.active`` are visited (when
-    ``opt.sparse``); the other rules update every row, reading the gradient
-    only where there is one.
+    ``opt.sparse``).  With ``opt.lazy`` the first layer's untouched rows are
+    deferred to :func:`catch_up_rows`.  Every other row is updated, reading
+    the gradient only where there is one.
     """
+    c1, c2 = bias_corrections(opt.b1, opt.b2, step)
     L = net.shapes.shape[0]
     for l in range(L):
         n_out = net.shapes[l, 1]
         base = net.w_off[l]
         mk = work.mark[l]
         act = work.active[l]
-        if opt.sparse:
+        if opt.sparse or (opt.lazy and l == 0):
             for q in range(work.n_active[l]):
                 j = act[q]
+                if opt.lazy:
+                    work.last[j] = step
                 lo = base + j * n_out
                 update_range(opt.kind, net.params, work.grad, opt.s1, opt.s2, lo, lo + n_out, scale,
                              opt.lr, opt.momentum, opt.b1, opt.b2, opt.eps, c1, c2, True)
@@ -465,29 +536,82 @@ def train_window(net, opt, work, data, order, start, stop, batch_size, step):
     loss (each measured before its batch's update), how many samples were
     used, the update counter, and 1 if a loss was not finite (the window then
     stops at that batch, without updating), else 0.  Hidden layers that
-    produced a positive output are flagged in ``work.alive``.
+    produced a positive output are flagged in ``work.alive``.  With
+    ``opt.lazy`` every deferred first-layer row is brought up to date before
+    returning (see :func:`catch_up_rows`).
     """
     loss_sum = 0.0
     n = 0
     pos = start
-    fused = opt.kind == SGD
+    status = 0
     while pos < stop:
         end = min(pos + batch_size, stop)
         B = end - pos
         rows = order[pos:end]
+        n_used = gather_batch(data, rows, work.cols)
+        if opt.lazy:
+            catch_up_rows(opt, net.params, net.w_off[0], net.shapes[0, 1], work.cols.pixels, n_used,
+                          work.last, step)
         batch_loss = _forward_rows(net, work, data, rows)
         if not math.isfinite(batch_loss):
-            return loss_sum + batch_loss, n + B, step, 1
+            loss_sum += batch_loss
+            n += B
+            status = 1
+            break
         loss_sum += batch_loss
         n += B
         step += 1
-        n_used = gather_batch(data, rows, work.cols)
-        backward_batch(net.W, net.b, net.has_bias, work.cols, n_used, B, work.A, work.D, work,
-                       fused, opt.lr / B)
-        if not fused:
-            apply_update(net, opt, work, 1.0 / B, step)
+        if B == 1 and (opt.kind == MOMENTUM or opt.kind == NESTEROV):
+            backward_online_momentum(net, opt, work.cols, n_used, work.A, work.D, work, step)
+        else:
+            fused = opt.kind == SGD
+            backward_batch(net.W, net.b, net.has_bias, work.cols, n_used, B, work.A, work.D, work,
+                           fused, opt.lr / B)
+            if not fused:
+                apply_update(net, opt, work, 1.0 / B, step)
         pos = end
-    return loss_sum, n, step, 0
+    if opt.lazy:
+        every = np.arange(net.shapes[0, 0])
+        catch_up_rows(opt, net.params, net.w_off[0], net.shapes[0, 1], every, every.shape[0],
+                      work.last, step)
+    return loss_sum, n, step, status
+
+
+@njit(cache=True, error_model="numpy")
+def catch_up_rows(opt, params, base, n_out, rows, n_rows, last, step):
+    """Apply the updates that first-layer rows skipped while their pixel was 0, in closed form.
+
+    A row whose pixel is 0 in every sample of a batch has a zero gradient;
+    for momentum, Nesterov and RMSProp the update is then a fixed linear map
+    of weight and state, so ``k`` skipped steps can be applied at once before
+    the row is next read: momentum ``w -= v * S_k``, ``v *= α^k`` with
+    ``S_k = α (1 - α^k) / (1 - α)``; Nesterov ``w -= v * α S_k``, ``v *= α^k``;
+    RMSProp ``G *= β₂^k`` (the weight does not move).  This equals taking the
+    ``k`` steps one by one, up to rounding.  ``last[j]`` is the update count
+    row ``j`` is up to date with; afterwards it is ``step``.
+    """
+    a = opt.momentum
+    for q in range(n_rows):
+        j = rows[q]
+        k = step - last[j]
+        if k <= 0:
+            continue
+        last[j] = step
+        lo = base + j * n_out
+        w = params[lo:lo + n_out]
+        st = opt.s1[lo:lo + n_out]
+        if opt.kind == RMSPROP:
+            decay = opt.b2**k
+            for i in range(n_out):
+                st[i] *= decay
+            continue
+        ak = a**k
+        shift = a * (1.0 - ak) / (1.0 - a)
+        if opt.kind == NESTEROV:
+            shift *= a
+        for i in range(n_out):
+            w[i] -= st[i] * shift
+            st[i] *= ak
 
 
 @njit(cache=True, fastmath={"contract"})

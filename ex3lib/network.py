@@ -13,9 +13,10 @@ REPORT_LAYERS = (784, 300, 100, 100, 10)
 
 # Arrays handed to the compiled kernels, grouped as STYLE.md asks.
 NetArrays = namedtuple("NetArrays", "params W b has_bias w_off b_off shapes")
-Workspace = namedtuple("Workspace", "A D grad GW Gb mark active n_active yb alive cols nz_idx nz_val")
+Workspace = namedtuple("Workspace", "A D grad GW Gb mark active n_active yb alive cols nz_idx nz_val last")
 BatchColumns = namedtuple("BatchColumns", "ptr fill pixels sample value")
 SparseData = namedtuple("SparseData", "indptr indices values y")
+OptArrays = namedtuple("OptArrays", "kind sparse lazy s1 s2 lr momentum b1 b2 eps")
 
 
 class MLP:
@@ -134,7 +135,8 @@ class MLP:
                             np.zeros(batch_size * n_in, dt))
         widest = max(max(self.layers[:-1]), batch_size)
         return Workspace(A, D, grad, GW, Gb, mark, active, n_active, yb, alive, cols,
-                         np.zeros(widest, np.int64), np.zeros(widest, dt))
+                         np.zeros(widest, np.int64), np.zeros(widest, dt),
+                         np.zeros(self.layers[0], np.int64))
 
     def sparse(self, x, y=None) -> SparseData:
         """``x`` (n x fan_in) as CSR rows in this network's dtype, with labels ``y``."""

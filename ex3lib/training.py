@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections import namedtuple
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
@@ -12,13 +11,12 @@ from tqdm.auto import tqdm
 
 from . import _kernels
 from ._validate import check_bool, check_choice, check_int, check_inputs, check_labels
-from .network import MLP, REPORT_LAYERS, to_sparse
+from .network import MLP, REPORT_LAYERS, OptArrays, to_sparse
 from .optimisers import make_optimiser
 from .schedules import make_schedule
 
 ORDERS = ("sequential", "shuffle")
 
-OptArrays = namedtuple("OptArrays", "kind sparse s1 s2 lr momentum b1 b2 eps")
 
 
 @dataclass(frozen=True)
@@ -334,7 +332,8 @@ def _train(net, cfg: RunConfig, train_data, test_data, progress) -> History:
             if k > 0 and cfg.order == "shuffle":
                 order = rng.permutation(n).astype(np.int64)
             lr = sched.learning_rate_at(k)
-            optarr = OptArrays(opt.kind, opt.sparse_safe, s1, s2, lr, opt.momentum, opt.b1, opt.b2, opt.eps)
+            optarr = OptArrays(opt.kind, opt.sparse_safe, opt.kind in _kernels.LAZY_FIRST_LAYER, s1, s2, lr,
+                               opt.momentum, opt.b1, opt.b2, opt.eps)
             start = 0
             for stop in stops:
                 work.alive[:] = 0

@@ -124,3 +124,26 @@ def test_update_refuses_bad_learning_rate_and_shapes():
         opt.update(w, np.zeros(3), opt.init(w), learning_rate=-0.1)
     with pytest.raises(ValueError, match="same shape"):
         opt.update(w, np.zeros(4), opt.init(w), learning_rate=0.1)
+
+
+@pytest.mark.parametrize("name, hyper", [("sgd", {"momentum": 0.9}), ("sgd", {"momentum": 0.5, "nesterov": True}),
+                                         ("rmsprop", {})])
+def test_deferred_first_layer_rows_match_step_by_step(small, name, hyper, monkeypatch):
+    """Momentum, Nesterov and RMSProp defer the rows of zero pixels; the closed form equals stepping."""
+    from ex3lib import training
+
+    def run(lazy):
+        net = MLP((784, 24, 16, 10), seed=1)
+        original = training.OptArrays
+
+        def forced(*args):
+            return original(*args)._replace(lazy=lazy)
+        monkeypatch.setattr(training, "OptArrays", forced)
+        hist = ex3lib.train(net, small, optimiser=name, learning_rate=0.01, batch_size=3, epochs=2,
+                            log_every=70, progress=False, **hyper)
+        return net.params.copy(), hist
+
+    lazy, lazy_hist = run(True)
+    eager, eager_hist = run(False)
+    np.testing.assert_allclose(lazy, eager, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(lazy_hist.test_loss, eager_hist.test_loss, rtol=1e-10)
