@@ -98,6 +98,20 @@ class Optimiser:
             return state.mu, state.nu
         return state.velocity, state.nu
 
+    def effective_step(self, state: OptState, learning_rate: float):
+        """The per-parameter step size an adaptive method applies now, or None for SGD.
+
+        AdaGrad and RMSProp scale the gradient by ``η / sqrt(G + ε)``; Adam
+        scales its bias-corrected first moment by ``η / (sqrt(ν / (1 - β₂^t)) + ε)``.
+        """
+        kind = self.kind
+        if kind in (_kernels.ADAGRAD, _kernels.RMSPROP):
+            return learning_rate / np.sqrt(state.sum_sq + self.eps)
+        if kind == _kernels.ADAM:
+            c2 = 1.0 - self.b2 ** max(state.step, 1)
+            return learning_rate / (np.sqrt(state.nu / c2) + self.eps)
+        return None
+
     def update(self, params, grad, state: OptState, learning_rate: float) -> OptState:
         """One step in place: ``params`` and the state arrays change, ``grad`` is zeroed.
 

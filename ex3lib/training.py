@@ -16,6 +16,7 @@ from .optimisers import make_optimiser
 from .schedules import make_schedule
 
 ORDERS = ("sequential", "shuffle")
+STEP_PERCENTILES = (10, 50, 90)
 
 
 
@@ -109,7 +110,10 @@ class RunConfig:
 
     def replace(self, **changes) -> "RunConfig":
         """A copy with some fields changed (and validated)."""
-        return RunConfig.from_dict({**self.to_dict(), **changes})
+        d = {**self.to_dict(), **changes}
+        if d["schedule"] == "constant" and "lr_final" not in changes:
+            d["lr_final"] = None  # a constant schedule's lr_final is its learning rate, whatever that becomes
+        return RunConfig.from_dict(d)
 
 
 @dataclass
@@ -138,6 +142,14 @@ class History:
         Why it diverged ("" otherwise).
     config : dict
         The :class:`RunConfig` fields, plus ``init_seed`` of the network.
+    extra : dict
+        ``updates`` (optimiser steps taken) and ``n_train``; for the adaptive
+        methods also ``effective_step`` — per logged point and per layer, the
+        ``effective_step_percentiles`` (10th, 50th, 90th) of the step each
+        weight takes per unit gradient (see
+        :meth:`ex3lib.optimisers.Optimiser.effective_step`) — and
+        ``first_layer_step_by_input``, the final mean step of each input
+        pixel's weights.
     """
 
     config: dict
@@ -313,18 +325,31 @@ def _train(net, cfg: RunConfig, train_data, test_data, progress) -> History:
 
     points = {"epoch": [], "loss": [], "test_loss": [], "test_accuracy": [], "learning_rate": [], "time": []}
 
+    extra = {"updates": 0, "n_train": int(n)}
+    adaptive = opt.effective_step(state, 1.0) is not None
+    if adaptive:
+        extra["effective_step_percentiles"] = list(STEP_PERCENTILES)
+        extra["effective_step"] = []
+
     def log(epoch, loss, lr):
+        if adaptive:
+            # Per layer: percentiles of the step each weight takes per unit gradient.
+            eff = opt.effective_step(state._replace(step=step), sched.learning_rate_at(0) if np.isnan(lr) else lr)
+            extra["effective_step"].append(
+                [np.percentile(eff[o:o + a * b], STEP_PERCENTILES).tolist()
+                 for o, (a, b) in zip(net._w_off, net._shapes)])
         t_loss, t_correct = _kernels.evaluate(netarr, eval_work, test_data, test_rows, test_pred)
         for key, value in (("epoch", epoch), ("loss", loss), ("test_loss", t_loss / test_rows.shape[0]),
                            ("test_accuracy", t_correct / test_rows.shape[0]), ("learning_rate", lr),
                            ("time", time.perf_counter() - t0)):
             points[key].append(float(value))
 
+    step = 0
     first = order[:stops[0]]
     loss0, _ = _kernels.evaluate(netarr, eval_work, train_data, first, np.empty(first.shape[0], np.int64))
     log(0.0, loss0 / first.shape[0], np.nan)
 
-    diverged, reason, step = False, "", 0
+    diverged, reason = False, ""
     bar = tqdm(total=cfg.epochs * n, unit="sample", unit_scale=True, delay=2.0,
                disable=not progress, desc=cfg.label, leave=False)
     try:
@@ -362,8 +387,13 @@ def _train(net, cfg: RunConfig, train_data, test_data, progress) -> History:
     seconds = time.perf_counter() - t0
     config = cfg.to_dict()
     config["init_seed"] = net.seed
-    return History(config=config, seconds=seconds, diverged=diverged, reason=reason,
-                   extra={"updates": step, "n_train": int(n)},
+    extra["updates"] = step
+    if adaptive:
+        # Mean step of each input unit's weight row: which pixels the method favours.
+        eff = opt.effective_step(state._replace(step=step), lr)
+        w0 = eff[net._w_off[0]:net._w_off[0] + net._shapes[0, 0] * net._shapes[0, 1]]
+        extra["first_layer_step_by_input"] = w0.reshape(net._shapes[0]).mean(axis=1).tolist()
+    return History(config=config, seconds=seconds, diverged=diverged, reason=reason, extra=extra,
                    **{key: np.array(v) for key, v in points.items()})
 
 

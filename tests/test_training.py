@@ -111,6 +111,10 @@ def test_run_config_is_canonical():
     assert RunConfig(optimiser="rmsprop").b2 == 0.9
     assert RunConfig(optimiser="rmsprop") == RunConfig(optimiser="rmsprop", b2=0.9)
     assert RunConfig().replace(batch_size=100).batch_size == 100
+    assert RunConfig().replace(learning_rate=0.01) == RunConfig(learning_rate=0.01)
+    decay = RunConfig(schedule="linear_decay", lr_final=0.001)
+    assert decay.replace(learning_rate=0.05).lr_final == 0.001
+    assert decay.replace(schedule="constant", lr_final=None) == RunConfig()
     assert RunConfig.from_dict(RunConfig(layers=(784, 10)).to_dict()) == RunConfig(layers=(784, 10))
     with pytest.raises(ValueError, match="unknown RunConfig field"):
         RunConfig.from_dict({"lr": 0.1})
@@ -154,3 +158,20 @@ def test_bad_data(small):
         train(MLP((784, 8, 10)), object())
     with pytest.raises(TypeError, match="net must be"):
         train("net", small)
+
+
+def test_adaptive_methods_record_their_effective_step(small):
+    small.x_train[:, :100] = 0.0  # pixels that are never on, like MNIST's border
+    hist = train(MLP((784, 16, 10)), small, optimiser="adagrad", learning_rate=0.1, progress=False, **{
+        k: v for k, v in TINY.items() if k != "learning_rate"})
+    steps = np.array(hist.extra["effective_step"])
+    assert steps.shape == (len(hist.epoch), 2, 3)
+    assert np.all(steps[0] == pytest.approx(0.1 / np.sqrt(1e-8)))
+    # AdaGrad's accumulator only grows, so every percentile of the step only shrinks.
+    assert np.all(np.diff(steps, axis=0) <= 0)
+    by_pixel = np.array(hist.extra["first_layer_step_by_input"])
+    never_on = (small.x_train[:120] == 0).all(axis=0)
+    assert by_pixel.shape == (784,)
+    assert np.all(by_pixel[never_on] == pytest.approx(0.1 / np.sqrt(1e-8)))
+    assert by_pixel[~never_on].max() < by_pixel[never_on].min()
+    assert "effective_step" not in train(MLP((784, 16, 10)), small, progress=False, **TINY).extra

@@ -1,0 +1,90 @@
+"""Grids of runs and their summaries: what every chapter does with :func:`ex3lib.run_many`."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from ._validate import check_int
+from .training import History, RunConfig
+
+SUMMARY_KEYS = ("optimiser", "learning_rate", "lr_final", "schedule", "batch_size", "momentum",
+                "nesterov", "b1", "b2", "epochs", "train_size", "order")
+
+
+def grid(*, seeds=1, **axes) -> list[RunConfig]:
+    """Every combination of the list-valued fields, each repeated for seeds ``0 .. seeds-1``.
+
+    Fields given as a list are axes; any other value is fixed for all runs.
+
+    Examples
+    --------
+    >>> len(grid(learning_rate=[0.1, 0.01], batch_size=[1, 10, 100], seeds=3, epochs=1))
+    18
+    """
+    seeds = check_int("seeds", seeds, 1)
+    names = [k for k, v in axes.items() if isinstance(v, list)]
+    for name in names:
+        if not axes[name]:
+            raise ValueError(f"{name} must list at least one value, got []")
+    fixed = {k: v for k, v in axes.items() if k not in names}
+    if "seed" in axes:
+        raise ValueError("give the number of seeds with seeds=N, not seed=...")
+    return [RunConfig(**fixed, **dict(zip(names, values)), seed=seed)
+            for values in itertools.product(*(axes[n] for n in names)) for seed in range(seeds)]
+
+
+def setting(config) -> tuple:
+    """The configuration without its seed: runs that differ only by seed share a setting."""
+    d = config.to_dict() if isinstance(config, RunConfig) else dict(config)
+    d.pop("seed", None)
+    d.pop("init_seed", None)
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in d.items()))
+
+
+def by_setting(histories) -> dict:
+    """Histories grouped by :func:`setting`, in first-seen order."""
+    groups: dict = {}
+    for h in histories:
+        if not isinstance(h, History):
+            raise TypeError(f"histories must hold History objects, got {type(h).__name__}")
+        groups.setdefault(setting(h.config), []).append(h)
+    return groups
+
+
+def summarise(histories):
+    """One row per setting: the hyper-parameters that vary, then mean and std over seeds.
+
+    Columns ``loss_mean``/``loss_std`` (final training loss), ``accuracy_mean``/
+    ``accuracy_std`` (final test accuracy), ``seconds_mean``, ``seeds`` and
+    ``diverged`` (how many of the seeds diverged).  Returns a pandas DataFrame.
+    """
+    import pandas as pd
+
+    rows = []
+    for runs in by_setting(histories).values():
+        cfg = runs[0].config
+        loss = np.array([h.final_loss for h in runs])
+        acc = np.array([h.final_accuracy for h in runs])
+        row = {k: cfg[k] for k in SUMMARY_KEYS}
+        row.update(loss_mean=float(loss.mean()), loss_std=float(loss.std(ddof=1)) if len(runs) > 1 else np.nan,
+                   accuracy_mean=float(acc.mean()),
+                   accuracy_std=float(acc.std(ddof=1)) if len(runs) > 1 else np.nan,
+                   seconds_mean=float(np.mean([h.seconds for h in runs])), seeds=len(runs),
+                   diverged=int(sum(h.diverged for h in runs)))
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    varying = [k for k in SUMMARY_KEYS if table[k].astype(str).nunique() > 1]
+    if "lr_final" in varying and (table["schedule"] == "constant").all():
+        varying.remove("lr_final")  # a constant schedule's lr_final is just its learning rate
+    return table[varying + [c for c in table.columns if c not in SUMMARY_KEYS]]
+
+
+def mean_std(mean, std, digits=3) -> str:
+    """``"0.977 ± 0.002"``, or just the mean when there is no spread to show."""
+    if mean is None or not np.isfinite(mean):
+        return "nan"
+    if std is None or not np.isfinite(std):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"

@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+
+import ex3lib
+from ex3lib import RunConfig
+from ex3lib.experiments import by_setting, grid, mean_std, setting, summarise
+from ex3lib.explore import explorer
+
+
+def test_grid_expands_list_axes_and_seeds():
+    configs = grid(learning_rate=[0.1, 0.01], batch_size=[1, 10, 100], seeds=3, epochs=2)
+    assert len(configs) == 18 and len(set(configs)) == 18
+    assert {c.seed for c in configs} == {0, 1, 2}
+    assert all(c.epochs == 2 for c in configs)
+    assert configs[0] == RunConfig(learning_rate=0.1, batch_size=1, epochs=2, seed=0)
+
+
+@pytest.mark.parametrize("kwargs, exc, word", [
+    ({"seeds": 0}, ValueError, "seeds"),
+    ({"learning_rate": []}, ValueError, "learning_rate"),
+    ({"seed": 3}, ValueError, "seeds=N"),
+    ({"batch_size": [0]}, ValueError, "batch_size"),
+])
+def test_bad_grid(kwargs, exc, word):
+    with pytest.raises(exc, match=word):
+        grid(**kwargs)
+
+
+def test_summarise_groups_seeds(small):
+    configs = grid(learning_rate=[0.1, 0.01], seeds=2, epochs=1, train_size=100, log_every=50,
+                   layers=(784, 8, 10))
+    hists = [ex3lib.run(c, small, progress=False) for c in configs]
+    assert setting(configs[0]) == setting(configs[1]) != setting(configs[2])
+    assert [len(g) for g in by_setting(hists).values()] == [2, 2]
+    table = summarise(hists)
+    assert list(table["learning_rate"]) == [0.1, 0.01]
+    assert "lr_final" not in table.columns and "batch_size" not in table.columns
+    acc = [h.final_accuracy for h in hists[:2]]
+    assert table["accuracy_mean"][0] == pytest.approx(np.mean(acc))
+    assert table["accuracy_std"][0] == pytest.approx(np.std(acc, ddof=1))
+    assert list(table["seeds"]) == [2, 2] and list(table["diverged"]) == [0, 0]
+
+
+def test_mean_std_format():
+    assert mean_std(0.97712, 0.0021) == "0.977 ± 0.002"
+    assert mean_std(0.97712, float("nan")) == "0.977"
+    assert mean_std(float("nan"), 0.1) == "nan"
+
+
+def test_explorer_trains_only_when_a_control_moves(small):
+    base = RunConfig(epochs=1, train_size=100, log_every=50, layers=(784, 8, 10))
+    box = explorer(small, base, controls=("learning_rate", "batch_size", "epochs", "momentum"))
+    status = box.children[2]
+    assert "Move a control" in status.value
+    box.children[0].children[0].value = 0.01
+    assert "test accuracy" in status.value and "η=0.01" in status.value
+    box.children[1].children[0].value = 0.5
+    assert "momentum α=0.5" in status.value
+
+
+def test_explorer_refuses_unknown_controls(small):
+    with pytest.raises(ValueError, match="controls"):
+        explorer(small, RunConfig(), controls=("dropout",))
