@@ -62,6 +62,7 @@ def explorer(data, base: RunConfig, *, controls=("learning_rate", "batch_size", 
     ipywidgets.VBox
     """
     import ipywidgets as w
+    from IPython.display import display
 
     if not isinstance(base, RunConfig):
         raise TypeError(f"base must be a RunConfig, got {type(base).__name__}")
@@ -85,7 +86,7 @@ def explorer(data, base: RunConfig, *, controls=("learning_rate", "batch_size", 
         right.legend(loc="lower right")
         out.clear_output(wait=True)
         with out:
-            plt.show(fig)
+            display(fig)
         plt.close(fig)
         verdict = f"diverged: {hist.reason}" if hist.diverged else f"test accuracy {hist.final_accuracy:.4f}"
         status.value = f"{config.label}: {verdict} ({hist.seconds:.1f} s)"
