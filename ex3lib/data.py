@@ -451,9 +451,14 @@ def _write_cache(path: Path, data: MNIST) -> None:
     ))
 
 
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write a file through ``write`` into a temporary sibling, then rename it over ``path``."""
-    tmp = tempfile.NamedTemporaryFile(delete=False, dir=path.parent,
+def _atomic_write(path: Path, write: Callable[[IO[bytes]], None], mode: str = "wb") -> None:
+    """Write a file through ``write`` into a temporary sibling, then rename it over ``path``.
+
+    An interrupted or failed write leaves ``path`` as it was and no temporary
+    file behind.  Also used by the results store.
+    """
+    encoding = None if "b" in mode else "utf-8"
+    tmp = tempfile.NamedTemporaryFile(mode, encoding=encoding, delete=False, dir=path.parent,
                                       prefix=f".{path.name}.", suffix=".tmp")
     try:
         with tmp:

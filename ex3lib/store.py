@@ -24,7 +24,6 @@ import multiprocessing
 import os
 import platform
 import re
-import tempfile
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -35,7 +34,7 @@ import platformdirs
 from tqdm.auto import tqdm
 
 from ._validate import check_bool, check_int
-from .data import load_mnist
+from .data import _atomic_write, load_mnist
 from .training import History, RunConfig, run
 
 RESULTS_ENV_VAR = "EX3_RESULTS_DIR"
@@ -215,19 +214,8 @@ class ResultsStore:
         payload = {"format": FORMAT, "fingerprint": source_fingerprint(),
                    "config": config.to_dict(), "history": history.to_dict()}
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent,
-                                          prefix=f".{path.name}.", suffix=".tmp", delete=False)
-        try:
-            with tmp:
-                # allow_nan=False: NaN is not JSON, and History.to_dict already maps it to None.
-                json.dump(payload, tmp, allow_nan=False, default=_json_scalar)
-                tmp.flush()
-                os.fsync(tmp.fileno())
-            os.replace(tmp.name, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp.name)
-            raise
+        # allow_nan=False: NaN is not JSON, and History.to_dict already maps it to None.
+        _atomic_write(path, lambda f: json.dump(payload, f, allow_nan=False, default=_json_scalar), "w")
         self._warned.discard(path)
 
     def __contains__(self, config) -> bool:

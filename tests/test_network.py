@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 
-import ex3lib
 from ex3lib import MLP
 
 from reference import forward, loss_and_grad
