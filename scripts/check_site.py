@@ -6,6 +6,12 @@ table reference (Sphinx leaves "??" or a ``std-ref`` span without a target),
 and a full-page screenshot in ``_build/screenshots``.  Uses Debian's
 ``/usr/bin/chromium`` through Playwright; no browser is downloaded.
 
+The pages load MathJax from the jsdelivr CDN.  Where the machine has no route
+to it (as in CI), each CDN request is answered from the same package and
+version fetched with ``npm pack`` from the npm registry, so the pages are
+checked with the code a reader gets.  Any other off-site request fails the
+check.
+
 Usage: ``python scripts/check_site.py [_build/html]``; exits 1 listing every problem.
 """
 
@@ -14,7 +20,12 @@ from __future__ import annotations
 import argparse
 import functools
 import http.server
+import mimetypes
+import re
+import subprocess
 import sys
+import tarfile
+import tempfile
 import threading
 from pathlib import Path
 
@@ -53,6 +64,51 @@ def serve(root: Path):
     return server, f"http://127.0.0.1:{server.server_address[1]}/"
 
 
+# jsdelivr's npm CDN: https://cdn.jsdelivr.net/npm/<package>@<version>/<path>
+CDN_NPM = re.compile(r"https://cdn\.jsdelivr\.net/npm/((?:@[^/]+/)?[^/@]+@[^/]+)/(.+)")
+
+
+class NpmMirror:
+    """Files of npm packages, fetched once per package with ``npm pack`` into a temporary folder."""
+
+    def __init__(self):
+        self.root = Path(tempfile.mkdtemp(prefix="ex3-npm-"))
+
+    def file(self, spec: str, path: str) -> Path | None:
+        folder = self.root / spec.replace("/", "__")
+        if not folder.exists():
+            folder.mkdir(parents=True)
+            out = subprocess.run(["npm", "pack", spec, "--silent", "--pack-destination", str(folder)],
+                                 capture_output=True, text=True)
+            tarballs = list(folder.glob("*.tgz"))
+            if out.returncode or not tarballs:
+                return None
+            with tarfile.open(tarballs[0]) as tar:
+                tar.extractall(folder, filter="data")
+        target = folder / "package" / path
+        return target if target.is_file() else None
+
+    def resolve(self, url: str) -> Path | None:
+        """The local file for a CDN ``url``, or None if it is not a known CDN path."""
+        m = CDN_NPM.fullmatch(url.split("?")[0].split("#")[0])
+        return self.file(m.group(1), m.group(2)) if m else None
+
+
+def _route(mirror: NpmMirror, base: str, offsite: list):
+    def handle(route):
+        url = route.request.url
+        if url.startswith(base):
+            return route.continue_()
+        local = mirror.resolve(url)
+        if local is None:
+            offsite.append(url)
+            return route.abort()
+        kind = mimetypes.guess_type(local.name)[0] or "application/octet-stream"
+        return route.fulfill(path=str(local), content_type=kind,
+                             headers={"Access-Control-Allow-Origin": "*"})
+    return handle
+
+
 def check(root: Path, shots: Path) -> list[str]:
     # Every page a reader reaches: skip Sphinx's own index/search pages and the
     # top-level redirect to the root document.
@@ -65,18 +121,22 @@ def check(root: Path, shots: Path) -> list[str]:
     shots.mkdir(parents=True, exist_ok=True)
     problems = []
     server, base = serve(root)
+    mirror = NpmMirror()
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
             for page_path in pages:
                 rel = page_path.relative_to(root).as_posix()
                 page = browser.new_page(viewport={"width": 1280, "height": 900})
+                offsite = []
+                page.route("**/*", _route(mirror, base, offsite))
                 errors = []
                 page.on("console", lambda msg, errors=errors: msg.type == "error" and errors.append(msg.text))
                 page.on("pageerror", lambda exc, errors=errors: errors.append(str(exc)))
                 page.goto(base + rel, wait_until="networkidle")
                 page.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=15_000)
                 problems += [f"{rel}: console error: {e}" for e in errors]
+                problems += [f"{rel}: request to an unknown off-site address: {u}" for u in offsite]
                 problems += [f"{rel}: image did not load: {src}" for src in page.evaluate(BROKEN_IMAGES_JS)]
                 problems += [f"{rel}: unresolved reference: {ref}" for ref in page.evaluate(UNRESOLVED_JS)]
                 page.screenshot(path=str(shots / (rel.replace("/", "__") + ".png")), full_page=True)
