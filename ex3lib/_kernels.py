@@ -561,7 +561,7 @@ def train_window(net, opt, work, data, order, start, stop, batch_size, step):
         loss_sum += batch_loss
         n += B
         step += 1
-        if B == 1 and (opt.kind == MOMENTUM or opt.kind == NESTEROV):
+        if B == 1 and opt.lazy and (opt.kind == MOMENTUM or opt.kind == NESTEROV):
             backward_online_momentum(net, opt, work.cols, n_used, work.A, work.D, work, step)
         else:
             fused = opt.kind == SGD

@@ -68,22 +68,25 @@ def test_training_steps_match_numpy_twin(small, name, hyper, lr, batch_size):
     assert hist.loss[-1] == pytest.approx(sum(losses) / 35, rel=1e-10)
 
 
+def _train_forcing(monkeypatch, field, value, net, data, **kwargs):
+    """Train with one field of the kernels' optimiser arguments forced, e.g. ``sparse=False``."""
+    from ex3lib import network, training
+
+    def forced(*args):
+        return network.OptArrays(*args)._replace(**{field: value})
+    monkeypatch.setattr(training, "OptArrays", forced)
+    return ex3lib.train(net, data, progress=False, **kwargs)
+
+
 def test_skipping_untouched_rows_changes_no_bit(small, monkeypatch):
     """AdaGrad only visits rows with a gradient; the full update must give identical bits."""
-    from ex3lib import training
-
-    def run(sparse):
+    params = []
+    for sparse in (True, False):
         net = MLP((784, 24, 16, 10), seed=1)
-        original = training.OptArrays
-
-        def forced(*args):
-            return original(*args)._replace(sparse=sparse)
-        monkeypatch.setattr(training, "OptArrays", forced)
-        ex3lib.train(net, small, optimiser="adagrad", learning_rate=0.05, batch_size=4, epochs=2,
-                     progress=False)
-        return net.params.copy()
-
-    assert np.array_equal(run(True), run(False))
+        _train_forcing(monkeypatch, "sparse", sparse, net, small, optimiser="adagrad",
+                       learning_rate=0.05, batch_size=4, epochs=2)
+        params.append(net.params.copy())
+    assert np.array_equal(params[0], params[1])
 
 
 def test_optimiser_state_is_explicit():
@@ -128,22 +131,15 @@ def test_update_refuses_bad_learning_rate_and_shapes():
 
 @pytest.mark.parametrize("name, hyper", [("sgd", {"momentum": 0.9}), ("sgd", {"momentum": 0.5, "nesterov": True}),
                                          ("rmsprop", {})])
-def test_deferred_first_layer_rows_match_step_by_step(small, name, hyper, monkeypatch):
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_deferred_first_layer_rows_match_step_by_step(small, name, hyper, batch_size, monkeypatch):
     """Momentum, Nesterov and RMSProp defer the rows of zero pixels; the closed form equals stepping."""
-    from ex3lib import training
-
-    def run(lazy):
+    runs = []
+    for lazy in (True, False):
         net = MLP((784, 24, 16, 10), seed=1)
-        original = training.OptArrays
-
-        def forced(*args):
-            return original(*args)._replace(lazy=lazy)
-        monkeypatch.setattr(training, "OptArrays", forced)
-        hist = ex3lib.train(net, small, optimiser=name, learning_rate=0.01, batch_size=3, epochs=2,
-                            log_every=70, progress=False, **hyper)
-        return net.params.copy(), hist
-
-    lazy, lazy_hist = run(True)
-    eager, eager_hist = run(False)
+        hist = _train_forcing(monkeypatch, "lazy", lazy, net, small, optimiser=name, learning_rate=0.01,
+                              batch_size=batch_size, epochs=2, log_every=70, **hyper)
+        runs.append((net.params.copy(), hist))
+    (lazy, lazy_hist), (eager, eager_hist) = runs
     np.testing.assert_allclose(lazy, eager, rtol=1e-10, atol=1e-13)
     np.testing.assert_allclose(lazy_hist.test_loss, eager_hist.test_loss, rtol=1e-10)
