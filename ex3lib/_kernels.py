@@ -103,19 +103,6 @@ def _dots(w, D, samples, n, out, j):
         q += 1
 
 
-@njit(cache=True, fastmath={"contract"})
-def _accumulate_rows(W, idx, vals, n, out):
-    """``out += sum_p vals[p] * W[idx[p]]`` for ``p < n``, four rows at a time."""
-    p = 0
-    while p + 4 <= n:
-        _axpy4(vals[p], W[idx[p]], vals[p + 1], W[idx[p + 1]],
-               vals[p + 2], W[idx[p + 2]], vals[p + 3], W[idx[p + 3]], out)
-        p += 4
-    while p < n:
-        _axpy(vals[p], W[idx[p]], out)
-        p += 1
-
-
 @njit(cache=True, inline="always")
 def _compact(x, idx, val):
     """Indices and values of the non-zero entries of ``x``; returns their count.
@@ -133,15 +120,15 @@ def _compact(x, idx, val):
 
 
 @njit(cache=True, fastmath={"contract"})
-def _accumulate_samples(D, samples, coef, lo, hi, out):
-    """``out += sum_q coef[q] * D[samples[q]]`` for ``lo <= q < hi``, four at a time."""
+def _accumulate(M, rows, coef, lo, hi, out):
+    """``out += sum_q coef[q] * M[rows[q]]`` for ``lo <= q < hi``, four rows at a time."""
     q = lo
     while q + 4 <= hi:
-        _axpy4(coef[q], D[samples[q]], coef[q + 1], D[samples[q + 1]],
-               coef[q + 2], D[samples[q + 2]], coef[q + 3], D[samples[q + 3]], out)
+        _axpy4(coef[q], M[rows[q]], coef[q + 1], M[rows[q + 1]],
+               coef[q + 2], M[rows[q + 2]], coef[q + 3], M[rows[q + 3]], out)
         q += 4
     while q < hi:
-        _axpy(coef[q], D[samples[q]], out)
+        _axpy(coef[q], M[rows[q]], out)
         q += 1
 
 
@@ -207,11 +194,11 @@ def forward_batch(W, b, has_bias, data, rows, A, work):
                 r = rows[s]
                 p0 = data.indptr[r]
                 n = data.indptr[r + 1] - p0
-                _accumulate_rows(Wl, data.indices[p0:p0 + n], data.values[p0:p0 + n], n, o)
+                _accumulate(Wl, data.indices[p0:p0 + n], data.values[p0:p0 + n], 0, n, o)
             else:
                 inp = A[l - 1][s]
                 n = _compact(inp, idx, val)
-                _accumulate_rows(Wl, idx, val, n, o)
+                _accumulate(Wl, idx, val, 0, n, o)
             if l < L - 1:
                 for k in range(o.shape[0]):
                     o[k] = o[k] if o[k] > 0.0 else 0.0
@@ -310,9 +297,9 @@ def backward_batch(W, b, has_bias, cols, n_used, B, A, D, work, fused, c):
                     continue
                 _dots(w, Dl, samples, n, Dprev, j)
                 if fused:
-                    _accumulate_samples(Dl, samples, coef, 0, n, w)
+                    _accumulate(Dl, samples, coef, 0, n, w)
                 else:
-                    _accumulate_samples(Dl, samples, coef, 0, n, Gl[j])
+                    _accumulate(Dl, samples, coef, 0, n, Gl[j])
                     if mk[j] == 0:
                         mk[j] = 1
                         act[work.n_active[l]] = j
@@ -326,9 +313,9 @@ def backward_batch(W, b, has_bias, cols, n_used, B, A, D, work, fused, c):
                 lo = cols.ptr[i]
                 hi = cols.ptr[i + 1]
                 if fused:
-                    _accumulate_samples(Dl, cols.sample, cols.value, lo, hi, Wl[i])
+                    _accumulate(Dl, cols.sample, cols.value, lo, hi, Wl[i])
                 else:
-                    _accumulate_samples(Dl, cols.sample, cols.value, lo, hi, Gl[i])
+                    _accumulate(Dl, cols.sample, cols.value, lo, hi, Gl[i])
                     if mk[i] == 0:
                         mk[i] = 1
                         act[work.n_active[l]] = i
