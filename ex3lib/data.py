@@ -16,6 +16,7 @@ are free; :func:`clear_memo` releases them.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import hashlib
 import io
@@ -464,12 +465,21 @@ def _atomic_write(path: Path, write: Callable[[IO[bytes]], None], mode: str = "w
         with tmp:
             write(tmp)
             tmp.flush()
+            # NamedTemporaryFile is private (0600); give the file the mode a plain open() would.
+            os.fchmod(tmp.fileno(), 0o666 & ~_umask())
             os.fsync(tmp.fileno())
         os.replace(tmp.name, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp.name)
         raise
+
+
+@functools.cache
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _check_dataset(data: MNIST, source: str) -> None:

@@ -38,6 +38,7 @@ from .data import _atomic_write, load_mnist
 from .training import History, RunConfig, run
 
 RESULTS_ENV_VAR = "EX3_RESULTS_DIR"
+WORKERS_ENV_VAR = "EX3_WORKERS"
 FORMAT = 1
 
 # Each worker process runs one training at a time; letting every worker also
@@ -294,8 +295,10 @@ def run_many(configs, data=None, *, store=None, workers=None, progress=True) -> 
         Where results are looked up and saved; None for the default
         ``ResultsStore()``, False to always train and save nothing.
     workers : int >= 1, optional
-        Processes to train in; defaults to the number of CPUs, and never
-        exceeds the number of runs. With 1 (or one run) the runs are trained
+        Processes to train in; defaults to the environment variable
+        ``EX3_WORKERS`` if it is set (a sweep sets it to 1 in each of its
+        points, which already run in parallel), else the number of CPUs. Never
+        more than the number of runs; with 1 (or one run) the runs are trained
         in this process.
     progress : bool
         Show a progress bar over the runs.
@@ -339,6 +342,8 @@ def run_many(configs, data=None, *, store=None, workers=None, progress=True) -> 
                         f"got {store!r}")
     if workers is not None:
         workers = check_int("workers", workers, 1)
+    else:
+        workers = default_workers()
     progress = check_bool("progress", progress)
 
     unique = list(dict.fromkeys(configs))
@@ -352,7 +357,7 @@ def run_many(configs, data=None, *, store=None, workers=None, progress=True) -> 
 
     failures = []
     if todo:
-        n_workers = min(workers or os.cpu_count() or 1, len(todo))
+        n_workers = min(workers, len(todo))
         outcomes = (_run_here(todo, data, progress) if n_workers == 1
                     else _run_in_pool(todo, data, n_workers))
         # closing(): if this loop is interrupted, stop the pool now rather than
@@ -387,6 +392,27 @@ def run_many(configs, data=None, *, store=None, workers=None, progress=True) -> 
         results.append(copy.deepcopy(done[config]) if config in seen else done[config])
         seen.add(config)
     return results
+
+
+def default_workers() -> int:
+    """Processes :func:`run_many` trains in by default: ``$EX3_WORKERS``, else the number of CPUs.
+
+    Raises
+    ------
+    ValueError
+        ``EX3_WORKERS`` is set to anything but a positive integer.
+    """
+    value = os.environ.get(WORKERS_ENV_VAR, "").strip()
+    if not value:
+        return os.cpu_count() or 1
+    try:
+        workers = int(value)
+    except ValueError:
+        workers = 0
+    if workers < 1:
+        raise ValueError(f"the environment variable {WORKERS_ENV_VAR} must be a positive integer "
+                         f"(processes per run_many call) or unset for one per CPU; got {value!r}")
+    return workers
 
 
 def _check_config(name, config):

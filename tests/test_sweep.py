@@ -1,0 +1,331 @@
+"""The papermill sweep command: grids, validation, failures, resuming after a kill, Dask."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from ex3lib import sweep as sw
+
+ROOT = Path(__file__).resolve().parents[1]
+TOY_PARAMETERS = '''x: float = 1.0  # a number
+n: int = 2  # a count
+fail: bool = False  # raise in the second cell
+sleep: float = 0.0  # seconds to wait before gluing
+label: str = "a"  # some text
+values: list = [1, 2]  # a list'''
+TOY_BODY = '''import time
+from myst_nb import glue
+time.sleep(sleep)
+if fail:
+    raise ValueError(f"asked to fail at x {x}")
+glue("y", float(x * n), display=False)
+glue("label_out", label + "!", display=False)
+glue("total", sum(values), display=False)'''
+
+
+def make_toy(path: Path) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell(TOY_PARAMETERS)
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(TOY_BODY)]
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture
+def toy(tmp_path):
+    return make_toy(tmp_path / "toy.ipynb")
+
+
+def cli(*args, cwd, env=None, **kw):
+    return subprocess.run([sys.executable, "-m", "ex3lib.sweep", *map(str, args), "--no-progress"],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=600, **kw)
+
+
+def read_csv(path):
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+# ---------------------------------------------------------------------------- parsing and validation
+
+
+@pytest.mark.parametrize("text, kind, expected", [
+    ("0.1,0.01", None, [0.1, 0.01]),
+    ("1e-3", "float", [0.001]),
+    ("[0.1, 0.01]", "list", [[0.1, 0.01]]),
+    ("[0.1],[0.01]", "list", [[0.1], [0.01]]),
+    ("[]", "list", [[]]),
+    ("true,False", "bool", [True, False]),
+    ("sequential,shuffle", "str", ["sequential", "shuffle"]),
+    ("3,'a,b'", "str", ["3", "a,b"]),
+    ("{'a': 1, 'b': 2}", "dict", [{"a": 1, "b": 2}]),
+])
+def test_parse_values(text, kind, expected):
+    assert sw.parse_values(text, kind) == expected
+
+
+def test_grid_expands_in_order_with_fixed_parameters(toy):
+    sweep = sw.make_sweep(toy, {"x": [0.5, 2], "n": [1, 3]}, {"label": "b"})
+    assert [p.swept for p in sweep.points] == [{"x": 0.5, "n": 1}, {"x": 0.5, "n": 3},
+                                              {"x": 2.0, "n": 1}, {"x": 2.0, "n": 3}]
+    assert all(p.parameters["label"] == "b" for p in sweep.points)
+    assert [p.name for p in sweep.points][0] == "x=0.5,n=1"
+    assert len({p.name for p in sweep.points}) == 4
+    # An int where the notebook declares a float is converted, so 2 and 2.0 are one point.
+    assert isinstance(sweep.points[2].swept["x"], float)
+
+
+def test_unknown_parameter_refused_before_anything_runs(toy, tmp_path):
+    with pytest.raises(sw.SweepError, match=r"no parameter 'lerning_rate'.*declares: x, n, fail"):
+        sw.make_sweep(toy, {"lerning_rate": [0.1, 0.2]}, {})
+    with pytest.raises(sw.SweepError, match=r"no parameter 'xx' \(did you mean x\?\)"):
+        sw.make_sweep(toy, {}, {"xx": 1.0})
+    result = cli(toy, "-p", "xx", "1,2", "--out", tmp_path / "runs", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "no parameter 'xx'" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("grid, fixed, message", [
+    ({"n": [1, 2.5]}, {}, r"n: 2\.5 \(float\) is not an int"),
+    ({}, {"fail": 1}, r"fail: 1 \(int\) is not a bool"),
+    ({}, {"label": 3}, r"label: 3 \(int\) is not a str"),
+    ({}, {"values": 3}, r"values: 3 \(int\) is not a list"),
+    ({"x": ["abc"]}, {}, r"x: 'abc' \(str\) is not a float"),
+    ({"x": [1.0, 1]}, {}, r"x: the value 1\.0 is listed twice"),
+    ({"x": []}, {}, r"x: the values to sweep must be a non-empty list"),
+])
+def test_wrong_types_refused(toy, grid, fixed, message):
+    with pytest.raises(sw.SweepError, match=message):
+        sw.make_sweep(toy, grid, fixed)
+
+
+def test_cli_wrong_type_names_parameter(toy, tmp_path):
+    result = cli(toy, "-p", "n", "1,2.5", "-p", "x", "abc", "--out", tmp_path / "runs", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "n: 2.5 (float) is not an int" in result.stderr
+    assert "x: 'abc' (text) is not a float" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_notebook_problems(tmp_path):
+    with pytest.raises(sw.SweepError, match="does not exist"):
+        sw.make_sweep(tmp_path / "missing.ipynb", {}, {})
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1")]
+    nbformat.write(nb, tmp_path / "plain.ipynb")
+    with pytest.raises(sw.SweepError, match="declares no parameters"):
+        sw.make_sweep(tmp_path / "plain.ipynb", {}, {})
+
+
+def test_grid_file(toy, tmp_path):
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text("grid:\n  x: [0.5, 1e-3]\n  n: [1, 2]\nparameters:\n  label: b\n")
+    grid, fixed = sw.read_grid_file(grid_file)
+    sweep = sw.make_sweep(toy, grid, fixed)
+    assert [p.swept["x"] for p in sweep.points] == [0.5, 0.5, 0.001, 0.001]  # YAML's "1e-3" text
+    for text, message in [("grid: [1, 2]\n", "must map parameter names"),
+                          ("grid:\n  x: 1\n", r"grid\.x .* must be a non-empty list"),
+                          ("grids:\n  x: [1]\n", "unknown key.*'grids'"),
+                          ("grid:\n  x: [1]\nparameters:\n  x: 2\n", "both swept"),
+                          ("grid: {x: [1\n", "not valid YAML")]:
+        grid_file.write_text(text)
+        with pytest.raises(sw.SweepError, match=message):
+            sw.read_grid_file(grid_file)
+
+
+def test_bad_options(toy, tmp_path):
+    sweep = sw.make_sweep(toy, {}, {})
+    for kwargs, message in [({"workers": 0}, "workers must be a positive integer"),
+                            ({"retries": -1}, "retries must be an integer >= 0"),
+                            ({"start_timeout": 0}, "start_timeout must be a positive")]:
+        with pytest.raises(sw.SweepError, match=message):
+            sw.run_sweep(sweep, out=tmp_path / "runs", progress=False, log=lambda s: None, **kwargs)
+
+
+# ---------------------------------------------------------------------------- running
+
+
+def test_failing_point_recorded_while_others_finish(toy, tmp_path):
+    result = cli(toy, "-p", "x", "0.5,2", "-p", "fail", "False,True", "--out", tmp_path / "runs",
+                 cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    out = tmp_path / "runs" / "toy"
+    rows = {r["point"]: r for r in read_csv(out / "results.csv")}
+    assert list(rows) == ["x=0.5,fail=False", "x=0.5,fail=True", "x=2.0,fail=False", "x=2.0,fail=True"]
+    assert rows["x=2.0,fail=False"]["status"] == "ok"
+    assert float(rows["x=2.0,fail=False"]["y"]) == 4.0
+    assert rows["x=2.0,fail=False"]["label_out"] == "a!"
+    assert int(rows["x=2.0,fail=False"]["total"]) == 3
+    failed = rows["x=0.5,fail=True"]
+    assert failed["status"] == "failed" and failed["y"] == ""
+    assert "ValueError: asked to fail at x 0.5" in failed["error"]
+    record = json.loads((out / "x=0.5,fail=True.json").read_text())
+    assert record["status"] == "failed" and "asked to fail" in record["error"]
+    # The failed point's executed notebook is kept, with the error in it.
+    nb = nbformat.read(out / "x=0.5,fail=True.ipynb", 4)
+    assert any(o.get("ename") == "ValueError" for c in nb.cells for o in c.get("outputs", []))
+    assert (out / "summary.png").stat().st_size > 0
+    assert "2 ok, 2 failed, 0 pending" in result.stdout
+
+
+def test_rerun_skips_complete_points_and_reruns_stale_ones(toy, tmp_path):
+    runs = tmp_path / "runs"
+    first = cli(toy, "-p", "x", "1,2", "--out", runs, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    records = sorted((runs / "toy").glob("*.json"))
+    stamps = {p: p.stat().st_mtime_ns for p in records}
+    second = cli(toy, "-p", "x", "1,2", "--out", runs, cwd=tmp_path)
+    assert second.returncode == 0
+    assert "2 point(s), 2 complete, 0 to run" in second.stdout
+    assert {p: p.stat().st_mtime_ns for p in records} == stamps
+    # A changed fixed parameter is a different computation: both points run again.
+    third = cli(toy, "-p", "x", "1,2", "-p", "n", "5", "--out", runs, cwd=tmp_path)
+    assert "0 complete, 2 to run" in third.stdout and "its parameters changed" in third.stdout
+    assert [float(r["y"]) for r in read_csv(runs / "toy" / "results.csv")] == [5.0, 10.0]
+    # So is an edited notebook.
+    nb = nbformat.read(toy, 4)
+    nb.cells[1].source += "\nglue('extra', 1, display=False)"
+    nbformat.write(nb, toy)
+    fourth = cli(toy, "-p", "x", "1,2", "-p", "n", "5", "--out", runs, cwd=tmp_path)
+    assert "0 complete, 2 to run" in fourth.stdout and "the notebook changed" in fourth.stdout
+    assert [r["extra"] for r in read_csv(runs / "toy" / "results.csv")] == ["1", "1"]
+    # A record that cannot be read is never trusted.
+    (runs / "toy" / "x=1.0.json").write_text("{truncated")
+    fifth = cli(toy, "-p", "x", "1,2", "-p", "n", "5", "--out", runs, cwd=tmp_path)
+    assert "1 complete, 1 to run" in fifth.stdout and "could not be read" in fifth.stdout
+
+
+def test_second_sweep_into_same_folder_refused(toy, tmp_path):
+    sweep = sw.make_sweep(toy, {}, {})
+    root = tmp_path / "runs" / "toy"
+    root.mkdir(parents=True)
+    with sw._lock(root):
+        with pytest.raises(sw.SweepError, match="another sweep is writing"):
+            sw.run_sweep(sweep, out=tmp_path / "runs", progress=False, log=lambda s: None)
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT])
+def test_kill_and_resume(toy, tmp_path, how):
+    runs = tmp_path / "runs"
+    out = runs / "toy"
+    args = [sys.executable, "-m", "ex3lib.sweep", str(toy), "-p", "x", "1,2,3,4,5,6", "-p", "sleep", "1.5",
+            "--workers", "2", "--out", str(runs), "--no-progress"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not list(out.glob("*.json")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the sweep finished before it could be killed"
+    proc.send_signal(how)
+    stdout, _ = proc.communicate(timeout=60)
+    if how == signal.SIGINT:
+        assert proc.returncode == 130
+        assert "interrupted" in stdout and "run the same command again" in stdout
+        # The CSV lists every point, the unfinished ones as pending.
+        statuses = [r["status"] for r in read_csv(out / "results.csv")]
+        assert len(statuses) == 6 and "pending" in statuses
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    done = sorted(out.glob("*.json"))
+    assert 1 <= len(done) < 6
+    for record in done:  # every result that exists is whole
+        assert json.loads(record.read_text())["status"] == "ok"
+        nbformat.read(record.with_suffix(".ipynb"), 4)
+    kept = {p.name: p.stat().st_mtime_ns for p in done}
+
+    rerun = cli(toy, "-p", "x", "1,2,3,4,5,6", "-p", "sleep", "1.5", "--workers", "2", "--out", runs,
+                cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"6 point(s), {len(done)} complete, {6 - len(done)} to run" in rerun.stdout
+    assert {p: (out / p).stat().st_mtime_ns for p in kept} == kept  # completed points not rerun
+    rows = read_csv(out / "results.csv")
+    assert [r["status"] for r in rows] == ["ok"] * 6
+    assert [float(r["y"]) for r in rows] == [2.0, 4.0, 6.0, 8.0, 10.0, 12.0]
+    assert not list(out.glob(".*.tmp")), "no temporary file is left behind"
+
+
+def test_transient_kernel_errors_are_recognised():
+    assert sw._TRANSIENT.search("RuntimeError: Kernel didn't respond in 60 seconds")
+    assert sw._TRANSIENT.search("DeadKernelError: Kernel died")
+    assert not sw._TRANSIENT.search("ValueError: asked to fail")
+
+
+# ---------------------------------------------------------------------------- Dask and the real chapter
+
+
+def _distributed():
+    if os.environ.get("CI"):
+        import distributed  # CI installs requirements-dask.txt: a missing Dask is a failure there
+        return distributed
+    return pytest.importorskip("distributed")
+
+
+TIMING = re.compile(r"seconds|wall|speedup")
+
+
+@pytest.fixture(scope="module")
+def chapter_sweeps(tmp_path_factory):
+    """The SGD chapter over a 2×2 grid (one epoch on 2,000 images), locally and on a LocalCluster.
+
+    Each sweep starts from its own empty results store, so both really train.
+    """
+    distributed = _distributed()
+    base = tmp_path_factory.mktemp("chapter")
+    args = ["-p", "learning_rate", "0.1,0.01", "-p", "batch_size", "10,100", "-p", "epochs", "1",
+            "-p", "train_size", "2000", "-p", "n_seeds", "1", "-p", "long_epochs", "0",
+            "-p", "learning_rates", "[]"]
+    results = {}
+    for where in ("local", "dask"):
+        env = {**os.environ, "EX3_RESULTS_DIR": str(base / f"store-{where}"), "MPLBACKEND": "Agg"}
+        runs = base / f"runs-{where}"
+        if where == "local":
+            proc = cli(ROOT / "book" / "sgd.ipynb", *args, "--out", runs, cwd=base, env=env)
+        else:
+            saved = dict(os.environ)
+            os.environ.update(env)  # the cluster's workers inherit this environment
+            try:
+                with distributed.LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1",
+                                              dashboard_address=None, processes=True) as cluster:
+                    proc = cli(ROOT / "book" / "sgd.ipynb", *args, "--out", runs, "--scheduler",
+                               cluster.scheduler_address, cwd=base, env=env)
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        results[where] = read_csv(runs / "sgd" / "results.csv"), runs / "sgd"
+    return results
+
+
+def test_chapter_grid_locally_and_on_dask_gives_identical_results(chapter_sweeps):
+    (local, local_dir), (dask, dask_dir) = chapter_sweeps["local"], chapter_sweeps["dask"]
+    assert [r["point"] for r in local] == [r["point"] for r in dask] == [
+        "learning_rate=0.1,batch_size=10", "learning_rate=0.1,batch_size=100",
+        "learning_rate=0.01,batch_size=10", "learning_rate=0.01,batch_size=100"]
+    assert all(r["status"] == "ok" for r in local + dask)
+    hosts = {json.loads(p.read_text())["host"] for p in dask_dir.glob("*.json")}
+    assert hosts, "the Dask records name the worker's host"
+    compared = 0
+    for a, b in zip(local, dask):
+        for key in a:
+            if key in ("seconds", "attempts") or TIMING.search(key):
+                continue
+            assert a[key] == b[key], (a["point"], key, a[key], b[key])
+            compared += 1
+    assert compared > 4 * 10
+    accuracy = [float(r["sgd_ref_final_accuracy"]) for r in local]
+    assert all(0.2 < a < 1 for a in accuracy)
+    assert len(set(accuracy)) == 4, "each point trains its own setting"
+    assert (local_dir / "summary.png").stat().st_size > 0
+    assert (dask_dir / "summary.png").stat().st_size > 0
