@@ -1,4 +1,103 @@
-"""Small fixes to the HTML that Jupyter Book 1.x writes, so pages load without console errors."""
+"""Small fixes to the HTML that Jupyter Book 1.x writes, so pages load without console errors.
+
+Also numbers the glued pandas tables as tables: ``{glue:figure}`` always makes a
+figure node, so Sphinx would caption a table shown with it "Fig. N", count it among
+the figures and make ``{numref}`` say "Fig. N". Every such table is named
+``tab-...``; those figure nodes become :class:`TableFigure` nodes, an enumerable
+node of Sphinx's "table" type, so they read "Table N" (``numfig_format['table']``)
+in the caption and in every ``{numref}``, counted apart from the figures.
+"""
+
+from docutils import nodes
+from sphinx.locale import _
+from sphinx.util.nodes import clean_astext
+
+TABLE_PREFIX = "tab-"
+
+
+class TableFigure(nodes.figure):
+    """A figure (e.g. from ``glue:figure``) that holds a table and is numbered as one."""
+
+
+def _table_title(node):
+    # Title used by {ref} and to decide whether the node is numbered at all
+    # (Sphinx numbers only captioned enumerable nodes), as for figures.
+    for child in node:
+        if isinstance(child, nodes.caption):
+            return clean_astext(child)
+    return None
+
+
+def _is_table_figure(node):
+    labels = list(node.get("ids", ())) + list(node.get("names", ()))
+    return any(label.startswith(TABLE_PREFIX) for label in labels)
+
+
+def _retype_table_figures(app, doctree):
+    # doctree-read runs before the doctree is pickled and before env-get-updated,
+    # where Sphinx assigns the figure/table numbers (TocTreeCollector), and numref
+    # looks the target node up again in the pickled doctree, so both see TableFigure.
+    for figure in list(doctree.findall(nodes.figure)):
+        if type(figure) is not nodes.figure or not _is_table_figure(figure):
+            continue
+        table = TableFigure(figure.rawsource)
+        table.source, table.line = figure.source, figure.line
+        for key, value in figure.attributes.items():
+            table[key] = list(value) if isinstance(value, list) else value
+        children = list(figure.children)
+        figure.clear()
+        table.extend(children)
+        figure.replace_self(table)
+        # document.ids must point at the node in the tree: the std domain resolves
+        # {numref} through env.get_doctree(docname).ids[labelid].
+        for node_id in table["ids"]:
+            if doctree.ids.get(node_id) is figure:
+                doctree.ids[node_id] = table
+
+
+def _visit_html(self, node):
+    # The HTML is a figure's; the caption's "Table N" comes from add_fignumber,
+    # which asks the std domain for the node's enumerable type ("table").
+    if not hasattr(self, "_ex3_table_starts"):
+        self._ex3_table_starts = []
+    self._ex3_table_starts.append(len(self.body))
+    self.visit_figure(node)
+
+
+def _depart_html(self, node):
+    # The caption's permalink says "Link to this image" for any figure: say table.
+    start = self._ex3_table_starts.pop()
+    if node["ids"]:
+        old = f'href="#{node["ids"][0]}" title="{_("Link to this image")}"'
+        new = f'href="#{node["ids"][0]}" title="{_("Link to this table")}"'
+        for index in range(start, len(self.body)):
+            if old in self.body[index]:
+                self.body[index] = self.body[index].replace(old, new)
+    self.depart_figure(node)
+
+
+def _visit_latex(self, node):
+    # A float "table" environment instead of "figure", so LaTeX captions and counts
+    # it as a table too; the other cases (minipage, wrapfigure, in a table) stay.
+    self.visit_figure(node)
+    if self.context and self.context[-1] == r"\end{figure}" + "\n":
+        for index in range(len(self.body) - 1, -1, -1):
+            if self.body[index].startswith("\n" + r"\begin{figure}"):
+                self.body[index] = self.body[index].replace(r"\begin{figure}", r"\begin{table}", 1)
+                self.context[-1] = r"\end{table}" + "\n"
+                break
+
+
+def _depart_latex(self, node):
+    self.depart_figure(node)
+
+
+def _visit_other(self, node):
+    self.visit_figure(node)
+
+
+def _depart_other(self, node):
+    self.depart_figure(node)
 
 
 def _dedupe_scripts(app, pagename, templatename, context, doctree):
@@ -19,5 +118,16 @@ def _dedupe_scripts(app, pagename, templatename, context, doctree):
 
 
 def setup(app):
+    app.add_enumerable_node(
+        TableFigure,
+        "table",
+        _table_title,
+        html=(_visit_html, _depart_html),
+        latex=(_visit_latex, _depart_latex),
+        text=(_visit_other, _depart_other),
+        man=(_visit_other, _depart_other),
+        texinfo=(_visit_other, _depart_other),
+    )
+    app.connect("doctree-read", _retype_table_figures)
     app.connect("html-page-context", _dedupe_scripts, priority=999)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
