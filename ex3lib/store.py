@@ -49,13 +49,21 @@ _KEY_RE = re.compile(r"[0-9a-f]{64}")
 _DATA_FIELDS = ("x_train", "y_train", "x_test", "y_test")
 
 
+# Modules that only present or orchestrate runs: training never imports them
+# (tests/test_store.py checks), so editing them cannot change a stored result.
+PRESENTATION_MODULES = ("explore.py", "plots.py", "sweep.py")
+
+
 @functools.cache
 def source_fingerprint() -> str:
     """The sha256 of ex3lib's source files and of the numpy, Numba and Python versions.
 
-    Every ``*.py`` file of the package is hashed with its path relative to the
-    package, in sorted order, so renaming, adding or editing a module changes
-    the fingerprint. It is computed once per process: an edit made while a
+    Every ``*.py`` file of the package that a run can depend on is hashed with
+    its path relative to the package, in sorted order, so renaming, adding or
+    editing a module changes the fingerprint. The presentation modules
+    (``PRESENTATION_MODULES``: sliders, plots, sweeps), which training never
+    imports, are left out, so that a change to a figure does not throw away
+    every stored run. It is computed once per process: an edit made while a
     process runs is only seen by processes started afterwards.
 
     Returns
@@ -68,12 +76,23 @@ def source_fingerprint() -> str:
     >>> len(source_fingerprint())
     64
     """
+    return _fingerprint(skip=PRESENTATION_MODULES)
+
+
+@functools.cache
+def package_fingerprint() -> str:
+    """Like :func:`source_fingerprint`, over every module of ex3lib (for whole chapters, e.g. sweeps)."""
+    return _fingerprint(skip=())
+
+
+def _fingerprint(skip) -> str:
     package = Path(__file__).resolve().parent
     # Names starting with a dot are not importable modules, and editors leave
     # such files behind (Emacs lock files are dangling symlinks named .#x.py).
     files = sorted(
         (p.relative_to(package).as_posix(), p) for p in package.rglob("*.py")
         if not any(part.startswith(".") for part in p.relative_to(package).parts)
+        and p.relative_to(package).as_posix() not in skip
     )
     h = hashlib.sha256()
     for rel, path in files:

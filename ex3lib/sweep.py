@@ -468,10 +468,11 @@ def _init_local_worker(cwd, pinned, log_path) -> None:
 
 def _identity(notebook_bytes: bytes) -> dict:
     """What a point's result depends on besides its parameters: the notebook and the library."""
-    from .store import source_fingerprint
+    from .store import package_fingerprint
 
+    # Every module counts here, plots included: a point's results are a whole executed chapter.
     return {"notebook_sha256": hashlib.sha256(notebook_bytes).hexdigest(),
-            "ex3lib_fingerprint": source_fingerprint(), "version": RECORD_VERSION}
+            "ex3lib_fingerprint": package_fingerprint(), "version": RECORD_VERSION}
 
 
 class _Outputs:
@@ -555,7 +556,8 @@ class SweepResult:
 
 
 def run_sweep(sweep: Sweep, *, out=DEFAULT_OUT, workers=None, scheduler=None, retries=2,
-              start_timeout=120.0, force=False, metrics=None, progress=True, log=print) -> SweepResult:
+              start_timeout=120.0, force=False, metrics=None, all_results=False, progress=True,
+              log=print) -> SweepResult:
     """Execute every point of ``sweep`` that is not complete yet; write the CSV and the figure.
 
     Parameters
@@ -569,6 +571,7 @@ def run_sweep(sweep: Sweep, *, out=DEFAULT_OUT, workers=None, scheduler=None, re
     force : run every point, even those already complete
     metrics : glued names to plot (default: the notebook's ``ex3.sweep_metrics`` metadata, else
         its first numeric results)
+    all_results : put every glued scalar in the CSV, not only the notebook's ``ex3.sweep_results``
     """
     from tqdm.auto import tqdm
 
@@ -630,7 +633,7 @@ def run_sweep(sweep: Sweep, *, out=DEFAULT_OUT, workers=None, scheduler=None, re
             finally:
                 bar.close()
 
-        csv_path = write_csv(sweep, records, root / "results.csv")
+        csv_path = write_csv(sweep, records, root / "results.csv", all_results)
         figure = write_summary_figure(sweep, records, root / "summary.png", metrics)
     ok = sum(1 for r in records.values() if r.get("status") == "ok")
     failed = sum(1 for r in records.values() if r.get("status") != "ok")
@@ -782,13 +785,26 @@ def _cell(value):
     return "" if value is None else value
 
 
-def write_csv(sweep: Sweep, records: dict, path: Path) -> Path:
-    """One row per point of the grid, in grid order: parameters, status, glued results, seconds, error."""
-    result_names = []
-    for point in sweep.points:
-        for name in (records.get(point.name) or {}).get("results", {}):
-            if name not in result_names:
-                result_names.append(name)
+def _notebook_meta(sweep: Sweep) -> dict:
+    """The notebook's ``ex3`` metadata: ``sweep_results`` (CSV columns) and ``sweep_metrics`` (figure)."""
+    meta = json.loads(sweep.notebook.read_text(encoding="utf-8")).get("metadata", {})
+    return meta.get("ex3") or {}
+
+
+def write_csv(sweep: Sweep, records: dict, path: Path, all_results: bool = False) -> Path:
+    """One row per point of the grid, in grid order: parameters, status, glued results, seconds, error.
+
+    The results are the glued names the notebook lists in its ``ex3.sweep_results``
+    metadata (all its glued scalars if it lists none, or with ``all_results``); every
+    point's JSON record keeps all of them.
+    """
+    declared = [] if all_results else list(_notebook_meta(sweep).get("sweep_results") or [])
+    result_names = list(declared)
+    if not declared:
+        for point in sweep.points:
+            for name in (records.get(point.name) or {}).get("results", {}):
+                if name not in result_names:
+                    result_names.append(name)
     param_names = list(sweep.swept) + [n for n in sweep.fixed if n not in sweep.swept]
     header = ["point", "status", *param_names, *result_names, "seconds", "attempts", "error"]
     taken = set(header[:2 + len(param_names)])
@@ -818,8 +834,7 @@ def _numeric(value) -> bool:
 
 def default_metrics(sweep: Sweep, records: dict) -> list:
     """The notebook's ``ex3.sweep_metrics`` metadata, else its first (up to four) numeric results."""
-    meta = json.loads(sweep.notebook.read_text(encoding="utf-8")).get("metadata", {})
-    named = (meta.get("ex3") or {}).get("sweep_metrics")
+    named = _notebook_meta(sweep).get("sweep_metrics")
     if named:
         return list(named)
     names = []
@@ -916,6 +931,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--metric", action="append", default=None,
                         help="a glued value to plot in summary.png (repeatable; default: the notebook's "
                              "ex3.sweep_metrics metadata, else its first numeric results)")
+    parser.add_argument("--all-results", action="store_true",
+                        help="every value the notebook glues as a CSV column (default: the ones its "
+                             "ex3.sweep_results metadata lists, if any)")
     parser.add_argument("--force", action="store_true", help="run every point again, even complete ones")
     parser.add_argument("--dry-run", action="store_true",
                         help="check the grid and list its points and their state; run nothing")
@@ -943,7 +961,8 @@ def main(argv=None) -> int:
             return _dry_run(sweep, args.out)
         result = run_sweep(sweep, out=args.out, workers=args.workers, scheduler=args.scheduler,
                            retries=args.retries, start_timeout=args.start_timeout, force=args.force,
-                           metrics=args.metric, progress=not args.no_progress)
+                           metrics=args.metric, all_results=args.all_results,
+                           progress=not args.no_progress)
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -4,6 +4,8 @@ import json
 import multiprocessing
 import os
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import platformdirs
@@ -85,6 +87,29 @@ def test_source_fingerprint_covers_source_and_versions(monkeypatch):
     monkeypatch.undo()
     monkeypatch.setattr(store_mod.numba, "__version__", "0.0.0")
     assert source_fingerprint.__wrapped__() != fp
+
+
+def test_presentation_modules_are_outside_the_fingerprint(monkeypatch):
+    fp, whole = source_fingerprint(), store_mod.package_fingerprint()
+    read_bytes = pathlib.Path.read_bytes
+    monkeypatch.setattr(pathlib.Path, "read_bytes",
+                        lambda p: read_bytes(p) + (b"#" if p.name == "plots.py" else b""))
+    assert source_fingerprint.__wrapped__() == fp
+    assert store_mod.package_fingerprint.__wrapped__() != whole
+
+
+def test_training_never_imports_the_presentation_modules():
+    # What makes leaving them out of the fingerprint safe: a run cannot depend on them.
+    code = ("import sys, numpy as np, ex3lib, ex3lib.experiments, ex3lib.gradcheck, ex3lib.report\n"
+            "rng = np.random.default_rng(0)\n"
+            "data = type('D', (), dict(x_train=rng.random((40, 784)), y_train=np.arange(40) % 10,\n"
+            "                          x_test=rng.random((20, 784)), y_test=np.arange(20) % 10))\n"
+            "ex3lib.run_many([ex3lib.RunConfig(epochs=1, log_every=20)], data, store=False,\n"
+            "                workers=1, progress=False)\n"
+            f"bad = [m for m in {store_mod.PRESENTATION_MODULES!r}\n"
+            "       if 'ex3lib.' + m[:-3] in sys.modules]\n"
+            "assert not bad, bad\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
 
 
 def test_put_get_round_trip(store, trained, diverged):

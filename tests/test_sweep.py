@@ -329,3 +329,20 @@ def test_chapter_grid_locally_and_on_dask_gives_identical_results(chapter_sweeps
     assert len(set(accuracy)) == 4, "each point trains its own setting"
     assert (local_dir / "summary.png").stat().st_size > 0
     assert (dask_dir / "summary.png").stat().st_size > 0
+
+
+def test_csv_columns_follow_the_notebooks_sweep_results(toy, tmp_path):
+    nb = nbformat.read(toy, 4)
+    nb.metadata["ex3"] = {"sweep_results": ["total", "y"], "sweep_metrics": ["y"]}
+    nbformat.write(nb, toy)
+    result = cli(toy, "-p", "x", "1,2", "--out", tmp_path / "runs", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "runs" / "toy"
+    with open(out / "results.csv", encoding="utf-8") as f:
+        header = f.readline().strip().split(",")
+    assert header == ["point", "status", "x", "total", "y", "seconds", "attempts", "error"]
+    # The record keeps everything the notebook glued; --all-results puts it all in the CSV.
+    assert json.loads((out / "x=1.0.json").read_text())["results"]["label_out"] == "a!"
+    again = cli(toy, "-p", "x", "1,2", "--all-results", "--out", tmp_path / "runs", cwd=tmp_path)
+    assert "2 complete, 0 to run" in again.stdout
+    assert "label_out" in read_csv(out / "results.csv")[0]
