@@ -468,11 +468,11 @@ def _init_local_worker(cwd, pinned, log_path) -> None:
 
 def _identity(notebook_bytes: bytes) -> dict:
     """What a point's result depends on besides its parameters: the notebook and the library."""
-    from .store import package_fingerprint
+    from .store import chapter_fingerprint
 
-    # Every module counts here, plots included: a point's results are a whole executed chapter.
+    # Plots and sliders count here: a point's results are a whole executed chapter.
     return {"notebook_sha256": hashlib.sha256(notebook_bytes).hexdigest(),
-            "ex3lib_fingerprint": package_fingerprint(), "version": RECORD_VERSION}
+            "ex3lib_fingerprint": chapter_fingerprint(), "version": RECORD_VERSION}
 
 
 class _Outputs:
@@ -872,10 +872,14 @@ def write_summary_figure(sweep: Sweep, records: dict, path: Path, metrics=None):
             pts = sorted(pts, key=lambda p: x_values.index(p.swept[x_name]) if x_name else 0)
             xs = [p.swept[x_name] if numeric_x else x_values.index(p.swept[x_name]) if x_name else 0
                   for p in pts]
-            ys = [records[p.name]["results"].get(metric) for p in pts]
-            ys = [y if _numeric(y) else math.nan for y in ys]
+            results = [records[p.name]["results"] for p in pts]
+            ys = [r.get(metric) if _numeric(r.get(metric)) else math.nan for r in results]
+            # A glued <metric>_std (e.g. over seeds) becomes an error bar.
+            errs = [r.get(f"{metric}_std") if _numeric(r.get(f"{metric}_std")) else math.nan
+                    for r in results]
             label = ", ".join(f"{n} = {v}" for n, v in zip(others, key)) or None
-            ax.plot(xs, ys, "o-", label=label)
+            ax.errorbar(xs, ys, yerr=None if all(math.isnan(e) for e in errs) else errs,
+                        fmt="o-", capsize=3, label=label)
         if log_x:
             ax.set_xscale("log")
         if x_name and not numeric_x:

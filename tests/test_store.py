@@ -90,12 +90,12 @@ def test_source_fingerprint_covers_source_and_versions(monkeypatch):
 
 
 def test_presentation_modules_are_outside_the_fingerprint(monkeypatch):
-    fp, whole = source_fingerprint(), store_mod.package_fingerprint()
+    fp, whole = source_fingerprint(), store_mod.chapter_fingerprint()
     read_bytes = pathlib.Path.read_bytes
     monkeypatch.setattr(pathlib.Path, "read_bytes",
                         lambda p: read_bytes(p) + (b"#" if p.name == "plots.py" else b""))
     assert source_fingerprint.__wrapped__() == fp
-    assert store_mod.package_fingerprint.__wrapped__() != whole
+    assert store_mod.chapter_fingerprint.__wrapped__() != whole
 
 
 def test_training_never_imports_the_presentation_modules():
