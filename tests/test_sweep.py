@@ -346,3 +346,36 @@ def test_csv_columns_follow_the_notebooks_sweep_results(toy, tmp_path):
     again = cli(toy, "-p", "x", "1,2", "--all-results", "--out", tmp_path / "runs", cwd=tmp_path)
     assert "2 complete, 0 to run" in again.stdout
     assert "label_out" in read_csv(out / "results.csv")[0]
+
+
+def test_kernel_start_timeouts_are_retried_and_cell_errors_are_not(monkeypatch, toy):
+    import papermill
+
+    monkeypatch.setenv("MPLBACKEND", "Agg")  # execute_point sets it for the kernels it starts
+    calls = []
+    executed = nbformat.read(toy, 4)
+
+    def flaky(nb, out, **kwargs):
+        calls.append(kwargs["parameters"])
+        if len(calls) < 3:
+            raise RuntimeError("Kernel didn't respond in 60 seconds")
+        return executed
+
+    monkeypatch.setattr(papermill, "execute_notebook", flaky)
+    text = toy.read_text()
+    outcome = sw.execute_point(text, {"x": 2.0}, retries=2)
+    assert outcome["status"] == "ok" and outcome["attempts"] == 3 and len(calls) == 3
+
+    calls.clear()
+    outcome = sw.execute_point(text, {"x": 2.0}, retries=1)
+    assert outcome["status"] == "failed" and outcome["attempts"] == 2
+    assert "Kernel didn't respond" in outcome["error"]
+
+    def broken(nb, out, **kwargs):
+        calls.append(1)
+        raise OSError("disk full")
+
+    calls.clear()
+    monkeypatch.setattr(papermill, "execute_notebook", broken)
+    outcome = sw.execute_point(text, {"x": 2.0}, retries=2)
+    assert outcome["status"] == "failed" and len(calls) == 1 and "OSError: disk full" in outcome["error"]
