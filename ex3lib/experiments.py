@@ -53,6 +53,24 @@ def by_setting(histories) -> dict:
     return groups
 
 
+def best_setting(histories) -> list[History]:
+    """The runs (every seed) of the setting with the highest mean final test accuracy.
+
+    Settings are grouped by :func:`by_setting`; a tie goes to the first one seen.
+
+    Examples
+    --------
+    >>> runs = ex3lib.run_many(grid(learning_rate=[0.1, 0.01], seeds=3, epochs=1))  # doctest: +SKIP
+    >>> best_setting(runs)[0].config["learning_rate"]                              # doctest: +SKIP
+    0.1
+    """
+    groups = list(by_setting(histories).values())
+    if not groups:
+        raise ValueError("histories must hold at least one History")
+    means = [float(np.mean([h.final_accuracy for h in runs])) for runs in groups]
+    return groups[int(np.argmax(means))]
+
+
 def summarise(histories):
     """One row per setting: the hyper-parameters that vary, then mean and std over seeds.
 

@@ -108,6 +108,26 @@ class RunConfig:
             d["layers"] = tuple(d["layers"])
         return cls(**d)
 
+    @classmethod
+    def from_history(cls, history) -> "RunConfig":
+        """The configuration that reproduces ``history`` with :func:`run`.
+
+        Raises
+        ------
+        ValueError
+            The history came from :func:`train` with a network seeded
+            differently from its ``seed``, which no RunConfig describes.
+        """
+        if not isinstance(history, History):
+            raise TypeError(f"history must be a History, got {type(history).__name__}")
+        d = dict(history.config)
+        init_seed = d.pop("init_seed", d.get("seed"))
+        if init_seed != d.get("seed"):
+            raise ValueError(f"this history trained a network initialised with seed {init_seed} on "
+                             f"samples drawn with seed {d.get('seed')}; run() uses one seed for both, "
+                             f"so no RunConfig reproduces it")
+        return cls.from_dict(d)
+
     def replace(self, **changes) -> "RunConfig":
         """A copy with some fields changed (and validated)."""
         d = {**self.to_dict(), **changes}

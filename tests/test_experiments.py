@@ -3,7 +3,7 @@ import pytest
 
 import ex3lib
 from ex3lib import RunConfig
-from ex3lib.experiments import by_setting, grid, mean_std, setting, summarise
+from ex3lib.experiments import best_setting, by_setting, grid, mean_std, setting, summarise
 from ex3lib.explore import explorer
 
 
@@ -61,3 +61,16 @@ def test_explorer_trains_only_when_a_control_moves(small):
 def test_explorer_refuses_unknown_controls(small):
     with pytest.raises(ValueError, match="controls"):
         explorer(small, RunConfig(), controls=("dropout",))
+
+
+def test_best_setting_picks_the_highest_mean_accuracy(small):
+    runs = ex3lib.run_many(grid(learning_rate=[0.001, 0.1], batch_size=10, seeds=2, epochs=1,
+                                log_every=200), small, store=False, workers=1, progress=False)
+    best = best_setting(runs)
+    assert [h.config["seed"] for h in best] == [0, 1]
+    assert best[0].config["learning_rate"] == 0.1
+    means = {lr: np.mean([h.final_accuracy for h in runs if h.config["learning_rate"] == lr])
+             for lr in (0.001, 0.1)}
+    assert means[0.1] > means[0.001]
+    with pytest.raises(ValueError, match="at least one History"):
+        best_setting([])

@@ -175,3 +175,18 @@ def test_adaptive_methods_record_their_effective_step(small):
     assert np.all(by_pixel[never_on] == pytest.approx(0.1 / np.sqrt(1e-8)))
     assert by_pixel[~never_on].max() < by_pixel[never_on].min()
     assert "effective_step" not in train(MLP((784, 16, 10)), small, progress=False, **TINY).extra
+
+
+def test_run_config_from_history_reproduces_the_run(small):
+    config = RunConfig(learning_rate=0.05, batch_size=5, epochs=1, seed=3, order="shuffle",
+                       optimiser="adam", log_every=200)
+    h = ex3lib.run(config, small, progress=False)
+    again = RunConfig.from_history(h)
+    assert again == config
+    assert np.array_equal(ex3lib.run(again, small, progress=False).loss, h.loss)
+    # train() with a network seeded apart from the sample order has no RunConfig.
+    h2 = train(MLP(seed=1), small, epochs=1, seed=2, progress=False)
+    with pytest.raises(ValueError, match="initialised with seed 1 on samples drawn with seed 2"):
+        RunConfig.from_history(h2)
+    with pytest.raises(TypeError, match="history must be a History"):
+        RunConfig.from_history(h.config)
