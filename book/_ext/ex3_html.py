@@ -6,7 +6,12 @@ the figures and make ``{numref}`` say "Fig. N". Every such table is named
 ``tab-...``; those figure nodes become :class:`TableFigure` nodes, an enumerable
 node of Sphinx's "table" type, so they read "Table N" (``numfig_format['table']``)
 in the caption and in every ``{numref}``, counted apart from the figures.
+
+And makes every chapter notebook depend on ex3lib's source, so that an edit to
+the library makes an incremental build execute the chapters again.
 """
+
+from pathlib import Path
 
 from docutils import nodes
 from sphinx.locale import _
@@ -117,6 +122,18 @@ def _dedupe_scripts(app, pagename, templatename, context, doctree):
     context["script_files"] = unique
 
 
+def _depend_on_ex3lib(app, docname, source):
+    # An executed chapter shows what ex3lib computes, so an edit to ex3lib must
+    # make Sphinx read (and so execute) the chapter again; otherwise an
+    # incremental build would keep pages computed by the old code.
+    if not str(app.env.doc2path(docname)).endswith(".ipynb"):
+        return
+    package = Path(app.srcdir) / "ex3lib"
+    for path in sorted(package.rglob("*.py")):
+        if not any(part.startswith(".") for part in path.relative_to(package).parts):
+            app.env.note_dependency(str(path))
+
+
 def setup(app):
     app.add_enumerable_node(
         TableFigure,
@@ -129,5 +146,6 @@ def setup(app):
         texinfo=(_visit_other, _depart_other),
     )
     app.connect("doctree-read", _retype_table_figures)
+    app.connect("source-read", _depend_on_ex3lib)
     app.connect("html-page-context", _dedupe_scripts, priority=999)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
