@@ -902,16 +902,29 @@ def write_summary_figure(sweep: Sweep, records: dict, path: Path, metrics=None):
 # Command line
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wrapped description and options, the epilog's example lines kept as written."""
+
+    def _fill_text(self, text, width, indent):
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m ex3lib.sweep",
         description="Execute a chapter notebook with papermill over a grid of its parameters, in "
-                    "parallel, and collect the values it glues into one CSV and a summary figure. "
-                    "Rerunning skips the points already complete.",
-        epilog="example: python -m ex3lib.sweep book/sgd.ipynb -p learning_rate 0.1,0.01,0.001 "
-               "-p batch_size 1,10,100 -p n_seeds 1\n"
-               "the parameters a notebook declares: papermill --help-notebook NOTEBOOK",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+                    "parallel, and collect the values it glues into one CSV and a summary figure "
+                    "(OUT/<chapter>/results.csv, summary.png). Rerunning skips the points already "
+                    "complete. Exit status: 0 all points ok, 1 some failed, 2 the grid was refused, "
+                    "130 interrupted.",
+        epilog="examples:\n"
+               "  python -m ex3lib.sweep book/sgd.ipynb --grid sweeps/table2.yaml\n"
+               "  python -m ex3lib.sweep book/sgd.ipynb -p learning_rate 0.1,0.01 -p batch_size 10,100 \\\n"
+               "      -p epochs 1 -p learning_rates [] -p long_epochs 0\n"
+               "the parameters a notebook declares: papermill --help-notebook NOTEBOOK")
+    parser.formatter_class = _HelpFormatter
     parser.add_argument("notebook", type=Path, help="the chapter notebook, e.g. book/sgd.ipynb")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
                         metavar=("NAME", "VALUES"),
