@@ -373,3 +373,16 @@ def test_run_many_argument_checks(kwargs, error, match, tmp_path):
     with pytest.raises(error, match=match):
         run_many(**kwargs)
     assert files_under(tmp_path) == []
+
+
+def test_default_workers_from_the_environment(monkeypatch):
+    monkeypatch.delenv("EX3_WORKERS", raising=False)
+    assert store_mod.default_workers() == (os.cpu_count() or 1)
+    monkeypatch.setenv("EX3_WORKERS", "3")
+    assert store_mod.default_workers() == 3
+    for bad in ("0", "-1", "two", "1.5"):
+        monkeypatch.setenv("EX3_WORKERS", bad)
+        with pytest.raises(ValueError, match=f"EX3_WORKERS must be a positive integer.*{bad!r}"):
+            store_mod.default_workers()
+    with pytest.raises(ValueError, match="EX3_WORKERS"):
+        run_many([RunConfig(epochs=1)], progress=False)
