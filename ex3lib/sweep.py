@@ -56,14 +56,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .data import _atomic_write
+from .store import _PINNED_THREADS as _RUN_THREADS
+from .store import _terminate_workers
 
 SCHEDULER_ENV_VAR = "EX3_SWEEP_SCHEDULER"
 DEFAULT_OUT = "runs"
 RECORD_VERSION = 1
 
-# Each point's kernel trains with one thread; the points themselves run in parallel.
-_PINNED_THREADS = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-                   "MKL_NUM_THREADS": "1"}
+# Each point's kernel trains with one thread, as run_many's workers do; the points
+# themselves run in parallel.
+_PINNED_THREADS = {**_RUN_THREADS, "MKL_NUM_THREADS": "1"}
 # Errors worth a second try: the kernel did not start in time or died under it.
 _TRANSIENT = re.compile(r"kernel didn't respond|kernel died|dead kernel|timed? ?out waiting|"
                         r"failed to start the kernel|zmq", re.IGNORECASE)
@@ -714,8 +716,6 @@ class _LocalEngine:
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is not None:
-            from .store import _terminate_workers
-
             _terminate_workers(self.pool)
         self.pool.shutdown(wait=True, cancel_futures=True)
         return False
