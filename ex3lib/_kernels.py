@@ -17,13 +17,18 @@ Layout conventions shared by all kernels
   layer ``l``'s pre-activation.
 * Everything runs serially, so a seeded run is bit-for-bit reproducible;
   parallelism is across runs (processes), never inside a reduction.
+* The heavy loops are register tiles (see "Register tiles" below): a block
+  of rows of a matrix product is summed in SIMD registers, each weight chunk
+  loaded once for several samples.
 """
 
 import math
 
 import numpy as np
+from llvmlite import ir
 from numba import njit, types
-from numba.core.extending import intrinsic
+from numba.core import cgutils
+from numba.core.extending import intrinsic, models, register_model
 
 # The optimiser updates use error_model="numpy": a division by zero gives
 # inf/nan (which the training loop reports as divergence) instead of a Python
@@ -56,6 +61,271 @@ def _sqrt(typingctx, x):
         fn = builder.module.declare_intrinsic("llvm.sqrt", [args[0].type])
         return builder.call(fn, args)
     return x(x), codegen
+
+
+
+# ---------------------------------------------------------------------------
+# SIMD vectors
+#
+# LLVM does not keep a tile of sums in registers across a loop by itself
+# (Numba arrays may alias, and its SLP vectoriser leaves loop-carried scalar
+# sums alone), so the register tiles below use an explicit vector type:
+# eight lanes of the array's dtype, an LLVM ``<8 x double>`` (or float).  LLVM
+# lowers it to whatever the CPU has: one AVX-512 register, two AVX2 registers,
+# four SSE2 registers, NEON pairs.  Loads and stores take a lane count ``n``
+# (lanes ``k >= n`` are neither read nor written, loads give 0 there), so a
+# row whose width is not a multiple of 8 needs no scalar tail loop.
+# ---------------------------------------------------------------------------
+
+LANES = 8
+
+
+class Vec(types.Type):
+    """Numba type of ``LANES`` values of ``dtype`` held in one SIMD vector."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+        super().__init__(name=f"Vec({dtype} x {LANES})")
+
+
+@register_model(Vec)
+class _VecModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        element = dmm.lookup(fe_type.dtype).get_value_type()
+        super().__init__(dmm, fe_type, ir.VectorType(element, LANES))
+
+
+def _lane_mask(builder, n):
+    """``<LANES x i1>``: lane k is on when ``k < n``."""
+    i64 = ir.IntType(64)
+    lanes = ir.Constant(ir.VectorType(i64, LANES), list(range(LANES)))
+    splat = builder.insert_element(ir.Constant(ir.VectorType(i64, LANES), ir.Undefined), n,
+                                   ir.Constant(ir.IntType(32), 0))
+    splat = builder.shuffle_vector(splat, ir.Constant(splat.type, ir.Undefined),
+                                   ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+    return builder.icmp_signed("<", lanes, splat)
+
+
+def _masked_access(context, builder, sig, args, vtype):
+    """Pointer to ``arr[idx]`` as a vector pointer, and the lane mask for ``n`` lanes."""
+    arr = context.make_array(sig.args[0])(context, builder, args[0])
+    ptr = builder.bitcast(builder.gep(arr.data, [args[1]]), vtype.as_pointer())
+    return ptr, _lane_mask(builder, context.cast(builder, args[2], sig.args[2], types.int64))
+
+
+def _suffix(vtype):
+    return f"v{vtype.count}{'f64' if isinstance(vtype.element, ir.DoubleType) else 'f32'}"
+
+
+def _check_1d(arr):
+    return isinstance(arr, types.Array) and arr.ndim == 1 and isinstance(arr.dtype, types.Float)
+
+
+@intrinsic
+def vzero(typingctx, arr):
+    """A vector of zeros of ``arr``'s dtype."""
+    if not _check_1d(arr):
+        return None
+    vt = Vec(arr.dtype)
+
+    def codegen(context, builder, signature, args):
+        return ir.Constant(context.get_value_type(vt), None)
+    return vt(arr), codegen
+
+
+@intrinsic
+def vload(typingctx, arr, idx, n):
+    """``arr[idx:idx + min(n, LANES)]`` as a vector, 0 in the other lanes (nothing read there).
+
+    The caller guarantees that the lanes it asks for are inside ``arr``.
+    """
+    if not (_check_1d(arr) and isinstance(idx, types.Integer) and isinstance(n, types.Integer)):
+        return None
+    vt = Vec(arr.dtype)
+
+    def codegen(context, builder, signature, args):
+        vtype = context.get_value_type(vt)
+        ptr, mask = _masked_access(context, builder, signature, args, vtype)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vtype, [vtype.as_pointer(), ir.IntType(32), mask.type, vtype]),
+            f"llvm.masked.load.{_suffix(vtype)}.p0")
+        return builder.call(fn, [ptr, ir.Constant(ir.IntType(32), 1), mask, ir.Constant(vtype, None)])
+    return vt(arr, idx, n), codegen
+
+
+@intrinsic
+def vstore(typingctx, arr, idx, n, v):
+    """``arr[idx:idx + min(n, LANES)] = v[:n]``; nothing else is written."""
+    if not (_check_1d(arr) and isinstance(v, Vec) and v.dtype == arr.dtype):
+        return None
+
+    def codegen(context, builder, signature, args):
+        vtype = args[3].type
+        ptr, mask = _masked_access(context, builder, signature, args, vtype)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [vtype, vtype.as_pointer(), ir.IntType(32), mask.type]),
+            f"llvm.masked.store.{_suffix(vtype)}.p0")
+        builder.call(fn, [args[3], ptr, ir.Constant(ir.IntType(32), 1), mask])
+        return context.get_dummy_value()
+    return types.none(arr, idx, n, v), codegen
+
+
+@intrinsic
+def vfma(typingctx, a, x, acc):
+    """``acc + a * x`` lane by lane with one rounding (IEEE fused multiply-add); ``a`` is a scalar."""
+    if not (isinstance(x, Vec) and acc == x and isinstance(a, (types.Float, types.Integer))):
+        return None
+
+    def codegen(context, builder, signature, args):
+        vtype = args[1].type
+        scalar = context.cast(builder, args[0], signature.args[0], signature.args[1].dtype)
+        splat = builder.insert_element(ir.Constant(vtype, ir.Undefined), scalar, ir.Constant(ir.IntType(32), 0))
+        splat = builder.shuffle_vector(splat, ir.Constant(vtype, ir.Undefined),
+                                       ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vtype, [vtype] * 3),
+                                            f"llvm.fma.{_suffix(vtype)}")
+        return builder.call(fn, [splat, args[1], args[2]])
+    return x(a, x, acc), codegen
+
+
+@intrinsic
+def vadd(typingctx, x, y):
+    """``x + y`` lane by lane."""
+    if not (isinstance(x, Vec) and y == x):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fadd(args[0], args[1])
+    return x(x, y), codegen
+
+
+# ---------------------------------------------------------------------------
+# Register tiles
+#
+# A layer's matrix product is done in tiles of a few rows x 32 (or 16)
+# columns whose sums stay in vector registers while the loop runs over the
+# shared index: each weight chunk is loaded once for all rows of the tile,
+# and each row of the result is written once.  The helpers are inlined, so
+# the tuples they return never exist in memory.
+# ---------------------------------------------------------------------------
+
+
+@njit(cache=True, inline="always")
+def _fma4(c, x0, x1, x2, x3, a0, a1, a2, a3):
+    return vfma(c, x0, a0), vfma(c, x1, a1), vfma(c, x2, a2), vfma(c, x3, a3)
+
+
+@njit(cache=True, inline="always")
+def _store4(row, kc, n, a0, a1, a2, a3):
+    vstore(row, kc, n, a0)
+    vstore(row, kc + 8, n - 8, a1)
+    vstore(row, kc + 16, n - 16, a2)
+    vstore(row, kc + 24, n - 24, a3)
+
+
+@njit(cache=True, inline="always")
+def _fma2(c, x0, x1, a0, a1):
+    return vfma(c, x0, a0), vfma(c, x1, a1)
+
+
+@njit(cache=True, inline="always")
+def _add_store2(row, kc, n, a0, a1):
+    vstore(row, kc, n, vadd(vload(row, kc, n), a0))
+    vstore(row, kc + 8, n - 8, vadd(vload(row, kc + 8, n - 8), a1))
+
+
+#: Samples per block of the forward tile (:func:`_forward_tile`).
+FWD_BLOCK = 5
+#: Inputs per block of the first layer's gradient tile (:func:`_grad_tile`).
+GRAD_BLOCK = 8
+
+
+@njit(cache=True)
+def _forward_tile(W, U, nU, X, kc, ncols, out, s0):
+    """``out[s0 + q, kc:kc + 32] = sum_u X[U[u], q] * W[U[u], kc:kc + 32]`` for ``q < 5``.
+
+    ``U[:nU]`` lists the inputs any of the five samples uses, ascending, and
+    ``X[i, q]`` is sample ``q``'s input ``i`` (0 where it has none: an exact
+    no-op, so every sample's sum is the one it would get alone).  Columns
+    from ``ncols`` on are left alone.
+    """
+    a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = a20 = a21 = a22 = a23 = vzero(W[0])
+    a30 = a31 = a32 = a33 = a40 = a41 = a42 = a43 = a00
+    for u in range(nU):
+        i = U[u]
+        w = W[i]
+        x = X[i]
+        w0 = vload(w, kc, ncols)
+        w1 = vload(w, kc + 8, ncols - 8)
+        w2 = vload(w, kc + 16, ncols - 16)
+        w3 = vload(w, kc + 24, ncols - 24)
+        a00, a01, a02, a03 = _fma4(x[0], w0, w1, w2, w3, a00, a01, a02, a03)
+        a10, a11, a12, a13 = _fma4(x[1], w0, w1, w2, w3, a10, a11, a12, a13)
+        a20, a21, a22, a23 = _fma4(x[2], w0, w1, w2, w3, a20, a21, a22, a23)
+        a30, a31, a32, a33 = _fma4(x[3], w0, w1, w2, w3, a30, a31, a32, a33)
+        a40, a41, a42, a43 = _fma4(x[4], w0, w1, w2, w3, a40, a41, a42, a43)
+    _store4(out[s0], kc, ncols, a00, a01, a02, a03)
+    _store4(out[s0 + 1], kc, ncols, a10, a11, a12, a13)
+    _store4(out[s0 + 2], kc, ncols, a20, a21, a22, a23)
+    _store4(out[s0 + 3], kc, ncols, a30, a31, a32, a33)
+    _store4(out[s0 + 4], kc, ncols, a40, a41, a42, a43)
+
+
+@njit(cache=True)
+def _forward_one(W, idx, val, n, kc, ncols, o):
+    """``o[kc:kc + 32] = sum_{u < n} val[u] * W[idx[u], kc:kc + 32]`` (one sample; columns from ``ncols`` on left alone)."""
+    a0 = a1 = a2 = a3 = vzero(W[0])
+    for u in range(n):
+        w = W[idx[u]]
+        a0, a1, a2, a3 = _fma4(val[u], vload(w, kc, ncols), vload(w, kc + 8, ncols - 8),
+                               vload(w, kc + 16, ncols - 16), vload(w, kc + 24, ncols - 24), a0, a1, a2, a3)
+    _store4(o, kc, ncols, a0, a1, a2, a3)
+
+
+@njit(cache=True)
+def _grad_tile(D, S, nS, C, kc, ncols, dest, rows):
+    """``dest[rows[q], kc:kc + 16] += sum_t C[S[t], q] * D[S[t], kc:kc + 16]`` for ``q < 8``.
+
+    The first layer's weight update for eight input pixels at once:
+    ``S[:nS]`` lists, ascending, the samples that use any of them and
+    ``C[s, q]`` is sample ``s``'s coefficient for pixel ``rows[q]`` (0 when it
+    does not use it).  Columns from ``ncols`` on are left alone.
+    """
+    a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = vzero(D[0])
+    a40 = a41 = a50 = a51 = a60 = a61 = a70 = a71 = a00
+    for t in range(nS):
+        s = S[t]
+        d = D[s]
+        c = C[s]
+        d0 = vload(d, kc, ncols)
+        d1 = vload(d, kc + 8, ncols - 8)
+        a00, a01 = _fma2(c[0], d0, d1, a00, a01)
+        a10, a11 = _fma2(c[1], d0, d1, a10, a11)
+        a20, a21 = _fma2(c[2], d0, d1, a20, a21)
+        a30, a31 = _fma2(c[3], d0, d1, a30, a31)
+        a40, a41 = _fma2(c[4], d0, d1, a40, a41)
+        a50, a51 = _fma2(c[5], d0, d1, a50, a51)
+        a60, a61 = _fma2(c[6], d0, d1, a60, a61)
+        a70, a71 = _fma2(c[7], d0, d1, a70, a71)
+    _add_store2(dest[rows[0]], kc, ncols, a00, a01)
+    _add_store2(dest[rows[1]], kc, ncols, a10, a11)
+    _add_store2(dest[rows[2]], kc, ncols, a20, a21)
+    _add_store2(dest[rows[3]], kc, ncols, a30, a31)
+    _add_store2(dest[rows[4]], kc, ncols, a40, a41)
+    _add_store2(dest[rows[5]], kc, ncols, a50, a51)
+    _add_store2(dest[rows[6]], kc, ncols, a60, a61)
+    _add_store2(dest[rows[7]], kc, ncols, a70, a71)
+
+
+@njit(cache=True)
+def _grad_one(D, samples, coef, lo, hi, kc, ncols, o):
+    """``o[kc:kc + 16] += sum_{lo <= t < hi} coef[t] * D[samples[t], kc:kc + 16]`` (one pixel)."""
+    a0 = a1 = vzero(D[0])
+    for t in range(lo, hi):
+        d = D[samples[t]]
+        a0, a1 = _fma2(coef[t], vload(d, kc, ncols), vload(d, kc + 8, ncols - 8), a0, a1)
+    _add_store2(o, kc, ncols, a0, a1)
+
 
 
 @njit(cache=True, inline="always", fastmath={"contract"})
@@ -170,11 +440,64 @@ def gather_batch(data, rows, cols):
 
 
 @njit(cache=True, fastmath={"contract"})
+def _block_inputs(data, rows, l, inputs, s0, X, U, seen):
+    """Lay out the inputs of samples ``s0 .. s0 + FWD_BLOCK - 1`` for :func:`_forward_tile`; returns how many.
+
+    ``X[i, q]`` becomes sample ``q``'s input ``i`` and ``U`` the ascending list
+    of inputs any of them uses.  The first layer's inputs are sparse: only
+    their entries of ``X`` are written (``X`` and ``seen`` are all 0 before,
+    and :func:`_clear_block` restores that).  A hidden layer's are dense rows
+    of ``inputs``, copied whole.
+    """
+    nU = 0
+    if l == 0:
+        lo = X.shape[0]
+        hi = 0
+        for q in range(FWD_BLOCK):
+            r = rows[s0 + q]
+            p0 = data.indptr[r]
+            p1 = data.indptr[r + 1]
+            for p in range(p0, p1):
+                i = data.indices[p]
+                X[i, q] = data.values[p]
+                seen[i] = 1
+            if p1 > p0:
+                lo = min(lo, data.indices[p0])
+                hi = max(hi, data.indices[p1 - 1] + 1)
+        for i in range(lo, hi):
+            U[nU] = i
+            nU += seen[i]
+    else:
+        for j in range(inputs.shape[1]):
+            used = False
+            for q in range(FWD_BLOCK):
+                v = inputs[s0 + q, j]
+                X[j, q] = v
+                used |= v != 0.0
+            U[nU] = j
+            nU += 1 if used else 0
+    return nU
+
+
+@njit(cache=True, fastmath={"contract"})
+def _clear_block(X, U, nU, seen):
+    for u in range(nU):
+        i = U[u]
+        seen[i] = 0
+        X[i, :] = 0.0
+
+
+@njit(cache=True, fastmath={"contract"})
 def forward_batch(W, b, has_bias, data, rows, A, work):
     """Forward pass of the samples ``rows``; fills ``A``.
 
-    ``work.alive[l]`` is set to 1 when hidden layer ``l`` has a positive output
-    for some sample of the batch (used to detect a dead network).
+    Samples go through each layer in blocks of ``FWD_BLOCK`` (a register
+    tile, :func:`_forward_tile`, over the inputs any of them uses), the rest
+    one by one (:func:`_forward_one`, over the sample's own non-zero inputs).
+    Either way a sample's sums run over its non-zero inputs in ascending
+    order, so its outputs do not depend on the batch it is in.
+    ``work.alive[l]`` is set to 1 when hidden layer ``l`` has a positive
+    output for some sample of the batch (used to detect a dead network).
     """
     L = len(W)
     B = rows.shape[0]
@@ -183,27 +506,39 @@ def forward_batch(W, b, has_bias, data, rows, A, work):
     for l in range(L):
         out = A[l]
         Wl = W[l]
-        any_pos = False
-        for s in range(B):
-            o = out[s]
-            if has_bias:
-                o[:] = b[l]
-            else:
-                o[:] = 0.0
+        n_out = Wl.shape[1]
+        inputs = A[l - 1] if l > 0 else A[l]
+        X = work.block_x0 if l == 0 else work.block_x
+        s0 = 0
+        while B - s0 >= FWD_BLOCK:
+            nU = _block_inputs(data, rows, l, inputs, s0, X, work.block_u, work.block_seen)
+            for kc in range(0, n_out, 32):
+                _forward_tile(Wl, work.block_u, nU, X, kc, n_out - kc, out, s0)
+            if l == 0:
+                _clear_block(X, work.block_u, nU, work.block_seen)
+            s0 += FWD_BLOCK
+        for s in range(s0, B):
             if l == 0:
                 r = rows[s]
                 p0 = data.indptr[r]
                 n = data.indptr[r + 1] - p0
-                _accumulate(Wl, data.indices[p0:p0 + n], data.values[p0:p0 + n], 0, n, o)
+                for kc in range(0, n_out, 32):
+                    _forward_one(Wl, data.indices[p0:p0 + n], data.values[p0:p0 + n], n, kc, n_out - kc, out[s])
             else:
-                inp = A[l - 1][s]
-                n = _compact(inp, idx, val)
-                _accumulate(Wl, idx, val, 0, n, o)
+                n = _compact(inputs[s], idx, val)
+                for kc in range(0, n_out, 32):
+                    _forward_one(Wl, idx, val, n, kc, n_out - kc, out[s])
+        any_pos = False
+        for s in range(B):
+            o = out[s]
+            if has_bias:
+                for k in range(n_out):
+                    o[k] += b[l][k]
             if l < L - 1:
-                for k in range(o.shape[0]):
+                for k in range(n_out):
                     o[k] = o[k] if o[k] > 0.0 else 0.0
                 if not any_pos:
-                    for k in range(o.shape[0]):
+                    for k in range(n_out):
                         if o[k] > 0.0:
                             any_pos = True
                             break
@@ -252,6 +587,43 @@ def _momentum_row(w, v, a, d, lr, alpha, nesterov):
 
 
 @njit(cache=True, fastmath={"contract"})
+def _first_layer_grad(D, cols, n_used, B, dest, C, S, seen):
+    """``dest[i] += sum_s cols.value(s, i) * D[s]`` for every pixel ``i`` the batch uses.
+
+    Pixels go in blocks of ``GRAD_BLOCK`` consecutive used pixels through
+    :func:`_grad_tile` (``C``: batch x GRAD_BLOCK coefficients, ``S``: the
+    samples using any of them; ``C`` and ``seen`` are all 0 before and after),
+    the rest one by one.  Each sum runs over the pixel's samples in ascending
+    order.
+    """
+    n_out = D.shape[1]
+    u0 = 0
+    while n_used - u0 >= GRAD_BLOCK:
+        pix = cols.pixels[u0:u0 + GRAD_BLOCK]
+        for q in range(GRAD_BLOCK):
+            i = pix[q]
+            for t in range(cols.ptr[i], cols.ptr[i + 1]):
+                s = cols.sample[t]
+                C[s, q] = cols.value[t]
+                seen[s] = 1
+        nS = 0
+        for s in range(B):
+            S[nS] = s
+            nS += seen[s]
+        for kc in range(0, n_out, 16):
+            _grad_tile(D, S, nS, C, kc, n_out - kc, dest, pix)
+        for t in range(nS):
+            s = S[t]
+            seen[s] = 0
+            C[s, :] = 0.0
+        u0 += GRAD_BLOCK
+    for u in range(u0, n_used):
+        i = cols.pixels[u]
+        for kc in range(0, n_out, 16):
+            _grad_one(D, cols.sample, cols.value, cols.ptr[i], cols.ptr[i + 1], kc, n_out - kc, dest[i])
+
+
+@njit(cache=True, fastmath={"contract"})
 def backward_batch(W, b, has_bias, cols, n_used, B, A, D, work, fused, c):
     """Back-propagate ``D[L-1]`` (softmax - onehot) through the batch.
 
@@ -262,8 +634,8 @@ def backward_batch(W, b, has_bias, cols, n_used, B, A, D, work, fused, c):
     ``work.GW``/``work.Gb`` and every row that received a contribution is
     listed once in ``work.active[l][:work.n_active[l]]``, so the optimiser can
     skip the rest.  Inputs are visited row by row (pixel by pixel for the
-    first layer, see :func:`gather_batch`) so each weight row is loaded once
-    per batch.
+    first layer, see :func:`gather_batch`, in register tiles of several pixels:
+    :func:`_first_layer_grad`) so each weight row is loaded once per batch.
     """
     L = len(W)
     samples = work.nz_idx
@@ -308,14 +680,11 @@ def backward_batch(W, b, has_bias, cols, n_used, B, A, D, work, fused, c):
             if fused:
                 for q in range(cols.ptr[cols.ptr.shape[0] - 1]):
                     cols.value[q] *= -c
-            for u in range(n_used):
-                i = cols.pixels[u]
-                lo = cols.ptr[i]
-                hi = cols.ptr[i + 1]
-                if fused:
-                    _accumulate(Dl, cols.sample, cols.value, lo, hi, Wl[i])
-                else:
-                    _accumulate(Dl, cols.sample, cols.value, lo, hi, Gl[i])
+            dest = Wl if fused else Gl
+            _first_layer_grad(Dl, cols, n_used, B, dest, work.grad_c, work.grad_s, work.grad_seen)
+            if not fused:
+                for u in range(n_used):
+                    i = cols.pixels[u]
                     if mk[i] == 0:
                         mk[i] = 1
                         act[work.n_active[l]] = i

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ex3lib import MLP
+from ex3lib import MLP, _kernels
 
 from reference import forward, loss_and_grad
 
@@ -39,9 +39,11 @@ def test_biases_are_optional_and_start_at_zero():
     assert all(not b.any() for b in net.biases)
 
 
+# Widths below, at and above the 8-lane vectors and 16/32-column tiles of the kernels.
+@pytest.mark.parametrize("layers", [(784, 64, 32, 10), (784, 300, 100, 100, 10), (784, 7, 5, 10), (784, 33, 17, 10)])
 @pytest.mark.parametrize("bias", [False, True])
-def test_loss_and_grad_match_the_numpy_twin(small, bias):
-    net = MLP((784, 64, 32, 10), bias=bias, seed=3)
+def test_loss_and_grad_match_the_numpy_twin(small, bias, layers):
+    net = MLP(layers, bias=bias, seed=3)
     if bias:
         rng = np.random.default_rng(0)
         for b in net.biases:
@@ -84,6 +86,38 @@ def test_softmax_is_stable_for_huge_logits(small):
     loss, grads = net.loss_and_grad(small.x_train[:20], small.y_train[:20])
     assert np.isfinite(loss) and loss > 100
     assert all(np.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("layers, bias, dtype", [((784, 300, 100, 100, 10), False, np.float64),
+                                                  ((784, 37, 19, 10), True, np.float64),
+                                                  ((784, 64, 10), False, np.float32)])
+def test_a_samples_outputs_do_not_depend_on_its_batch(small, layers, bias, dtype):
+    # The kernels take samples through a layer in register-tile blocks and
+    # one by one; both sum a sample's non-zero inputs in the same order, so a
+    # sample's outputs in every layer must be the same bits in any batch.
+    net = MLP(layers, bias=bias, seed=6, dtype=dtype)
+    if bias:
+        for b in net.biases:
+            b[:] = np.random.default_rng(1).normal(0, 0.1, b.shape)
+    data = net.sparse(small.x_train, small.y_train)
+    n = data.y.shape[0]
+
+    def outputs(batch):
+        work = net.workspace(batch)
+        arrays = net.arrays()
+        layers_out = [[] for _ in net.weights]
+        for start in range(0, n, batch):
+            rows = np.arange(start, min(start + batch, n), dtype=np.int64)
+            _kernels.forward_batch(arrays.W, arrays.b, arrays.has_bias, data, rows, work.A, work)
+            for l, a in enumerate(work.A):
+                layers_out[l].append(a[:rows.shape[0]].copy())
+        return [np.concatenate(o) for o in layers_out]
+
+    alone = outputs(1)
+    assert np.isfinite(alone[-1]).all() and (alone[0] > 0).any()
+    for batch in (4, 5, 13, n):
+        for l, (a, b) in enumerate(zip(outputs(batch), alone)):
+            assert np.array_equal(a, b), (batch, l)
 
 
 def test_predict_and_accuracy_match_numpy(small):
