@@ -199,6 +199,50 @@ def vadd(typingctx, x, y):
     return x(x, y), codegen
 
 
+@intrinsic
+def vmuladd(typingctx, x, y, acc):
+    """``acc + x * y`` lane by lane with one rounding."""
+    if not (isinstance(x, Vec) and y == x and acc == x):
+        return None
+
+    def codegen(context, builder, signature, args):
+        vtype = args[0].type
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vtype, [vtype] * 3),
+                                            f"llvm.fma.{_suffix(vtype)}")
+        return builder.call(fn, [args[0], args[1], args[2]])
+    return x(x, y, acc), codegen
+
+
+def _pair_sums(builder, x, y, take):
+    """Lane-wise ``x[even] + x[odd]``-style pair sums of two vectors, interleaved by ``take``."""
+    i32 = ir.IntType(32)
+    first = ir.Constant(ir.VectorType(i32, LANES), take[0])
+    second = ir.Constant(ir.VectorType(i32, LANES), take[1])
+    return builder.fadd(builder.shuffle_vector(x, y, first), builder.shuffle_vector(x, y, second))
+
+
+@intrinsic
+def vsum8(typingctx, a0, a1, a2, a3, a4, a5, a6, a7):
+    """The vector of the eight lane sums ``(sum(a0), ..., sum(a7))``, in a fixed order.
+
+    Three rounds of shuffles and adds (a transpose-and-add tree) instead of
+    eight separate horizontal sums.
+    """
+    if not (isinstance(a0, Vec) and all(a == a0 for a in (a1, a2, a3, a4, a5, a6, a7))):
+        return None
+
+    def codegen(context, builder, signature, args):
+        # Round 1: neighbouring lanes of each vector, two vectors per result.
+        r1 = ([0, 8, 2, 10, 4, 12, 6, 14], [1, 9, 3, 11, 5, 13, 7, 15])
+        # Round 2: pairs of pairs; round 3: the two halves.
+        r2 = ([0, 1, 8, 9, 4, 5, 12, 13], [2, 3, 10, 11, 6, 7, 14, 15])
+        r3 = ([0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15])
+        t = [_pair_sums(builder, args[2 * i], args[2 * i + 1], r1) for i in range(4)]
+        u = [_pair_sums(builder, t[2 * i], t[2 * i + 1], r2) for i in range(2)]
+        return _pair_sums(builder, u[0], u[1], r3)
+    return a0(a0, a1, a2, a3, a4, a5, a6, a7), codegen
+
+
 # ---------------------------------------------------------------------------
 # Register tiles
 #
@@ -241,136 +285,142 @@ GRAD_BLOCK = 8
 
 
 @njit(cache=True)
-def _forward_tile(W, U, nU, X, kc, ncols, out, s0):
-    """``out[s0 + q, kc:kc + 32] = sum_u X[U[u], q] * W[U[u], kc:kc + 32]`` for ``q < 5``.
+def _forward_tile(W, U, nU, X, out, s0):
+    """``out[s0 + q] = sum_u X[U[u], q] * W[U[u]]`` for ``q < 5``, 32 columns at a time.
 
     ``U[:nU]`` lists the inputs any of the five samples uses, ascending, and
     ``X[i, q]`` is sample ``q``'s input ``i`` (0 where it has none: an exact
-    no-op, so every sample's sum is the one it would get alone).  Columns
-    from ``ncols`` on are left alone.
+    no-op, so every sample's sum is the one it would get alone).
     """
-    a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = a20 = a21 = a22 = a23 = vzero(W[0])
-    a30 = a31 = a32 = a33 = a40 = a41 = a42 = a43 = a00
-    for u in range(nU):
-        i = U[u]
-        w = W[i]
-        x = X[i]
-        w0 = vload(w, kc, ncols)
-        w1 = vload(w, kc + 8, ncols - 8)
-        w2 = vload(w, kc + 16, ncols - 16)
-        w3 = vload(w, kc + 24, ncols - 24)
-        a00, a01, a02, a03 = _fma4(x[0], w0, w1, w2, w3, a00, a01, a02, a03)
-        a10, a11, a12, a13 = _fma4(x[1], w0, w1, w2, w3, a10, a11, a12, a13)
-        a20, a21, a22, a23 = _fma4(x[2], w0, w1, w2, w3, a20, a21, a22, a23)
-        a30, a31, a32, a33 = _fma4(x[3], w0, w1, w2, w3, a30, a31, a32, a33)
-        a40, a41, a42, a43 = _fma4(x[4], w0, w1, w2, w3, a40, a41, a42, a43)
-    _store4(out[s0], kc, ncols, a00, a01, a02, a03)
-    _store4(out[s0 + 1], kc, ncols, a10, a11, a12, a13)
-    _store4(out[s0 + 2], kc, ncols, a20, a21, a22, a23)
-    _store4(out[s0 + 3], kc, ncols, a30, a31, a32, a33)
-    _store4(out[s0 + 4], kc, ncols, a40, a41, a42, a43)
+    for kc in range(0, W.shape[1], 32):
+        ncols = W.shape[1] - kc
+        a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = a20 = a21 = a22 = a23 = vzero(W[0])
+        a30 = a31 = a32 = a33 = a40 = a41 = a42 = a43 = a00
+        for u in range(nU):
+            i = U[u]
+            w = W[i]
+            x = X[i]
+            w0 = vload(w, kc, ncols)
+            w1 = vload(w, kc + 8, ncols - 8)
+            w2 = vload(w, kc + 16, ncols - 16)
+            w3 = vload(w, kc + 24, ncols - 24)
+            a00, a01, a02, a03 = _fma4(x[0], w0, w1, w2, w3, a00, a01, a02, a03)
+            a10, a11, a12, a13 = _fma4(x[1], w0, w1, w2, w3, a10, a11, a12, a13)
+            a20, a21, a22, a23 = _fma4(x[2], w0, w1, w2, w3, a20, a21, a22, a23)
+            a30, a31, a32, a33 = _fma4(x[3], w0, w1, w2, w3, a30, a31, a32, a33)
+            a40, a41, a42, a43 = _fma4(x[4], w0, w1, w2, w3, a40, a41, a42, a43)
+        _store4(out[s0], kc, ncols, a00, a01, a02, a03)
+        _store4(out[s0 + 1], kc, ncols, a10, a11, a12, a13)
+        _store4(out[s0 + 2], kc, ncols, a20, a21, a22, a23)
+        _store4(out[s0 + 3], kc, ncols, a30, a31, a32, a33)
+        _store4(out[s0 + 4], kc, ncols, a40, a41, a42, a43)
 
 
 @njit(cache=True)
-def _forward_one(W, idx, val, n, kc, ncols, o):
-    """``o[kc:kc + 32] = sum_{u < n} val[u] * W[idx[u], kc:kc + 32]`` (one sample; columns from ``ncols`` on left alone)."""
-    a0 = a1 = a2 = a3 = vzero(W[0])
-    for u in range(n):
-        w = W[idx[u]]
-        a0, a1, a2, a3 = _fma4(val[u], vload(w, kc, ncols), vload(w, kc + 8, ncols - 8),
-                               vload(w, kc + 16, ncols - 16), vload(w, kc + 24, ncols - 24), a0, a1, a2, a3)
-    _store4(o, kc, ncols, a0, a1, a2, a3)
+def _forward_one(W, idx, val, n, o):
+    """``o = sum_{u < n} val[u] * W[idx[u]]`` (one sample), 32 columns at a time."""
+    for kc in range(0, W.shape[1], 32):
+        ncols = W.shape[1] - kc
+        a0 = a1 = a2 = a3 = vzero(W[0])
+        for u in range(n):
+            w = W[idx[u]]
+            a0, a1, a2, a3 = _fma4(val[u], vload(w, kc, ncols), vload(w, kc + 8, ncols - 8),
+                                   vload(w, kc + 16, ncols - 16), vload(w, kc + 24, ncols - 24), a0, a1, a2, a3)
+        _store4(o, kc, ncols, a0, a1, a2, a3)
 
 
 @njit(cache=True)
-def _grad_tile(D, S, nS, C, kc, ncols, dest, rows):
-    """``dest[rows[q], kc:kc + 16] += sum_t C[S[t], q] * D[S[t], kc:kc + 16]`` for ``q < 8``.
+def _grad_tile(D, S, nS, C, dest, rows):
+    """``dest[rows[q]] += sum_t C[S[t], q] * D[S[t]]`` for ``q < 8``, 16 columns at a time.
 
     The first layer's weight update for eight input pixels at once:
     ``S[:nS]`` lists, ascending, the samples that use any of them and
     ``C[s, q]`` is sample ``s``'s coefficient for pixel ``rows[q]`` (0 when it
-    does not use it).  Columns from ``ncols`` on are left alone.
+    does not use it).
     """
-    a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = vzero(D[0])
-    a40 = a41 = a50 = a51 = a60 = a61 = a70 = a71 = a00
-    for t in range(nS):
-        s = S[t]
-        d = D[s]
-        c = C[s]
-        d0 = vload(d, kc, ncols)
-        d1 = vload(d, kc + 8, ncols - 8)
-        a00, a01 = _fma2(c[0], d0, d1, a00, a01)
-        a10, a11 = _fma2(c[1], d0, d1, a10, a11)
-        a20, a21 = _fma2(c[2], d0, d1, a20, a21)
-        a30, a31 = _fma2(c[3], d0, d1, a30, a31)
-        a40, a41 = _fma2(c[4], d0, d1, a40, a41)
-        a50, a51 = _fma2(c[5], d0, d1, a50, a51)
-        a60, a61 = _fma2(c[6], d0, d1, a60, a61)
-        a70, a71 = _fma2(c[7], d0, d1, a70, a71)
-    _add_store2(dest[rows[0]], kc, ncols, a00, a01)
-    _add_store2(dest[rows[1]], kc, ncols, a10, a11)
-    _add_store2(dest[rows[2]], kc, ncols, a20, a21)
-    _add_store2(dest[rows[3]], kc, ncols, a30, a31)
-    _add_store2(dest[rows[4]], kc, ncols, a40, a41)
-    _add_store2(dest[rows[5]], kc, ncols, a50, a51)
-    _add_store2(dest[rows[6]], kc, ncols, a60, a61)
-    _add_store2(dest[rows[7]], kc, ncols, a70, a71)
+    for kc in range(0, D.shape[1], 16):
+        ncols = D.shape[1] - kc
+        a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = vzero(D[0])
+        a40 = a41 = a50 = a51 = a60 = a61 = a70 = a71 = a00
+        for t in range(nS):
+            s = S[t]
+            d = D[s]
+            c = C[s]
+            d0 = vload(d, kc, ncols)
+            d1 = vload(d, kc + 8, ncols - 8)
+            a00, a01 = _fma2(c[0], d0, d1, a00, a01)
+            a10, a11 = _fma2(c[1], d0, d1, a10, a11)
+            a20, a21 = _fma2(c[2], d0, d1, a20, a21)
+            a30, a31 = _fma2(c[3], d0, d1, a30, a31)
+            a40, a41 = _fma2(c[4], d0, d1, a40, a41)
+            a50, a51 = _fma2(c[5], d0, d1, a50, a51)
+            a60, a61 = _fma2(c[6], d0, d1, a60, a61)
+            a70, a71 = _fma2(c[7], d0, d1, a70, a71)
+        _add_store2(dest[rows[0]], kc, ncols, a00, a01)
+        _add_store2(dest[rows[1]], kc, ncols, a10, a11)
+        _add_store2(dest[rows[2]], kc, ncols, a20, a21)
+        _add_store2(dest[rows[3]], kc, ncols, a30, a31)
+        _add_store2(dest[rows[4]], kc, ncols, a40, a41)
+        _add_store2(dest[rows[5]], kc, ncols, a50, a51)
+        _add_store2(dest[rows[6]], kc, ncols, a60, a61)
+        _add_store2(dest[rows[7]], kc, ncols, a70, a71)
 
 
 @njit(cache=True)
-def _grad_one(D, samples, coef, lo, hi, kc, ncols, o):
-    """``o[kc:kc + 16] += sum_{lo <= t < hi} coef[t] * D[samples[t], kc:kc + 16]`` (one pixel)."""
-    a0 = a1 = vzero(D[0])
-    for t in range(lo, hi):
-        d = D[samples[t]]
-        a0, a1 = _fma2(coef[t], vload(d, kc, ncols), vload(d, kc + 8, ncols - 8), a0, a1)
-    _add_store2(o, kc, ncols, a0, a1)
+def _grad_one(D, samples, coef, lo, hi, o):
+    """``o += sum_{lo <= t < hi} coef[t] * D[samples[t]]`` (one input), 16 columns at a time."""
+    for kc in range(0, D.shape[1], 16):
+        ncols = D.shape[1] - kc
+        a0 = a1 = vzero(D[0])
+        for t in range(lo, hi):
+            d = D[samples[t]]
+            a0, a1 = _fma2(coef[t], vload(d, kc, ncols), vload(d, kc + 8, ncols - 8), a0, a1)
+        _add_store2(o, kc, ncols, a0, a1)
 
+
+
+@njit(cache=True, inline="always")
+def _muladd2(w, x0, x1, a0, a1):
+    return vmuladd(w, x0, a0), vmuladd(w, x1, a1)
+
+
+@njit(cache=True)
+def _dots_tile(W, j0, D, s0, s1, out):
+    """``out[s, j0 + q] = W[j0 + q] . D[s]`` for ``q < 8`` and ``s`` in ``(s0, s1)``.
+
+    The error a hidden layer sends back to its inputs, for eight weight rows
+    and two samples at once: sixteen dot products summed lane-wise in
+    registers, then reduced together by :func:`vsum8`.  Rows past the end of
+    ``W`` are not written (their lanes repeat the last row).
+    """
+    n_in, n_out = W.shape
+    last = n_in - 1
+    r0, r1, r2, r3 = W[j0], W[min(j0 + 1, last)], W[min(j0 + 2, last)], W[min(j0 + 3, last)]
+    r4, r5, r6, r7 = W[min(j0 + 4, last)], W[min(j0 + 5, last)], W[min(j0 + 6, last)], W[min(j0 + 7, last)]
+    d0 = D[s0]
+    d1 = D[s1]
+    a00 = a01 = a02 = a03 = a04 = a05 = a06 = a07 = vzero(d0)
+    a10 = a11 = a12 = a13 = a14 = a15 = a16 = a17 = a00
+    for k in range(0, n_out, LANES):
+        n = n_out - k
+        x0 = vload(d0, k, n)
+        x1 = vload(d1, k, n)
+        a00, a10 = _muladd2(vload(r0, k, n), x0, x1, a00, a10)
+        a01, a11 = _muladd2(vload(r1, k, n), x0, x1, a01, a11)
+        a02, a12 = _muladd2(vload(r2, k, n), x0, x1, a02, a12)
+        a03, a13 = _muladd2(vload(r3, k, n), x0, x1, a03, a13)
+        a04, a14 = _muladd2(vload(r4, k, n), x0, x1, a04, a14)
+        a05, a15 = _muladd2(vload(r5, k, n), x0, x1, a05, a15)
+        a06, a16 = _muladd2(vload(r6, k, n), x0, x1, a06, a16)
+        a07, a17 = _muladd2(vload(r7, k, n), x0, x1, a07, a17)
+    vstore(out[s0], j0, n_in - j0, vsum8(a00, a01, a02, a03, a04, a05, a06, a07))
+    vstore(out[s1], j0, n_in - j0, vsum8(a10, a11, a12, a13, a14, a15, a16, a17))
 
 
 @njit(cache=True, inline="always", fastmath={"contract"})
 def _axpy(a, x, y):
     for k in range(y.shape[0]):
         y[k] += a * x[k]
-
-
-@njit(cache=True, inline="always", fastmath={"contract"})
-def _axpy4(a0, x0, a1, x1, a2, x2, a3, x3, y):
-    # Four rows per pass over y: y is loaded and stored once for four products.
-    for k in range(y.shape[0]):
-        y[k] += (a0 * x0[k] + a1 * x1[k]) + (a2 * x2[k] + a3 * x3[k])
-
-
-@njit(cache=True, fastmath={"reassoc", "contract"})
-def _dots(w, D, samples, n, out, j):
-    """``out[s, j] = w . D[s]`` for the listed samples, four at a time so ``w`` is read once per four.
-
-    Reassociation lets LLVM vectorise the sums; the order is still fixed by
-    the compiled code, so a run stays bit-for-bit reproducible.
-    """
-    q = 0
-    while q + 4 <= n:
-        s0, s1, s2, s3 = samples[q], samples[q + 1], samples[q + 2], samples[q + 3]
-        d0, d1, d2, d3 = D[s0], D[s1], D[s2], D[s3]
-        a0 = a1 = a2 = a3 = 0.0
-        for k in range(w.shape[0]):
-            wk = w[k]
-            a0 += wk * d0[k]
-            a1 += wk * d1[k]
-            a2 += wk * d2[k]
-            a3 += wk * d3[k]
-        out[s0, j] = a0
-        out[s1, j] = a1
-        out[s2, j] = a2
-        out[s3, j] = a3
-        q += 4
-    while q < n:
-        d = D[samples[q]]
-        acc = 0.0
-        for k in range(w.shape[0]):
-            acc += w[k] * d[k]
-        out[samples[q], j] = acc
-        q += 1
 
 
 @njit(cache=True, inline="always")
@@ -387,19 +437,6 @@ def _compact(x, idx, val):
         val[n] = v
         n += 1 if v != 0.0 else 0
     return n
-
-
-@njit(cache=True, fastmath={"contract"})
-def _accumulate(M, rows, coef, lo, hi, out):
-    """``out += sum_q coef[q] * M[rows[q]]`` for ``lo <= q < hi``, four rows at a time."""
-    q = lo
-    while q + 4 <= hi:
-        _axpy4(coef[q], M[rows[q]], coef[q + 1], M[rows[q + 1]],
-               coef[q + 2], M[rows[q + 2]], coef[q + 3], M[rows[q + 3]], out)
-        q += 4
-    while q < hi:
-        _axpy(coef[q], M[rows[q]], out)
-        q += 1
 
 
 @njit(cache=True, fastmath={"contract"})
@@ -512,8 +549,7 @@ def forward_batch(W, b, has_bias, data, rows, A, work):
         s0 = 0
         while B - s0 >= FWD_BLOCK:
             nU = _block_inputs(data, rows, l, inputs, s0, X, work.block_u, work.block_seen)
-            for kc in range(0, n_out, 32):
-                _forward_tile(Wl, work.block_u, nU, X, kc, n_out - kc, out, s0)
+            _forward_tile(Wl, work.block_u, nU, X, out, s0)
             if l == 0:
                 _clear_block(X, work.block_u, nU, work.block_seen)
             s0 += FWD_BLOCK
@@ -522,12 +558,10 @@ def forward_batch(W, b, has_bias, data, rows, A, work):
                 r = rows[s]
                 p0 = data.indptr[r]
                 n = data.indptr[r + 1] - p0
-                for kc in range(0, n_out, 32):
-                    _forward_one(Wl, data.indices[p0:p0 + n], data.values[p0:p0 + n], n, kc, n_out - kc, out[s])
+                _forward_one(Wl, data.indices[p0:p0 + n], data.values[p0:p0 + n], n, out[s])
             else:
                 n = _compact(inputs[s], idx, val)
-                for kc in range(0, n_out, 32):
-                    _forward_one(Wl, idx, val, n, kc, n_out - kc, out[s])
+                _forward_one(Wl, idx, val, n, out[s])
         any_pos = False
         for s in range(B):
             o = out[s]
@@ -587,6 +621,52 @@ def _momentum_row(w, v, a, d, lr, alpha, nesterov):
 
 
 @njit(cache=True, fastmath={"contract"})
+def _hidden_grad(D, inp, B, scale, dest, work):
+    """``dest[j] += scale * sum_s inp[s, j] * D[s]`` for every input unit ``j`` some sample used.
+
+    Units go in blocks of ``GRAD_BLOCK`` through :func:`_grad_tile`, the rest
+    one by one; each sum runs over the samples in ascending order.  The units
+    used are left in ``work.block_u``; returns how many.
+    """
+    n_in = inp.shape[1]
+    rows = work.block_u
+    n_rows = 0
+    for j in range(n_in):
+        used = False
+        for s in range(B):
+            used |= inp[s, j] != 0.0
+        rows[n_rows] = j
+        n_rows += 1 if used else 0
+    C = work.hid_c
+    S = work.grad_s
+    b0 = 0
+    while n_rows - b0 >= GRAD_BLOCK:
+        nS = 0
+        for s in range(B):
+            used = False
+            for q in range(GRAD_BLOCK):
+                a = inp[s, rows[b0 + q]]
+                C[s, q] = scale * a
+                used |= a != 0.0
+            S[nS] = s
+            nS += 1 if used else 0
+        _grad_tile(D, S, nS, C, dest, rows[b0:b0 + GRAD_BLOCK])
+        b0 += GRAD_BLOCK
+    samples = work.nz_idx
+    coef = work.nz_val
+    for t in range(b0, n_rows):
+        j = rows[t]
+        n = 0
+        for s in range(B):
+            a = inp[s, j]
+            samples[n] = s
+            coef[n] = scale * a
+            n += 1 if a != 0.0 else 0
+        _grad_one(D, samples, coef, 0, n, dest[j])
+    return n_rows
+
+
+@njit(cache=True, fastmath={"contract"})
 def _first_layer_grad(D, cols, n_used, B, dest, C, S, seen):
     """``dest[i] += sum_s cols.value(s, i) * D[s]`` for every pixel ``i`` the batch uses.
 
@@ -596,7 +676,6 @@ def _first_layer_grad(D, cols, n_used, B, dest, C, S, seen):
     the rest one by one.  Each sum runs over the pixel's samples in ascending
     order.
     """
-    n_out = D.shape[1]
     u0 = 0
     while n_used - u0 >= GRAD_BLOCK:
         pix = cols.pixels[u0:u0 + GRAD_BLOCK]
@@ -610,8 +689,7 @@ def _first_layer_grad(D, cols, n_used, B, dest, C, S, seen):
         for s in range(B):
             S[nS] = s
             nS += seen[s]
-        for kc in range(0, n_out, 16):
-            _grad_tile(D, S, nS, C, kc, n_out - kc, dest, pix)
+        _grad_tile(D, S, nS, C, dest, pix)
         for t in range(nS):
             s = S[t]
             seen[s] = 0
@@ -619,8 +697,7 @@ def _first_layer_grad(D, cols, n_used, B, dest, C, S, seen):
         u0 += GRAD_BLOCK
     for u in range(u0, n_used):
         i = cols.pixels[u]
-        for kc in range(0, n_out, 16):
-            _grad_one(D, cols.sample, cols.value, cols.ptr[i], cols.ptr[i + 1], kc, n_out - kc, dest[i])
+        _grad_one(D, cols.sample, cols.value, cols.ptr[i], cols.ptr[i + 1], dest[i])
 
 
 @njit(cache=True, fastmath={"contract"})
@@ -638,8 +715,6 @@ def backward_batch(W, b, has_bias, cols, n_used, B, A, D, work, fused, c):
     :func:`_first_layer_grad`) so each weight row is loaded once per batch.
     """
     L = len(W)
-    samples = work.nz_idx
-    coef = work.nz_val
     for l in range(L - 1, -1, -1):
         Dl = D[l]
         if has_bias:
@@ -654,24 +729,19 @@ def backward_batch(W, b, has_bias, cols, n_used, B, A, D, work, fused, c):
         if l > 0:
             inp = A[l - 1]
             Dprev = D[l - 1]
-            for j in range(Wl.shape[0]):
-                w = Wl[j]
-                scale = -c if fused else 1.0
-                n = 0
-                for s in range(B):
-                    # Branch-free: about half the units are off, so a branch would mispredict.
-                    a = inp[s, j]
-                    Dprev[s, j] = 0.0
-                    samples[n] = s
-                    coef[n] = scale * a
-                    n += 1 if a != 0.0 else 0
-                if n == 0:
-                    continue
-                _dots(w, Dl, samples, n, Dprev, j)
-                if fused:
-                    _accumulate(Dl, samples, coef, 0, n, w)
-                else:
-                    _accumulate(Dl, samples, coef, 0, n, Gl[j])
+            n_in = Wl.shape[0]
+            # The error sent back, with the old weights: every dot product
+            # in register tiles, then 0 where the unit was off (ReLU).
+            for j0 in range(0, n_in, 8):
+                for s in range(0, B, 2):
+                    _dots_tile(Wl, j0, Dl, s, min(s + 1, B - 1), Dprev)
+            for s in range(B):
+                for j in range(n_in):
+                    Dprev[s, j] = Dprev[s, j] if inp[s, j] != 0.0 else 0.0
+            n_rows = _hidden_grad(Dl, inp, B, -c if fused else 1.0, Wl if fused else Gl, work)
+            if not fused:
+                for t in range(n_rows):
+                    j = work.block_u[t]
                     if mk[j] == 0:
                         mk[j] = 1
                         act[work.n_active[l]] = j

@@ -14,7 +14,7 @@ REPORT_LAYERS = (784, 300, 100, 100, 10)
 # Arrays handed to the compiled kernels, grouped as STYLE.md asks.
 NetArrays = namedtuple("NetArrays", "params W b has_bias w_off b_off shapes")
 Workspace = namedtuple("Workspace", "A D grad GW Gb mark active n_active yb alive cols nz_idx nz_val last "
-                                    "block_x0 block_x block_u block_seen grad_c grad_s grad_seen")
+                                    "block_x0 block_x block_u block_seen grad_c grad_s grad_seen hid_c")
 BatchColumns = namedtuple("BatchColumns", "ptr fill pixels sample value")
 SparseData = namedtuple("SparseData", "indptr indices values y")
 OptArrays = namedtuple("OptArrays", "kind sparse lazy s1 s2 lr momentum b1 b2 eps")
@@ -145,7 +145,7 @@ class MLP:
                          np.zeros((n_in, fb), dt), np.zeros((widest_in, fb), dt),
                          np.zeros(widest_in, np.int64), np.zeros(n_in, np.int64),
                          np.zeros((batch_size, gb), dt), np.zeros(batch_size, np.int64),
-                         np.zeros(batch_size, np.int64))
+                         np.zeros(batch_size, np.int64), np.zeros((batch_size, gb), dt))
 
     def sparse(self, x, y=None) -> SparseData:
         """``x`` (n x fan_in) as CSR rows in this network's dtype, with labels ``y``."""
