@@ -32,29 +32,41 @@ thread (ex3lib's kernels are single-threaded by design), so both sides use
 one core.  The numerical agreement of the NumPy reference with ex3lib is
 checked before anything is timed.
 
+NumPy gets the BLAS kernels OpenBLAS picks for this CPU: ``OPENBLAS_CORETYPE``
+and ``OPENBLAS_L2_SIZE``, which some machines set to work around old OpenBLAS
+builds and which force older, slower kernels, are removed from this process's
+environment before NumPy loads (``--keep-blas-env`` keeps them).  The report
+names the kernel OpenBLAS actually ran (threadpoolctl), so a ratio is never
+taken against a handicapped baseline without saying so.
+
 The exit status is 0 whether or not the targets are met; it is non-zero
 only when something fails to run.
 """
 
 import os
+import sys
 
-# Pinned before NumPy is imported: BLAS reads these once, when it loads.
+# Set before NumPy is imported: BLAS reads these once, when it loads.
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 for _var in THREAD_VARS:
     os.environ[_var] = "1"
+#: Variables that force OpenBLAS onto a given (older) kernel; see the module docstring.
+FORCED_BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+KEEP_BLAS_ENV = "--keep-blas-env" in sys.argv[1:]
+REMOVED_BLAS_ENV = {} if KEEP_BLAS_ENV else {v: os.environ.pop(v) for v in FORCED_BLAS_VARS if v in os.environ}
 
 import argparse
 import hashlib
 import json
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numba
 import numpy as np
+from threadpoolctl import threadpool_info
 
 import ex3lib
 
@@ -88,6 +100,26 @@ ex3lib.train(ex3lib.MLP(seed=0), Data, learning_rate=0.01, batch_size=8, epochs=
 t3 = time.perf_counter()
 print(json.dumps({"import_s": t1 - t0, "train_s": t3 - t2}))
 """
+
+
+def blas_info():
+    """What NumPy's BLAS is and runs: library, version, kernel ("architecture") and threads."""
+    return [{k: d.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
+            for d in threadpool_info() if d.get("user_api") == "blas"]
+
+
+def describe_blas(info):
+    found = "; ".join(f"{d['internal_api']} {d['version']}, {d['architecture']} kernels, "
+                      f"{d['num_threads']} thread(s)" for d in info) or "no BLAS found by threadpoolctl"
+    if REMOVED_BLAS_ENV:
+        removed = ", ".join(f"{k}={v}" for k, v in REMOVED_BLAS_ENV.items())
+        return f"NumPy's BLAS: {found} (removed for this run: {removed}; --keep-blas-env keeps them)."
+    forced = {v: os.environ[v] for v in FORCED_BLAS_VARS if v in os.environ}
+    if forced:
+        kept = ", ".join(f"{k}={v}" for k, v in forced.items())
+        return (f"NumPy's BLAS: {found}. WARNING: {kept} kept (--keep-blas-env): NumPy may run slower "
+                "kernels than this CPU supports, which flatters the ratios.")
+    return f"NumPy's BLAS: {found}."
 
 
 def log(msg):
@@ -169,6 +201,9 @@ def parse_args(argv=None):
                    help="smoke run: 1 repeat, 6,000 images for ex3lib and at most 6,000 (600 at m=1) for "
                         "NumPy, and a warm start-up only (no first compile)")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the numbers to this JSON file")
+    p.add_argument("--keep-blas-env", action="store_true",
+                   help=f"keep {' and '.join(FORCED_BLAS_VARS)} (default: removed, so that NumPy runs the "
+                        "kernels OpenBLAS picks for this CPU)")
     args = p.parse_args(argv)
     if args.repeat < 1:
         p.error("--repeat must be at least 1")
@@ -248,13 +283,15 @@ def main(argv=None):
     cold, warm = best(startup["cold"]), best(startup["warm"])
     total_s = time.perf_counter() - t_start
 
-    print(render(args, plan, results, cold, warm, check, sha_before != sha_after, total_s))
+    blas = blas_info()
+    print(render(args, plan, results, cold, warm, check, sha_before != sha_after, total_s, blas))
     if args.json:
         payload = {
             "settings": {"epoch_samples": EPOCH, "learning_rate": LEARNING_RATE, "dtype": "float64",
                          "optimiser": "sgd", "order": "sequential", "repeat": args.repeat,
                          "quick": args.quick, "samples": {str(m): plan[m] for m in plan},
-                         "thread_env": {v: os.environ[v] for v in THREAD_VARS}},
+                         "thread_env": {v: os.environ[v] for v in THREAD_VARS},
+                         "removed_blas_env": REMOVED_BLAS_ENV},
             "results": {str(m): {**v, "target": None if v["target"] is None else
                                  {"ratio": v["target"][0], "ex3lib_s_per_epoch": v["target"][1]}}
                         for m, v in results.items()},
@@ -263,6 +300,7 @@ def main(argv=None):
             "environment": {"python": platform.python_version(), "numpy": np.__version__,
                             "numba": numba.__version__, "ex3lib": ex3lib.__version__,
                             "machine": platform.machine(), "cpus": os.cpu_count(),
+                            "blas": blas,
                             "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
                             "kernels_sha256_before": sha_before, "kernels_sha256_after": sha_after},
             "total_s": total_s,
@@ -272,7 +310,7 @@ def main(argv=None):
     return 0
 
 
-def render(args, plan, results, cold, warm, check, kernels_changed, total_s):
+def render(args, plan, results, cold, warm, check, kernels_changed, total_s, blas):
     """The markdown report."""
     lines = ["| m | ex3lib s/epoch | NumPy s/epoch | ratio | required ratio | required ex3lib s/epoch | pass/fail |",
              "|---|---|---|---|---|---|---|"]
@@ -318,8 +356,8 @@ def render(args, plan, results, cold, warm, check, kernels_changed, total_s):
                      f"{plan[m]['numpy']:,} | {nb['loss']:.6f} |")
     lines += ["",
               f"Threads: {', '.join(f'{v}=1' for v in THREAD_VARS)} set before importing NumPy; "
-              "ex3lib's kernels are single-threaded by design. "
-              f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')} left as found.",
+              "ex3lib's kernels are single-threaded by design.",
+              describe_blas(blas),
               f"Timed: float64, plain SGD, learning rate {LEARNING_RATE:g}, sequential order, "
               f"{EPOCH:,} MNIST images per epoch, minimum of {args.repeat} interleaved repeat(s). "
               "ex3lib epoch = History.time[1] - History.time[0] minus one separately timed test-set "
