@@ -443,36 +443,42 @@ def _compact(x, idx, val):
 def gather_batch(data, rows, cols):
     """Regroup the non-zero inputs of the batch ``rows`` by input pixel (CSR -> CSC).
 
-    Fills ``cols.ptr`` (pixel -> start), ``cols.sample``/``cols.value`` and the
-    ascending list of pixels used, ``cols.pixels``; returns how many pixels are
-    used.  Working pixel by pixel lets a weight row stay in cache while every
-    sample of the batch uses it, and visiting pixels in ascending order keeps
-    the sums in the same order as a sample-by-sample pass.
+    Lists the pixels used in ``cols.pixels`` in the order the samples first
+    use them (neighbouring entries then tend to share samples, which keeps
+    the register tiles of :func:`_first_layer_grad` dense) and returns how
+    many there are.  Pixel ``i``'s samples, ascending, and their values are
+    ``cols.sample``/``cols.value[cols.ptr[i]:cols.end[i]]``; ``cols.ptr[-1]``
+    is the total.  ``cols.count`` must be all 0 on entry and is again on exit.
+    Only the pixels used are visited, never all of them.
     """
     indptr, indices, values = data.indptr, data.indices, data.values
-    ptr = cols.ptr
-    n_pix = ptr.shape[0] - 1
-    ptr[:] = 0
-    for s in range(rows.shape[0]):
-        r = rows[s]
-        for p in range(indptr[r], indptr[r + 1]):
-            ptr[indices[p] + 1] += 1
+    count = cols.count
     n_used = 0
-    for i in range(n_pix):
-        if ptr[i + 1] > 0:
-            cols.pixels[n_used] = i
-            n_used += 1
-        ptr[i + 1] += ptr[i]
-    fill = cols.fill
-    fill[:] = ptr[:-1]
     for s in range(rows.shape[0]):
         r = rows[s]
         for p in range(indptr[r], indptr[r + 1]):
             i = indices[p]
-            q = fill[i]
+            c = count[i]
+            # Branch-free: whether a pixel is new is hard to predict.
+            cols.pixels[n_used] = i
+            n_used += 1 if c == 0 else 0
+            count[i] = c + 1
+    pos = 0
+    for u in range(n_used):
+        i = cols.pixels[u]
+        cols.ptr[i] = pos
+        cols.end[i] = pos
+        pos += count[i]
+        count[i] = 0
+    cols.ptr[cols.ptr.shape[0] - 1] = pos
+    for s in range(rows.shape[0]):
+        r = rows[s]
+        for p in range(indptr[r], indptr[r + 1]):
+            i = indices[p]
+            q = cols.end[i]
             cols.sample[q] = s
             cols.value[q] = values[p]
-            fill[i] = q + 1
+            cols.end[i] = q + 1
     return n_used
 
 
@@ -670,18 +676,19 @@ def _hidden_grad(D, inp, B, scale, dest, work):
 def _first_layer_grad(D, cols, n_used, B, dest, C, S, seen):
     """``dest[i] += sum_s cols.value(s, i) * D[s]`` for every pixel ``i`` the batch uses.
 
-    Pixels go in blocks of ``GRAD_BLOCK`` consecutive used pixels through
-    :func:`_grad_tile` (``C``: batch x GRAD_BLOCK coefficients, ``S``: the
-    samples using any of them; ``C`` and ``seen`` are all 0 before and after),
-    the rest one by one.  Each sum runs over the pixel's samples in ascending
-    order.
+    Pixels go in blocks of ``GRAD_BLOCK`` consecutive entries of
+    ``cols.pixels`` through :func:`_grad_tile` (``C``: batch x GRAD_BLOCK
+    coefficients, ``S``: the samples using any of them; ``C`` and ``seen`` are
+    all 0 before and after), the rest one by one.  Each sum runs over the
+    pixel's samples in ascending order, so how pixels are grouped does not
+    change a bit of the result.
     """
     u0 = 0
     while n_used - u0 >= GRAD_BLOCK:
         pix = cols.pixels[u0:u0 + GRAD_BLOCK]
         for q in range(GRAD_BLOCK):
             i = pix[q]
-            for t in range(cols.ptr[i], cols.ptr[i + 1]):
+            for t in range(cols.ptr[i], cols.end[i]):
                 s = cols.sample[t]
                 C[s, q] = cols.value[t]
                 seen[s] = 1
@@ -697,7 +704,7 @@ def _first_layer_grad(D, cols, n_used, B, dest, C, S, seen):
         u0 += GRAD_BLOCK
     for u in range(u0, n_used):
         i = cols.pixels[u]
-        _grad_one(D, cols.sample, cols.value, cols.ptr[i], cols.ptr[i + 1], dest[i])
+        _grad_one(D, cols.sample, cols.value, cols.ptr[i], cols.end[i], dest[i])
 
 
 @njit(cache=True, fastmath={"contract"})

@@ -15,7 +15,7 @@ REPORT_LAYERS = (784, 300, 100, 100, 10)
 NetArrays = namedtuple("NetArrays", "params W b has_bias w_off b_off shapes")
 Workspace = namedtuple("Workspace", "A D grad GW Gb mark active n_active yb alive cols nz_idx nz_val last "
                                     "block_x0 block_x block_u block_seen grad_c grad_s grad_seen hid_c")
-BatchColumns = namedtuple("BatchColumns", "ptr fill pixels sample value")
+BatchColumns = namedtuple("BatchColumns", "ptr end count pixels sample value")
 SparseData = namedtuple("SparseData", "indptr indices values y")
 OptArrays = namedtuple("OptArrays", "kind sparse lazy s1 s2 lr momentum b1 b2 eps")
 
@@ -131,7 +131,7 @@ class MLP:
         yb = np.zeros(batch_size, np.int64)
         alive = np.zeros(max(len(self._shapes) - 1, 1), np.uint8)
         n_in = self.layers[0]
-        cols = BatchColumns(np.zeros(n_in + 1, np.int64), np.zeros(n_in, np.int64),
+        cols = BatchColumns(np.zeros(n_in + 1, np.int64), np.zeros(n_in, np.int64), np.zeros(n_in, np.int64),
                             np.zeros(n_in, np.int64), np.zeros(batch_size * n_in, np.int64),
                             np.zeros(batch_size * n_in, dt))
         widest = max(max(self.layers[:-1]), batch_size)
