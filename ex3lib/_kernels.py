@@ -601,14 +601,15 @@ def softmax_xent(logits, y, D):
         for k in range(1, K):
             if z[k] > zmax:
                 zmax = z[k]
+        d = D[s]
         acc = 0.0
         for k in range(K):
-            acc += math.exp(z[k] - zmax)
-        lse = zmax + math.log(acc)
-        total += lse - z[y[s]]
-        d = D[s]
+            e = math.exp(z[k] - zmax)
+            d[k] = e
+            acc += e
+        total += zmax + math.log(acc) - z[y[s]]
         for k in range(K):
-            d[k] = math.exp(z[k] - lse)
+            d[k] /= acc
         d[y[s]] -= 1.0
     return total
 
