@@ -290,10 +290,14 @@ def _forward_tile(W, U, nU, X, out, s0):
 
     ``U[:nU]`` lists the inputs any of the five samples uses, ascending, and
     ``X[i, q]`` is sample ``q``'s input ``i`` (0 where it has none: an exact
-    no-op, so every sample's sum is the one it would get alone).
+    no-op, so every sample's sum is the one it would get alone).  Columns
+    past the last multiple of 32 go 8 at a time, so a narrow layer computes
+    few unused lanes.
     """
-    for kc in range(0, W.shape[1], 32):
-        ncols = W.shape[1] - kc
+    n_out = W.shape[1]
+    full = n_out - n_out % 32
+    for kc in range(0, full, 32):
+        ncols = n_out - kc
         a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = a20 = a21 = a22 = a23 = vzero(W[0])
         a30 = a31 = a32 = a33 = a40 = a41 = a42 = a43 = a00
         for u in range(nU):
@@ -314,19 +318,44 @@ def _forward_tile(W, U, nU, X, out, s0):
         _store4(out[s0 + 2], kc, ncols, a20, a21, a22, a23)
         _store4(out[s0 + 3], kc, ncols, a30, a31, a32, a33)
         _store4(out[s0 + 4], kc, ncols, a40, a41, a42, a43)
+    for kc in range(full, n_out, LANES):
+        ncols = n_out - kc
+        a0 = a1 = a2 = a3 = a4 = vzero(W[0])
+        for u in range(nU):
+            i = U[u]
+            x = X[i]
+            w0 = vload(W[i], kc, ncols)
+            a0 = vfma(x[0], w0, a0)
+            a1 = vfma(x[1], w0, a1)
+            a2 = vfma(x[2], w0, a2)
+            a3 = vfma(x[3], w0, a3)
+            a4 = vfma(x[4], w0, a4)
+        vstore(out[s0], kc, ncols, a0)
+        vstore(out[s0 + 1], kc, ncols, a1)
+        vstore(out[s0 + 2], kc, ncols, a2)
+        vstore(out[s0 + 3], kc, ncols, a3)
+        vstore(out[s0 + 4], kc, ncols, a4)
 
 
 @njit(cache=True)
 def _forward_one(W, idx, val, n, o):
-    """``o = sum_{u < n} val[u] * W[idx[u]]`` (one sample), 32 columns at a time."""
-    for kc in range(0, W.shape[1], 32):
-        ncols = W.shape[1] - kc
+    """``o = sum_{u < n} val[u] * W[idx[u]]`` (one sample), 32 columns at a time (the rest 8 at a time)."""
+    n_out = W.shape[1]
+    full = n_out - n_out % 32
+    for kc in range(0, full, 32):
+        ncols = n_out - kc
         a0 = a1 = a2 = a3 = vzero(W[0])
         for u in range(n):
             w = W[idx[u]]
             a0, a1, a2, a3 = _fma4(val[u], vload(w, kc, ncols), vload(w, kc + 8, ncols - 8),
                                    vload(w, kc + 16, ncols - 16), vload(w, kc + 24, ncols - 24), a0, a1, a2, a3)
         _store4(o, kc, ncols, a0, a1, a2, a3)
+    for kc in range(full, n_out, LANES):
+        ncols = n_out - kc
+        a0 = vzero(W[0])
+        for u in range(n):
+            a0 = vfma(val[u], vload(W[idx[u]], kc, ncols), a0)
+        vstore(o, kc, ncols, a0)
 
 
 @njit(cache=True)
