@@ -118,7 +118,9 @@ def _suffix(vtype):
 
 
 def _check_1d(arr):
-    return isinstance(arr, types.Array) and arr.ndim == 1 and isinstance(arr.dtype, types.Float)
+    # Contiguous only: the vector is read from (or written to) consecutive addresses.
+    return (isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C"
+            and isinstance(arr.dtype, types.Float))
 
 
 @intrinsic

@@ -137,7 +137,8 @@ class MLP:
         widest = max(max(self.layers[:-1]), batch_size)
         widest_in = max(self.layers[:-1])
         # Register-tile scratch (see _kernels.forward_batch and _first_layer_grad);
-        # block_x0, block_seen, grad_c and grad_seen must be all 0 between uses.
+        # cols.count, block_x0, block_seen, grad_c and grad_seen must be all 0
+        # between uses (the kernels restore that).
         fb, gb = _kernels.FWD_BLOCK, _kernels.GRAD_BLOCK
         return Workspace(A, D, grad, GW, Gb, mark, active, n_active, yb, alive, cols,
                          np.zeros(widest, np.int64), np.zeros(widest, dt),
