@@ -569,7 +569,8 @@ def forward_batch(W, b, has_bias, data, rows, A, work):
     tile, :func:`_forward_tile`, over the inputs any of them uses), the rest
     one by one (:func:`_forward_one`, over the sample's own non-zero inputs).
     Either way a sample's sums run over its non-zero inputs in ascending
-    order, so its outputs do not depend on the batch it is in.
+    order, so its outputs do not depend on the batch it is in (while the
+    weights are finite: in a block, 0 times an infinite weight is nan).
     ``work.alive[l]`` is set to 1 when hidden layer ``l`` has a positive
     output for some sample of the batch (used to detect a dead network).
     """
@@ -749,9 +750,11 @@ def backward_batch(W, b, has_bias, cols, n_used, B, A, D, work, fused, c):
     no gradient is stored.  Otherwise the summed gradients go to
     ``work.GW``/``work.Gb`` and every row that received a contribution is
     listed once in ``work.active[l][:work.n_active[l]]``, so the optimiser can
-    skip the rest.  Inputs are visited row by row (pixel by pixel for the
-    first layer, see :func:`gather_batch`, in register tiles of several pixels:
-    :func:`_first_layer_grad`) so each weight row is loaded once per batch.
+    skip the rest.  For a hidden layer the error sent back, ``D[l-1]``, is
+    computed for every unit first (:func:`_dots_tile`), then its weights take
+    their update or gradient (:func:`_hidden_grad`); the first layer's rows go
+    pixel by pixel (:func:`gather_batch`, :func:`_first_layer_grad`).  All of
+    it runs in register tiles, so each weight row is loaded once per batch.
     """
     L = len(W)
     for l in range(L - 1, -1, -1):
