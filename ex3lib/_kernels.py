@@ -827,14 +827,14 @@ def backward_online_momentum(net, opt, cols, n_used, A, D, work, step):
         if l > 0:
             inp = A[l - 1][0]
             Dprev = D[l - 1]
+            # The error sent back, with the old weights (as in backward_batch).
+            for j0 in range(0, Wl.shape[0], 8):
+                _dots_tile(Wl, j0, D[l], 0, 0, Dprev)
             for j in range(Wl.shape[0]):
-                w = Wl[j]
                 a = inp[j]
-                Dprev[0, j] = 0.0
-                if a != 0.0:
-                    Dprev[0, j] = _dot(w, d)
+                Dprev[0, j] = Dprev[0, j] if a != 0.0 else 0.0
                 lo = base + j * n_out
-                _momentum_row(w, opt.s1[lo:lo + n_out], a, d, lr, alpha, nesterov)
+                _momentum_row(Wl[j], opt.s1[lo:lo + n_out], a, d, lr, alpha, nesterov)
         else:
             for u in range(n_used):
                 i = cols.pixels[u]
@@ -842,16 +842,6 @@ def backward_online_momentum(net, opt, cols, n_used, A, D, work, step):
                 _momentum_row(Wl[i], opt.s1[lo:lo + n_out], cols.value[cols.ptr[i]], d,
                               lr, alpha, nesterov)
                 work.last[i] = step
-
-
-@njit(cache=True, fastmath={"reassoc", "contract"})
-def _dot(x, y):
-    # Reassociation lets LLVM vectorise the sum; the order is still fixed by
-    # the compiled code, so a run stays bit-for-bit reproducible.
-    acc = 0.0
-    for k in range(x.shape[0]):
-        acc += x[k] * y[k]
-    return acc
 
 
 @njit(cache=True, error_model="numpy")

@@ -190,3 +190,34 @@ def test_run_config_from_history_reproduces_the_run(small):
         RunConfig.from_history(h2)
     with pytest.raises(TypeError, match="history must be a History"):
         RunConfig.from_history(h.config)
+
+
+@pytest.mark.parametrize("layers, bias", [((784, 300, 100, 100, 10), False), ((784, 13, 7, 10), True)])
+@pytest.mark.parametrize("optimiser, kwargs", [
+    ("sgd", {}), ("sgd", {"batch_size": 1}), ("sgd", {"momentum": 0.9}),
+    ("sgd", {"momentum": 0.9, "nesterov": True, "batch_size": 1}),
+    ("adagrad", {}), ("rmsprop", {"batch_size": 1}), ("adam", {"learning_rate": 0.01}),
+])
+def test_row_aligned_copy_trains_bit_for_bit_like_the_network(mnist, monkeypatch, layers, bias,
+                                                              optimiser, kwargs):
+    import ex3lib.training as training
+
+    net = MLP(layers, bias=bias, seed=5)
+    twin = net.row_aligned()
+    assert twin is not net and all(w.ctypes.data % 64 == 0 for w in twin.weights)
+    assert all(w.strides[0] % 64 == 0 for w in twin.weights[:-1])
+    if bias:
+        net.params[-sum(layers[1:]):] = 0.01  # non-zero biases must land on the real units only
+    cfg = dict(train_size=600, log_every=200, epochs=2, batch_size=10, learning_rate=0.05, order="shuffle",
+               seed=1)
+    runs = []
+    for aligned in (True, False):
+        monkeypatch.setattr(training, "_ALIGN_ROWS", aligned)
+        trained = net.copy()
+        hist = train(trained, mnist, optimiser=optimiser, progress=False, **{**cfg, **kwargs})
+        runs.append((trained.params, hist))
+    (p_aligned, h_aligned), (p_plain, h_plain) = runs
+    assert not np.array_equal(p_plain, net.params)
+    np.testing.assert_array_equal(p_aligned, p_plain)
+    _same(h_aligned, h_plain)
+    assert h_aligned.extra == h_plain.extra
