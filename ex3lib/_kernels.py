@@ -479,7 +479,10 @@ def gather_batch(data, rows, cols):
     the register tiles of :func:`_first_layer_grad` dense) and returns how
     many there are.  Pixel ``i``'s samples, ascending, and their values are
     ``cols.sample``/``cols.value[cols.ptr[i]:cols.end[i]]``; ``cols.ptr[-1]``
-    is the total.  ``cols.count`` must be all 0 on entry and is again on exit.
+    is the total; the pixels' ranges follow each other in list order, and
+    ``cols.slot`` holds each entry's pixel's position in the list modulo
+    ``GRAD_BLOCK`` (its column in :func:`_first_layer_grad`'s tile).
+    ``cols.count`` must be all 0 on entry and is again on exit.
     Only the pixels used are visited, never all of them.
     """
     indptr, indices, values = data.indptr, data.indices, data.values
@@ -500,7 +503,7 @@ def gather_batch(data, rows, cols):
         cols.ptr[i] = pos
         cols.end[i] = pos
         pos += count[i]
-        count[i] = 0
+        count[i] = u % GRAD_BLOCK
     cols.ptr[cols.ptr.shape[0] - 1] = pos
     for s in range(rows.shape[0]):
         r = rows[s]
@@ -509,7 +512,10 @@ def gather_batch(data, rows, cols):
             q = cols.end[i]
             cols.sample[q] = s
             cols.value[q] = values[p]
+            cols.slot[q] = count[i]
             cols.end[i] = q + 1
+    for u in range(n_used):
+        count[cols.pixels[u]] = 0
     return n_used
 
 
@@ -663,30 +669,47 @@ def _momentum_row(w, v, a, d, lr, alpha, nesterov):
 def _hidden_grad(D, inp, B, scale, dest, work):
     """``dest[j] += scale * sum_s inp[s, j] * D[s]`` for every input unit ``j`` some sample used.
 
-    Units go in blocks of ``GRAD_BLOCK`` through :func:`_grad_tile`, the rest
-    one by one; each sum runs over the samples in ascending order.  The units
-    used are left in ``work.block_u``; returns how many.
+    The units used go in blocks of ``GRAD_BLOCK`` through :func:`_grad_tile`,
+    the rest one by one; each sum runs over the samples in ascending order.
+    The inputs are ReLU outputs (never negative), so a unit is used where its
+    largest input is positive.  The units used are left in ``work.block_u``;
+    returns how many.
     """
     n_in = inp.shape[1]
+    top = work.col_max[:n_in]
+    top[:] = 0.0
+    for s in range(B):
+        x = inp[s]
+        for j in range(n_in):
+            top[j] = max(top[j], x[j])
     rows = work.block_u
     n_rows = 0
     for j in range(n_in):
-        used = False
-        for s in range(B):
-            used |= inp[s, j] != 0.0
         rows[n_rows] = j
-        n_rows += 1 if used else 0
+        n_rows += 1 if top[j] > 0.0 else 0
     C = work.hid_c
     S = work.grad_s
     b0 = 0
     while n_rows - b0 >= GRAD_BLOCK:
+        j0 = rows[b0]
+        # In a batch most units are used, so a block is usually a run of
+        # consecutive units, whose coefficients are contiguous in each sample.
+        run = rows[b0 + GRAD_BLOCK - 1] - j0 == GRAD_BLOCK - 1
         nS = 0
         for s in range(B):
+            x = inp[s]
+            c = C[s]
             used = False
-            for q in range(GRAD_BLOCK):
-                a = inp[s, rows[b0 + q]]
-                C[s, q] = scale * a
-                used |= a != 0.0
+            if run:
+                for q in range(GRAD_BLOCK):
+                    a = x[j0 + q]
+                    c[q] = scale * a
+                    used |= a > 0.0
+            else:
+                for q in range(GRAD_BLOCK):
+                    a = x[rows[b0 + q]]
+                    c[q] = scale * a
+                    used |= a > 0.0
             S[nS] = s
             nS += 1 if used else 0
         _grad_tile(D, S, nS, C, dest, rows[b0:b0 + GRAD_BLOCK])
@@ -719,12 +742,12 @@ def _first_layer_grad(D, cols, n_used, B, dest, C, S, seen):
     u0 = 0
     while n_used - u0 >= GRAD_BLOCK:
         pix = cols.pixels[u0:u0 + GRAD_BLOCK]
-        for q in range(GRAD_BLOCK):
-            i = pix[q]
-            for t in range(cols.ptr[i], cols.end[i]):
-                s = cols.sample[t]
-                C[s, q] = cols.value[t]
-                seen[s] = 1
+        # The block's entries are one range (see gather_batch): one loop, not
+        # eight short ones whose ends the CPU would mispredict.
+        for t in range(cols.ptr[pix[0]], cols.end[pix[GRAD_BLOCK - 1]]):
+            s = cols.sample[t]
+            C[s, cols.slot[t]] = cols.value[t]
+            seen[s] = 1
         nS = 0
         for s in range(B):
             S[nS] = s

@@ -17,8 +17,9 @@ ROW_ALIGN = 64
 # Arrays handed to the compiled kernels, grouped as STYLE.md asks.
 NetArrays = namedtuple("NetArrays", "params W b has_bias w_off b_off shapes")
 Workspace = namedtuple("Workspace", "A D grad GW Gb mark active n_active yb alive cols nz_idx nz_val last "
-                                    "block_x0 block_x block_u block_seen grad_c grad_s grad_seen hid_c")
-BatchColumns = namedtuple("BatchColumns", "ptr end count pixels sample value")
+                                    "block_x0 block_x block_u block_seen grad_c grad_s grad_seen hid_c "
+                                    "col_max")
+BatchColumns = namedtuple("BatchColumns", "ptr end count pixels sample value slot")
 SparseData = namedtuple("SparseData", "indptr indices values y")
 OptArrays = namedtuple("OptArrays", "kind sparse lazy s1 s2 lr momentum b1 b2 eps")
 
@@ -184,7 +185,7 @@ class MLP:
         n_in = self.layers[0]
         cols = BatchColumns(np.zeros(n_in + 1, np.int64), np.zeros(n_in, np.int64), np.zeros(n_in, np.int64),
                             np.zeros(n_in, np.int64), np.zeros(batch_size * n_in, np.int64),
-                            np.zeros(batch_size * n_in, dt))
+                            np.zeros(batch_size * n_in, dt), np.zeros(batch_size * n_in, np.uint8))
         widest = max(max(self.layers[:-1]), batch_size)
         widest_in = max(self.layers[:-1])
         # Register-tile scratch (see _kernels.forward_batch and _first_layer_grad);
@@ -197,7 +198,8 @@ class MLP:
                          np.zeros((n_in, fb), dt), np.zeros((widest_in, fb), dt),
                          np.zeros(widest_in, np.int64), np.zeros(n_in, np.int64),
                          np.zeros((batch_size, gb), dt), np.zeros(batch_size, np.int64),
-                         np.zeros(batch_size, np.int64), np.zeros((batch_size, gb), dt))
+                         np.zeros(batch_size, np.int64), np.zeros((batch_size, gb), dt),
+                         np.zeros(widest_in, dt))
 
     def sparse(self, x, y=None) -> SparseData:
         """``x`` (n x fan_in) as CSR rows in this network's dtype, with labels ``y``."""
