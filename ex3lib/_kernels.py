@@ -471,22 +471,30 @@ def _compact(x, idx, val):
 
 
 @njit(cache=True, fastmath={"contract"})
-def gather_batch(data, rows, cols):
-    """Regroup the non-zero inputs of the batch ``rows`` by input pixel (CSR -> CSC).
+def gather_batch(data, rows, cols, scale):
+    """Regroup the non-zero inputs of the batch ``rows`` by input pixel, as the first layer's gradient reads them.
 
     Lists the pixels used in ``cols.pixels`` in the order the samples first
     use them (neighbouring entries then tend to share samples, which keeps
     the register tiles of :func:`_first_layer_grad` dense) and returns how
-    many there are.  Pixel ``i``'s samples, ascending, and their values are
-    ``cols.sample``/``cols.value[cols.ptr[i]:cols.end[i]]``; ``cols.ptr[-1]``
-    is the total; the pixels' ranges follow each other in list order, and
-    ``cols.slot`` holds each entry's pixel's position in the list modulo
-    ``GRAD_BLOCK`` (its column in :func:`_first_layer_grad`'s tile).
-    ``cols.count`` must be all 0 on entry and is again on exit.
-    Only the pixels used are visited, never all of them.
+    many there are.  The ``u``-th pixel listed is column ``q = u %
+    GRAD_BLOCK`` of block ``k = u // GRAD_BLOCK``: ``cols.coef[k, s, q]`` is
+    ``scale`` times sample ``s``'s value of it (0 if the sample does not use
+    it) and ``cols.seen[k, s]`` is 1 if sample ``s`` uses any pixel of block
+    ``k`` -- the tile's coefficient matrix as it is.  One pass over the
+    batch's non-zero inputs, never over all pixels; it first clears what the
+    previous call wrote (recorded in ``cols.extent``), so the batch's
+    gradient may be skipped (a diverged batch) without leaving stale entries.
+    ``cols.count`` is 0 between calls.
     """
+    coef, seen = cols.coef, cols.seen
+    n_blocks = (cols.extent[0] + GRAD_BLOCK - 1) // GRAD_BLOCK
+    for k in range(n_blocks):
+        for s in range(cols.extent[1]):
+            coef[k, s, :] = 0.0
+            seen[k, s] = 0
     indptr, indices, values = data.indptr, data.indices, data.values
-    count = cols.count
+    count = cols.count  # 1 + the list position of each pixel seen so far
     n_used = 0
     for s in range(rows.shape[0]):
         r = rows[s]
@@ -494,28 +502,17 @@ def gather_batch(data, rows, cols):
             i = indices[p]
             c = count[i]
             # Branch-free: whether a pixel is new is hard to predict.
+            u = n_used if c == 0 else c - 1
             cols.pixels[n_used] = i
             n_used += 1 if c == 0 else 0
-            count[i] = c + 1
-    pos = 0
-    for u in range(n_used):
-        i = cols.pixels[u]
-        cols.ptr[i] = pos
-        cols.end[i] = pos
-        pos += count[i]
-        count[i] = u % GRAD_BLOCK
-    cols.ptr[cols.ptr.shape[0] - 1] = pos
-    for s in range(rows.shape[0]):
-        r = rows[s]
-        for p in range(indptr[r], indptr[r + 1]):
-            i = indices[p]
-            q = cols.end[i]
-            cols.sample[q] = s
-            cols.value[q] = values[p]
-            cols.slot[q] = count[i]
-            cols.end[i] = q + 1
+            count[i] = u + 1
+            k = u // GRAD_BLOCK
+            coef[k, s, u % GRAD_BLOCK] = values[p] * scale
+            seen[k, s] = 1
     for u in range(n_used):
         count[cols.pixels[u]] = 0
+    cols.extent[0] = n_used
+    cols.extent[1] = rows.shape[0]
     return n_used
 
 
@@ -729,38 +726,33 @@ def _hidden_grad(D, inp, B, scale, dest, work):
 
 
 @njit(cache=True, fastmath={"contract"})
-def _first_layer_grad(D, cols, n_used, B, dest, C, S, seen):
-    """``dest[i] += sum_s cols.value(s, i) * D[s]`` for every pixel ``i`` the batch uses.
+def _first_layer_grad(D, cols, n_used, B, dest, S, samples, coef):
+    """``dest[i] += sum_s c(s, i) * D[s]`` for every pixel ``i`` the batch uses (``c``: see :func:`gather_batch`).
 
-    Pixels go in blocks of ``GRAD_BLOCK`` consecutive entries of
-    ``cols.pixels`` through :func:`_grad_tile` (``C``: batch x GRAD_BLOCK
-    coefficients, ``S``: the samples using any of them; ``C`` and ``seen`` are
-    all 0 before and after), the rest one by one.  Each sum runs over the
-    pixel's samples in ascending order, so how pixels are grouped does not
+    Full blocks of ``GRAD_BLOCK`` pixels go through :func:`_grad_tile`
+    (``S``: the samples using any of them), the rest one by one
+    (:func:`_grad_one`; ``samples``/``coef``: scratch).  Each sum runs over
+    the pixel's samples in ascending order (a sample of the block that does
+    not use the pixel adds exactly 0), so how pixels are grouped does not
     change a bit of the result.
     """
-    u0 = 0
-    while n_used - u0 >= GRAD_BLOCK:
-        pix = cols.pixels[u0:u0 + GRAD_BLOCK]
-        # The block's entries are one range (see gather_batch): one loop, not
-        # eight short ones whose ends the CPU would mispredict.
-        for t in range(cols.ptr[pix[0]], cols.end[pix[GRAD_BLOCK - 1]]):
-            s = cols.sample[t]
-            C[s, cols.slot[t]] = cols.value[t]
-            seen[s] = 1
+    n_full = n_used // GRAD_BLOCK
+    for k in range(n_full):
+        seen = cols.seen[k]
         nS = 0
         for s in range(B):
             S[nS] = s
             nS += seen[s]
-        _grad_tile(D, S, nS, C, dest, pix)
-        for t in range(nS):
-            s = S[t]
-            seen[s] = 0
-            C[s, :] = 0.0
-        u0 += GRAD_BLOCK
-    for u in range(u0, n_used):
-        i = cols.pixels[u]
-        _grad_one(D, cols.sample, cols.value, cols.ptr[i], cols.end[i], dest[i])
+        _grad_tile(D, S, nS, cols.coef[k], dest, cols.pixels[k * GRAD_BLOCK:(k + 1) * GRAD_BLOCK])
+    C = cols.coef[n_full]
+    for q in range(n_used - n_full * GRAD_BLOCK):
+        n = 0
+        for s in range(B):
+            a = C[s, q]
+            samples[n] = s
+            coef[n] = a
+            n += 1 if a != 0.0 else 0
+        _grad_one(D, samples, coef, 0, n, dest[cols.pixels[n_full * GRAD_BLOCK + q]])
 
 
 @njit(cache=True, fastmath={"contract"})
@@ -812,11 +804,9 @@ def backward_batch(W, b, has_bias, cols, n_used, B, A, D, work, fused, c):
                         act[work.n_active[l]] = j
                         work.n_active[l] += 1
         else:
-            if fused:
-                for q in range(cols.ptr[cols.ptr.shape[0] - 1]):
-                    cols.value[q] *= -c
+            # (With ``fused``, gather_batch has scaled the inputs by -c.)
             dest = Wl if fused else Gl
-            _first_layer_grad(Dl, cols, n_used, B, dest, work.grad_c, work.grad_s, work.grad_seen)
+            _first_layer_grad(Dl, cols, n_used, B, dest, work.grad_s, work.nz_idx, work.nz_val)
             if not fused:
                 for u in range(n_used):
                     i = cols.pixels[u]
@@ -862,7 +852,7 @@ def backward_online_momentum(net, opt, cols, n_used, A, D, work, step):
             for u in range(n_used):
                 i = cols.pixels[u]
                 lo = base + i * n_out
-                _momentum_row(Wl[i], opt.s1[lo:lo + n_out], cols.value[cols.ptr[i]], d,
+                _momentum_row(Wl[i], opt.s1[lo:lo + n_out], cols.coef[u // GRAD_BLOCK, 0, u % GRAD_BLOCK], d,
                               lr, alpha, nesterov)
                 work.last[i] = step
 
@@ -1029,7 +1019,9 @@ def train_window(net, opt, work, data, order, start, stop, batch_size, step):
         end = min(pos + batch_size, stop)
         B = end - pos
         rows = order[pos:end]
-        n_used = gather_batch(data, rows, work.cols)
+        fused = opt.kind == SGD
+        # Plain SGD folds its step into the first layer's inputs (see backward_batch).
+        n_used = gather_batch(data, rows, work.cols, -(opt.lr / B) if fused else 1.0)
         if opt.lazy:
             catch_up_rows(opt, net.params, net.w_off[0], net.shapes[0, 1], work.cols.pixels, n_used,
                           work.last, step)
@@ -1045,7 +1037,6 @@ def train_window(net, opt, work, data, order, start, stop, batch_size, step):
         if B == 1 and opt.lazy and (opt.kind == MOMENTUM or opt.kind == NESTEROV):
             backward_online_momentum(net, opt, work.cols, n_used, work.A, work.D, work, step)
         else:
-            fused = opt.kind == SGD
             backward_batch(net.W, net.b, net.has_bias, work.cols, n_used, B, work.A, work.D, work,
                            fused, opt.lr / B)
             if not fused:
@@ -1131,7 +1122,7 @@ def loss_and_grad(net, work, data, rows):
     L = len(net.W)
     B = rows.shape[0]
     total = _forward_rows(net, work, data, rows)
-    n_used = gather_batch(data, rows, work.cols)
+    n_used = gather_batch(data, rows, work.cols, 1.0)
     backward_batch(net.W, net.b, net.has_bias, work.cols, n_used, B, work.A, work.D, work, False, 0.0)
     for l in range(L):
         mk = work.mark[l]

@@ -17,9 +17,8 @@ ROW_ALIGN = 64
 # Arrays handed to the compiled kernels, grouped as STYLE.md asks.
 NetArrays = namedtuple("NetArrays", "params W b has_bias w_off b_off shapes")
 Workspace = namedtuple("Workspace", "A D grad GW Gb mark active n_active yb alive cols nz_idx nz_val last "
-                                    "block_x0 block_x block_u block_seen grad_c grad_s grad_seen hid_c "
-                                    "col_max")
-BatchColumns = namedtuple("BatchColumns", "ptr end count pixels sample value slot")
+                                    "block_x0 block_x block_u block_seen grad_s hid_c col_max")
+BatchColumns = namedtuple("BatchColumns", "count pixels coef seen extent")
 SparseData = namedtuple("SparseData", "indptr indices values y")
 OptArrays = namedtuple("OptArrays", "kind sparse lazy s1 s2 lr momentum b1 b2 eps")
 
@@ -183,21 +182,22 @@ class MLP:
         yb = np.zeros(batch_size, np.int64)
         alive = np.zeros(max(len(self._shapes) - 1, 1), np.uint8)
         n_in = self.layers[0]
-        cols = BatchColumns(np.zeros(n_in + 1, np.int64), np.zeros(n_in, np.int64), np.zeros(n_in, np.int64),
-                            np.zeros(n_in, np.int64), np.zeros(batch_size * n_in, np.int64),
-                            np.zeros(batch_size * n_in, dt), np.zeros(batch_size * n_in, np.uint8))
+        gb = _kernels.GRAD_BLOCK
+        n_blocks = -(-n_in // gb)
+        cols = BatchColumns(np.zeros(n_in, np.int64), np.zeros(n_in, np.int64),
+                            np.zeros((n_blocks, batch_size, gb), dt), np.zeros((n_blocks, batch_size), np.uint8),
+                            np.zeros(2, np.int64))
         widest = max(max(self.layers[:-1]), batch_size)
         widest_in = max(self.layers[:-1])
-        # Register-tile scratch (see _kernels.forward_batch and _first_layer_grad);
-        # cols.count, block_x0, block_seen, grad_c and grad_seen must be all 0
+        # Register-tile scratch (see _kernels.forward_batch, gather_batch and
+        # _first_layer_grad); cols.count, block_x0 and block_seen must be all 0
         # between uses (the kernels restore that).
-        fb, gb = _kernels.FWD_BLOCK, _kernels.GRAD_BLOCK
+        fb = _kernels.FWD_BLOCK
         return Workspace(A, D, grad, GW, Gb, mark, active, n_active, yb, alive, cols,
                          np.zeros(widest, np.int64), np.zeros(widest, dt),
                          np.zeros(self.layers[0], np.int64),
                          np.zeros((n_in, fb), dt), np.zeros((widest_in, fb), dt),
                          np.zeros(widest_in, np.int64), np.zeros(n_in, np.int64),
-                         np.zeros((batch_size, gb), dt), np.zeros(batch_size, np.int64),
                          np.zeros(batch_size, np.int64), np.zeros((batch_size, gb), dt),
                          np.zeros(widest_in, dt))
 
