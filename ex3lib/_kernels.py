@@ -20,6 +20,12 @@ Layout conventions shared by all kernels
 * The heavy loops are register tiles (see "Register tiles" below): a block
   of rows of a matrix product is summed in SIMD registers, each weight chunk
   loaded once for several samples.
+* Training runs on ``MLP.row_aligned`` copies, whose hidden widths are padded
+  with zero units to whole cache lines.  The kernels work for any width, but
+  every sum along a row must be lane-wise (vector lane ``k % LANES`` takes
+  column ``k``), so that the zero columns of the padding change no bit of
+  it; a reduction whose order depends on the row's length (e.g. a loop
+  LLVM vectorises with ``fastmath`` reassociation) would break that.
 """
 
 import math
@@ -448,6 +454,45 @@ def _dots_tile(W, j0, D, s0, s1, out):
     vstore(out[s1], j0, n_in - j0, vsum8(a10, a11, a12, a13, a14, a15, a16, a17))
 
 
+@njit(cache=True)
+def _dots_active(W, D, s, inp, out, rows, tmp):
+    """``out[s, j] = W[j] . D[s]`` where ``inp[s, j]`` is non-zero, else 0: one sample's error sent back.
+
+    Only the rows of the units the sample used (ReLU on), eight at a time,
+    summed as in :func:`_dots_tile` (so each dot product is the same bits);
+    ``rows`` and ``tmp`` are scratch.
+    """
+    n_in, n_out = W.shape
+    x = inp[s]
+    o = out[s]
+    n = 0
+    for j in range(n_in):
+        rows[n] = j
+        n += 1 if x[j] != 0.0 else 0
+        o[j] = 0.0
+    d = D[s]
+    for b in range(0, n, 8):
+        last = n - 1
+        r0, r1, r2, r3 = W[rows[b]], W[rows[min(b + 1, last)]], W[rows[min(b + 2, last)]], W[rows[min(b + 3, last)]]
+        r4, r5, r6, r7 = (W[rows[min(b + 4, last)]], W[rows[min(b + 5, last)]], W[rows[min(b + 6, last)]],
+                          W[rows[min(b + 7, last)]])
+        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = vzero(d)
+        for k in range(0, n_out, LANES):
+            m = n_out - k
+            x0 = vload(d, k, m)
+            a0 = vmuladd(vload(r0, k, m), x0, a0)
+            a1 = vmuladd(vload(r1, k, m), x0, a1)
+            a2 = vmuladd(vload(r2, k, m), x0, a2)
+            a3 = vmuladd(vload(r3, k, m), x0, a3)
+            a4 = vmuladd(vload(r4, k, m), x0, a4)
+            a5 = vmuladd(vload(r5, k, m), x0, a5)
+            a6 = vmuladd(vload(r6, k, m), x0, a6)
+            a7 = vmuladd(vload(r7, k, m), x0, a7)
+        vstore(tmp, 0, LANES, vsum8(a0, a1, a2, a3, a4, a5, a6, a7))
+        for q in range(min(8, n - b)):
+            o[rows[b + q]] = tmp[q]
+
+
 @njit(cache=True, inline="always", fastmath={"contract"})
 def _axpy(a, x, y):
     for k in range(y.shape[0]):
@@ -787,14 +832,18 @@ def backward_batch(W, b, has_bias, cols, n_used, B, A, D, work, fused, c):
             inp = A[l - 1]
             Dprev = D[l - 1]
             n_in = Wl.shape[0]
-            # The error sent back, with the old weights: every dot product
-            # in register tiles, then 0 where the unit was off (ReLU).
+            # The error sent back, with the old weights: the dot products of
+            # pairs of samples in register tiles, then 0 where the unit was
+            # off (ReLU); an odd sample out takes only the units it used.
+            pairs = B - B % 2
             for j0 in range(0, n_in, 8):
-                for s in range(0, B, 2):
-                    _dots_tile(Wl, j0, Dl, s, min(s + 1, B - 1), Dprev)
-            for s in range(B):
+                for s in range(0, pairs, 2):
+                    _dots_tile(Wl, j0, Dl, s, s + 1, Dprev)
+            for s in range(pairs):
                 for j in range(n_in):
                     Dprev[s, j] = Dprev[s, j] if inp[s, j] != 0.0 else 0.0
+            if pairs < B:
+                _dots_active(Wl, Dl, B - 1, inp, Dprev, work.block_u, work.col_max)
             n_rows = _hidden_grad(Dl, inp, B, -c if fused else 1.0, Wl if fused else Gl, work)
             if not fused:
                 for t in range(n_rows):
@@ -841,13 +890,10 @@ def backward_online_momentum(net, opt, cols, n_used, A, D, work, step):
             inp = A[l - 1][0]
             Dprev = D[l - 1]
             # The error sent back, with the old weights (as in backward_batch).
-            for j0 in range(0, Wl.shape[0], 8):
-                _dots_tile(Wl, j0, D[l], 0, 0, Dprev)
+            _dots_active(Wl, D[l], 0, A[l - 1], Dprev, work.block_u, work.col_max)
             for j in range(Wl.shape[0]):
-                a = inp[j]
-                Dprev[0, j] = Dprev[0, j] if a != 0.0 else 0.0
                 lo = base + j * n_out
-                _momentum_row(Wl[j], opt.s1[lo:lo + n_out], a, d, lr, alpha, nesterov)
+                _momentum_row(Wl[j], opt.s1[lo:lo + n_out], inp[j], d, lr, alpha, nesterov)
         else:
             for u in range(n_used):
                 i = cols.pixels[u]

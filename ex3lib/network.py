@@ -199,7 +199,7 @@ class MLP:
                          np.zeros((n_in, fb), dt), np.zeros((widest_in, fb), dt),
                          np.zeros(widest_in, np.int64), np.zeros(n_in, np.int64),
                          np.zeros(batch_size, np.int64), np.zeros((batch_size, gb), dt),
-                         np.zeros(widest_in, dt))
+                         np.zeros(max(widest_in, _kernels.LANES), dt))
 
     def sparse(self, x, y=None) -> SparseData:
         """``x`` (n x fan_in) as CSR rows in this network's dtype, with labels ``y``."""
