@@ -192,17 +192,19 @@ def test_run_config_from_history_reproduces_the_run(small):
         RunConfig.from_history(h.config)
 
 
-@pytest.mark.parametrize("layers, bias", [((784, 300, 100, 100, 10), False), ((784, 13, 7, 10), True)])
+@pytest.mark.parametrize("layers, bias, dtype", [((784, 300, 100, 100, 10), False, np.float64),
+                                                 ((784, 13, 7, 10), True, np.float64),
+                                                 ((784, 20, 10), False, np.float32)])
 @pytest.mark.parametrize("optimiser, kwargs", [
     ("sgd", {}), ("sgd", {"batch_size": 1}), ("sgd", {"momentum": 0.9}),
     ("sgd", {"momentum": 0.9, "nesterov": True, "batch_size": 1}),
     ("adagrad", {}), ("rmsprop", {"batch_size": 1}), ("adam", {"learning_rate": 0.01}),
 ])
-def test_row_aligned_copy_trains_bit_for_bit_like_the_network(mnist, monkeypatch, layers, bias,
+def test_row_aligned_copy_trains_bit_for_bit_like_the_network(mnist, monkeypatch, layers, bias, dtype,
                                                               optimiser, kwargs):
     import ex3lib.training as training
 
-    net = MLP(layers, bias=bias, seed=5)
+    net = MLP(layers, bias=bias, dtype=dtype, seed=5)
     twin = net.row_aligned()
     assert twin is not net and all(w.ctypes.data % 64 == 0 for w in twin.weights)
     assert all(w.strides[0] % 64 == 0 for w in twin.weights[:-1])
@@ -221,3 +223,26 @@ def test_row_aligned_copy_trains_bit_for_bit_like_the_network(mnist, monkeypatch
     np.testing.assert_array_equal(p_aligned, p_plain)
     _same(h_aligned, h_plain)
     assert h_aligned.extra == h_plain.extra
+
+
+def test_an_interrupted_run_leaves_the_network_as_trained_so_far(mnist, monkeypatch):
+    import ex3lib.training as training
+
+    real = training._kernels.train_window
+    calls = []
+
+    def interrupted_after_one_window(*args):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(training._kernels, "train_window", interrupted_after_one_window)
+    net = MLP(seed=2)
+    with pytest.raises(KeyboardInterrupt):
+        train(net, mnist, train_size=400, log_every=200, epochs=1, progress=False)
+    monkeypatch.setattr(training._kernels, "train_window", real)
+    one_window = MLP(seed=2)
+    train(one_window, mnist, train_size=200, log_every=200, epochs=1, progress=False)
+    assert not np.array_equal(one_window.params, MLP(seed=2).params)
+    np.testing.assert_array_equal(net.params, one_window.params)
