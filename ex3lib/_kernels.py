@@ -789,8 +789,8 @@ def _first_layer_grad(D, cols, n_used, B, dest, S, samples, coef):
             S[nS] = s
             nS += seen[s]
         _grad_tile(D, S, nS, cols.coef[k], dest, cols.pixels[k * GRAD_BLOCK:(k + 1) * GRAD_BLOCK])
-    C = cols.coef[n_full]
     for q in range(n_used - n_full * GRAD_BLOCK):
+        C = cols.coef[n_full]
         n = 0
         for s in range(B):
             a = C[s, q]

@@ -185,7 +185,9 @@ class MLP:
         n_in = self.layers[0]
         gb = _kernels.GRAD_BLOCK
         n_blocks = -(-n_in // gb)
-        cols = BatchColumns(np.zeros(n_in, np.int64), np.zeros(n_in, np.int64),
+        # cols.pixels has one spare slot: gather_batch's branch-free loop stores
+        # a candidate entry before it knows whether the pixel is new.
+        cols = BatchColumns(np.zeros(n_in, np.int64), np.zeros(n_in + 1, np.int64),
                             np.zeros((n_blocks, batch_size, gb), dt), np.zeros((n_blocks, batch_size), np.uint8),
                             np.zeros(2, np.int64))
         widest = max(max(self.layers[:-1]), batch_size)

@@ -1,3 +1,8 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -171,3 +176,31 @@ def test_bad_network_arguments(kwargs, exc, word):
 def test_bad_loss_and_grad_inputs(x, y, exc, word):
     with pytest.raises(exc, match=word):
         MLP((784, 8, 10)).loss_and_grad(x, y)
+
+
+BOUNDS_SCRIPT = """
+import numpy as np
+import ex3lib
+from conftest import Small
+
+small = Small()
+net = ex3lib.MLP((784, 13, 7, 10), bias=True, seed=0)
+x = small.x_train[:37]
+assert (x != 0).any(axis=0).all()  # a batch that uses every input pixel
+net.loss_and_grad(x, small.y_train[:37])
+for kw in ({"batch_size": 1}, {"batch_size": 10}, {"batch_size": 1, "momentum": 0.9},
+           {"batch_size": 7, "optimiser": "adam"}, {"batch_size": 200, "optimiser": "adagrad"}):
+    ex3lib.train(ex3lib.MLP((784, 13, 7, 10), seed=0), small, epochs=1, learning_rate=0.01,
+                 log_every=100, progress=False, **kw)
+print("ok")
+"""
+
+
+def test_kernels_stay_inside_their_arrays(tmp_path):
+    # Numba does not check indices unless asked; a write past an array's end
+    # corrupts memory silently.  Recompile the kernels with bounds checks (in
+    # a scratch cache) and run every path, with batches that use all pixels.
+    env = {**os.environ, "NUMBA_BOUNDSCHECK": "1", "NUMBA_CACHE_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", BOUNDS_SCRIPT], env=env, cwd=Path(__file__).parent,
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
