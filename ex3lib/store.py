@@ -1,9 +1,10 @@
 """A results store on disk, keyed by run config and library source, and parallel runs that fill it.
 
 A finished :func:`ex3lib.run` is saved as JSON under a key derived from its
-:class:`RunConfig` and a fingerprint of ex3lib's source and of the numpy, Numba
-and Python versions. Any edit to the library therefore changes every key, so a
-result computed by older code is never returned. :func:`run_many` looks runs up
+:class:`RunConfig` and a fingerprint of the source training depends on and of
+the numpy, Numba and Python versions. Any edit to that code therefore changes
+every key, so a result computed by older code is never returned; an edit to a
+module training does not import (a chapter's analysis, a figure) keeps them. :func:`run_many` looks runs up
 in the store first and trains only the missing ones, in parallel processes.
 
 >>> import ex3lib
@@ -15,6 +16,7 @@ in the store first and trains only the missing ones, in parallel processes.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import copy
 import functools
@@ -49,22 +51,25 @@ _KEY_RE = re.compile(r"[0-9a-f]{64}")
 _DATA_FIELDS = ("x_train", "y_train", "x_test", "y_test")
 
 
-# Modules that only present or orchestrate runs: training never imports them
-# (tests/test_store.py checks), so editing them cannot change a stored result.
-PRESENTATION_MODULES = ("explore.py", "plots.py", "sweep.py")
+#: The modules that turn a RunConfig into a History: ``run`` (training) and
+#: ``load_mnist`` (data). The fingerprint covers them and every ex3lib module
+#: they import, found by reading their import statements (:func:`run_sources`),
+#: so editing a chapter's analysis, a figure or the sweep command keeps the
+#: stored runs, and a new module that training imports is covered without
+#: anyone listing it.
+RUN_ROOTS = ("training.py", "data.py")
 
 
 @functools.cache
 def source_fingerprint() -> str:
-    """The sha256 of ex3lib's source files and of the numpy, Numba and Python versions.
+    """The sha256 of the source a training run depends on and of the numpy, Numba and Python versions.
 
-    Every ``*.py`` file of the package that a run can depend on is hashed with
-    its path relative to the package, in sorted order, so renaming, adding or
-    editing a module changes the fingerprint. The presentation modules
-    (``PRESENTATION_MODULES``: sliders, plots, sweeps), which training never
-    imports, are left out, so that a change to a figure does not throw away
-    every stored run. It is computed once per process: an edit made while a
-    process runs is only seen by processes started afterwards.
+    The files are those of :func:`run_sources`, each hashed with its path
+    relative to the package, in sorted order, so renaming, adding or editing a
+    module that training imports changes the fingerprint, and editing one it
+    does not import (the results store itself, the chapters' analysis, plots,
+    sliders, sweeps) does not. It is computed once per process: an edit made
+    while a process runs is only seen by processes started afterwards.
 
     Returns
     -------
@@ -76,32 +81,107 @@ def source_fingerprint() -> str:
     >>> len(source_fingerprint())
     64
     """
-    return _fingerprint(skip=PRESENTATION_MODULES)
+    return _fingerprint(run_sources())
 
 
 @functools.cache
 def chapter_fingerprint() -> str:
-    """Like :func:`source_fingerprint`, over every module a chapter can import: all but ``sweep.py``.
+    """Like :func:`source_fingerprint`, over every module a chapter can import: all but the sweep command.
 
     A sweep point is a whole executed chapter, whose figures and text also
     depend on the presentation modules; the sweep command itself runs chapters
     but is never imported by them.
     """
-    return _fingerprint(skip=("sweep.py",))
+    return _fingerprint(rel for rel, _ in _package_files() if not _is_sweep(rel))
 
 
-def _fingerprint(skip) -> str:
+def _is_sweep(rel: str) -> bool:
+    return rel == "sweep.py" or rel.startswith("sweep/")
+
+
+def _package_files():
+    """``(path relative to the package, path)`` of every importable ``*.py`` file of ex3lib, sorted."""
     package = Path(__file__).resolve().parent
     # Names starting with a dot are not importable modules, and editors leave
     # such files behind (Emacs lock files are dangling symlinks named .#x.py).
-    files = sorted(
+    return sorted(
         (p.relative_to(package).as_posix(), p) for p in package.rglob("*.py")
         if not any(part.startswith(".") for part in p.relative_to(package).parts)
-        and p.relative_to(package).as_posix() not in skip
     )
+
+
+def run_sources(roots=RUN_ROOTS) -> list[str]:
+    """The package files ``roots`` import, directly or through each other (paths relative to ex3lib).
+
+    Follows ``from . import x``, ``from .x import y``, ``from ..x import y``
+    and ``import ex3lib.x`` statements anywhere in a file (function-level
+    imports included); a package counts with its ``__init__.py``, and
+    ``from .pkg import name`` also takes ``pkg/name.py`` when there is one.
+    ``ex3lib/__init__.py`` itself is left out: it only re-exports names.
+
+    Examples
+    --------
+    >>> "network.py" in run_sources()
+    True
+    >>> "plots.py" in run_sources()
+    False
+    """
+    package = Path(__file__).resolve().parent
+    seen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        rel = todo.pop()
+        if rel in seen:
+            continue
+        seen.add(rel)
+        tree = ast.parse((package / rel).read_bytes(), filename=rel)
+        here = Path(rel).parent  # the package of this module, relative to ex3lib
+        for node in ast.walk(tree):
+            targets = []
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = here
+                for _ in range(node.level - 1):
+                    base = base.parent
+                targets = _module_files(package, base, node.module, [a.name for a in node.names])
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "ex3lib":
+                module = node.module.partition(".")[2] or None
+                targets = _module_files(package, Path("."), module, [a.name for a in node.names])
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.startswith("ex3lib."):
+                        targets += _module_files(package, Path("."), alias.name.partition(".")[2], [])
+            todo += [t for t in targets if t not in seen]
+    seen.discard("__init__.py")
+    return sorted(seen)
+
+
+def _module_files(package: Path, base: Path, module: str | None, names) -> list[str]:
+    """The files behind ``from <base>.<module> import <names>`` (relative to the package)."""
+    found = []
+    where = base
+    if module:
+        parts = module.split(".")
+        for i, part in enumerate(parts):
+            where = where / part
+            init = where / "__init__.py"
+            if (package / init).is_file():
+                found.append(init.as_posix())
+            elif i == len(parts) - 1 and (package / where.with_suffix(".py")).is_file():
+                found.append(where.with_suffix(".py").as_posix())
+    for name in names:
+        candidate = where / f"{name}.py"
+        if (package / candidate).is_file():
+            found.append(candidate.as_posix())
+        elif (package / where / name / "__init__.py").is_file():
+            found.append((where / name / "__init__.py").as_posix())
+    return [f.removeprefix("./") for f in found]
+
+
+def _fingerprint(files) -> str:
+    package = Path(__file__).resolve().parent
     h = hashlib.sha256()
-    for rel, path in files:
-        content = path.read_bytes()
+    for rel in sorted(files):
+        content = (package / rel).read_bytes()
         # Lengths delimit the fields, so no two different sets of files hash alike.
         for field in (rel.encode(), content):
             h.update(len(field).to_bytes(8, "little"))

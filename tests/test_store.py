@@ -89,27 +89,54 @@ def test_source_fingerprint_covers_source_and_versions(monkeypatch):
     assert source_fingerprint.__wrapped__() != fp
 
 
-def test_presentation_modules_are_outside_the_fingerprint(monkeypatch):
+def test_modules_training_does_not_import_are_outside_the_fingerprint(monkeypatch):
     fp, whole = source_fingerprint(), store_mod.chapter_fingerprint()
     read_bytes = pathlib.Path.read_bytes
-    monkeypatch.setattr(pathlib.Path, "read_bytes",
-                        lambda p: read_bytes(p) + (b"#" if p.name == "plots.py" else b""))
-    assert source_fingerprint.__wrapped__() == fp
-    assert store_mod.chapter_fingerprint.__wrapped__() != whole
+    for name in ("plots.py", "store.py", "experiments.py", "explore.py", "report.py", "gradcheck.py"):
+        monkeypatch.setattr(pathlib.Path, "read_bytes",
+                            lambda p, name=name: read_bytes(p) + (b"#" if p.name == name else b""))
+        assert source_fingerprint.__wrapped__() == fp, name
+        assert store_mod.chapter_fingerprint.__wrapped__() != whole, name
+        monkeypatch.undo()
 
 
-def test_training_never_imports_the_presentation_modules():
-    # What makes leaving them out of the fingerprint safe: a run cannot depend on them.
-    code = ("import sys, numpy as np, ex3lib, ex3lib.experiments, ex3lib.gradcheck, ex3lib.report\n"
+def test_run_sources_follow_the_import_statements(tmp_path, monkeypatch):
+    sources = store_mod.run_sources()
+    assert {"training.py", "data.py", "network.py", "optimisers.py", "schedules.py"} <= set(sources)
+    assert not {"__init__.py", "store.py", "plots.py", "explore.py", "sweep.py"} & set(sources)
+    # Relative, parent-relative, absolute and function-level imports, and submodules of a package.
+    pkg = tmp_path / "ex3lib"
+    (pkg / "sub").mkdir(parents=True)
+    for rel, text in {"__init__.py": "from . import unused\n", "unused.py": "",
+                      "root.py": "from . import a\nfrom .sub import b\nimport ex3lib.c\n",
+                      "a.py": "def f():\n    from ex3lib.sub.d import g\n", "c.py": "", "never.py": "",
+                      "sub/__init__.py": "", "sub/b.py": "from ..e import x\n", "sub/d.py": "", "e.py": ""}.items():
+        (pkg / rel).write_text(text)
+    monkeypatch.setattr(store_mod, "__file__", str(pkg / "store.py"))
+    assert store_mod.run_sources(("root.py",)) == ["a.py", "c.py", "e.py", "root.py", "sub/__init__.py",
+                                                   "sub/b.py", "sub/d.py"]
+
+
+def test_a_run_loads_only_the_fingerprinted_modules():
+    # What makes leaving the other modules out of the fingerprint safe: a run
+    # cannot depend on them.  The package's __init__ (which re-exports
+    # everything) is replaced by an empty package, so that only the modules a
+    # run really imports are loaded.
+    package = pathlib.Path(store_mod.__file__).parent
+    code = ("import sys, types, numpy as np\n"
+            f"pkg = types.ModuleType('ex3lib'); pkg.__path__ = [{str(package)!r}]\n"
+            "sys.modules['ex3lib'] = pkg\n"
+            "import ex3lib.training, ex3lib.data\n"
             "rng = np.random.default_rng(0)\n"
             "data = type('D', (), dict(x_train=rng.random((40, 784)), y_train=np.arange(40) % 10,\n"
             "                          x_test=rng.random((20, 784)), y_test=np.arange(20) % 10))\n"
-            "ex3lib.run_many([ex3lib.RunConfig(epochs=1, log_every=20)], data, store=False,\n"
-            "                workers=1, progress=False)\n"
-            f"bad = [m for m in {store_mod.PRESENTATION_MODULES!r}\n"
-            "       if 'ex3lib.' + m[:-3] in sys.modules]\n"
-            "assert not bad, bad\n")
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+            "ex3lib.training.run(ex3lib.training.RunConfig(epochs=1, log_every=20), data, progress=False)\n"
+            "print(sorted(m for m in sys.modules if m.startswith('ex3lib.')))\n")
+    out = subprocess.run([sys.executable, "-c", code], check=True, timeout=300, capture_output=True,
+                         text=True).stdout
+    loaded = {m.removeprefix("ex3lib.").replace(".", "/") for m in eval(out)}
+    covered = {rel.removesuffix(".py").removesuffix("/__init__") for rel in store_mod.run_sources()}
+    assert loaded and loaded <= covered, loaded - covered
 
 
 def test_put_get_round_trip(store, trained, diverged):
