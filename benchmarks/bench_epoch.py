@@ -17,8 +17,8 @@ sizes m = 1, 10 and 100.
   time is ``time[1] - time[0]`` minus the time of that test evaluation, measured
   separately right afterwards (the fastest of three, which if anything
   overstates ex3lib's epoch time).
-* NumPy: :func:`numpy_reference.sgd_epoch`, the straightforward vectorised
-  implementation, on the same data and weights.  At m = 1 it runs only on the
+* NumPy: :func:`ex3lib.reference.sgd_epoch`, the straightforward vectorised
+  implementation (the library's readable reference of the network), on the same data and weights.  At m = 1 it runs only on the
   first ``--numpy-samples`` images (6,000 by default) and the time is scaled to
   60,000; the output marks every extrapolated number.
 * Start-up: a fresh interpreter that imports ex3lib and trains on 64 synthetic
@@ -46,14 +46,17 @@ only when something fails to run.
 import os
 import sys
 
-# Set before NumPy is imported: BLAS reads these once, when it loads.
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-for _var in THREAD_VARS:
-    os.environ[_var] = "1"
 #: Variables that force OpenBLAS onto a given (older) kernel; see the module docstring.
 FORCED_BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-KEEP_BLAS_ENV = "--keep-blas-env" in sys.argv[1:]
-REMOVED_BLAS_ENV = {} if KEEP_BLAS_ENV else {v: os.environ.pop(v) for v in FORCED_BLAS_VARS if v in os.environ}
+REMOVED_BLAS_ENV = {}
+if __name__ == "__main__":
+    # Set before NumPy is imported: BLAS reads these once, when it loads.  (Only
+    # when run as the benchmark: a test that imports this file keeps its environment.)
+    for _var in THREAD_VARS:
+        os.environ[_var] = "1"
+    if "--keep-blas-env" not in sys.argv[1:]:
+        REMOVED_BLAS_ENV = {v: os.environ.pop(v) for v in FORCED_BLAS_VARS if v in os.environ}
 
 import argparse
 import hashlib
@@ -69,9 +72,7 @@ import numpy as np
 from threadpoolctl import threadpool_info
 
 import ex3lib
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import numpy_reference as ref
+from ex3lib import reference
 
 EPOCH = 60_000
 LEARNING_RATE = 0.01
@@ -79,6 +80,8 @@ BATCH_SIZES = (1, 10, 100)
 #: m -> (least NumPy/ex3lib ratio, most ex3lib seconds per epoch) that count as a pass.
 TARGETS = {1: (12.0, 2.5), 10: (3.0, 1.2), 100: (1.2, 0.8)}
 KERNELS = Path(ex3lib.__file__).resolve().parent / "_kernels.py"
+#: Tolerance of :func:`check_against_ex3lib`: max-norm relative error per array.
+CHECK_RTOL = 1e-10
 #: A train() call that is slower than this in the warm-cache process must have compiled.
 WARM_COMPILE_SUSPECT_S = 2.0
 
@@ -150,7 +153,7 @@ def time_numpy(x, y, weights0, m, n):
     """One NumPy-reference epoch over the first ``n`` images at batch size ``m``; seconds scaled to 60,000."""
     weights = [w.copy() for w in weights0]
     t = time.perf_counter()
-    loss = ref.sgd_epoch(weights, x, y, LEARNING_RATE, m, n_samples=n)
+    loss = reference.sgd_epoch(weights, x, y, LEARNING_RATE, m, n_samples=n)
     run_s = time.perf_counter() - t
     return {"epoch_s": run_s * EPOCH / n, "samples": n, "run_s": run_s, "loss": loss}
 
@@ -187,6 +190,86 @@ def verdict(ratio, ex_s, target):
     want_ratio, want_s = target
     failed = [name for name, ok in (("ratio", ratio >= want_ratio), ("time", ex_s <= want_s)) if not ok]
     return "pass" if not failed else f"FAIL ({', '.join(failed)})"
+
+
+def initial_weights(seed=0):
+    """The weights of ``ex3lib.MLP(seed=seed)`` (Glorot uniform), as independent C-contiguous arrays."""
+    return [np.array(w, dtype=np.float64, order="C") for w in ex3lib.MLP(seed=seed).weights]
+
+
+def _rel_err(a, b):
+    """Max-norm relative error of ``a`` against the reference ``b``.
+
+    Element-wise relative error would be meaningless for gradients that are
+    (nearly) 0, where the two implementations' different summation orders
+    leave differences of a few ulps of the larger terms.
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    scale = np.max(np.abs(b))
+    return float(np.max(np.abs(a - b)) / scale) if scale > 0 else float(np.max(np.abs(a)))
+
+
+def check_against_ex3lib(x, y, *, seed=0, batch_sizes=(1, 10, 100), train_samples=200,
+                         learning_rate=0.01, rtol=CHECK_RTOL):
+    """Compare this reference with ex3lib on the data ``(x, y)``; raise AssertionError on a mismatch.
+
+    Checks (1) the loss and every weight gradient of :func:`ex3lib.reference.loss_and_grad`
+    against :meth:`ex3lib.MLP.loss_and_grad` on the first batch of each size in
+    ``batch_sizes``, at the initial weights and again after the SGD run below,
+    and (2) the weights after :func:`sgd_epoch` over the first
+    ``train_samples`` rows with batch size 10
+    (:func:`ex3lib.reference.sgd_epoch`) against :func:`ex3lib.train` on
+    the same rows (the change of the weights, which is what the update rule
+    and the batch order determine).  Every
+    comparison must agree to ``rtol`` in max-norm relative error.
+
+    Returns
+    -------
+    dict
+        The largest relative error of each kind: ``loss``, ``grad``, ``weights``.
+    """
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.int64)
+    worst = {"loss": 0.0, "grad": 0.0, "weights": 0.0}
+
+    def compare(kind, what, mine, theirs):
+        err = _rel_err(mine, theirs)
+        worst[kind] = max(worst[kind], err)
+        if not err <= rtol:
+            raise AssertionError(f"NumPy reference disagrees with ex3lib: {what} has relative error "
+                                 f"{err:.3g} > {rtol:g}")
+
+    def compare_grads(net, weights, label):
+        for m in batch_sizes:
+            xb, yb = x[:m], y[:m]
+            loss, grads, _ = reference.loss_and_grad(weights, xb, yb)
+            ex_loss, ex_grads = net.loss_and_grad(xb, yb)
+            compare("loss", f"loss ({label}, batch of {m})", loss, ex_loss)
+            for l, (g, ex_g) in enumerate(zip(grads, ex_grads)):
+                compare("grad", f"gradient of layer {l + 1} ({label}, batch of {m})", g, ex_g)
+
+    net = ex3lib.MLP(seed=seed)
+    weights = initial_weights(seed)
+    compare_grads(net, weights, "initial weights")
+
+    k = min(train_samples, x.shape[0])
+    split = max(k // 2, 1)
+    data = _Split(x[:k], y[:k], x[:split], y[:split])
+    ex3lib.train(net, data, learning_rate=learning_rate, batch_size=10, epochs=1, log_every=k,
+                 progress=False)
+    reference.sgd_epoch(weights, x, y, learning_rate, 10, n_samples=k)
+    # The updates are tiny next to the weights, so compare what SGD changed.
+    for l, (w, ex_w, w0) in enumerate(zip(weights, net.weights, initial_weights(seed))):
+        compare("weights", f"change of layer {l + 1} weights over {k} samples of SGD", w - w0, ex_w - w0)
+    compare_grads(net, weights, f"after {k} samples of SGD")
+    return worst
+
+
+class _Split:
+    """The minimal dataset object :func:`ex3lib.train` accepts."""
+
+    def __init__(self, x_train, y_train, x_test, y_test):
+        self.x_train, self.y_train, self.x_test, self.y_test = x_train, y_train, x_test, y_test
 
 
 def parse_args(argv=None):
@@ -239,11 +322,11 @@ def main(argv=None):
     log("loading MNIST and checking the NumPy reference against ex3lib ...")
     data = ex3lib.load_mnist()
     x, y = data.x_train, data.y_train
-    check = ref.check_against_ex3lib(x[:1000], y[:1000])
+    check = check_against_ex3lib(x[:1000], y[:1000])
     log(f"  agreement (max-norm relative error): {check}")
 
     log("warming up (kernel cache load or compile, CSR conversion of the data) ...")
-    weights0 = ref.initial_weights(0)
+    weights0 = initial_weights(0)
     test_sparse = ex3lib.MLP(seed=0).sparse(data.x_test, data.y_test)
     for m in args.batch_sizes:
         time_ex3lib(data, test_sparse, m, max(1_000, m))
@@ -361,10 +444,10 @@ def render(args, plan, results, cold, warm, check, kernels_changed, total_s, bla
               f"Timed: float64, plain SGD, learning rate {LEARNING_RATE:g}, sequential order, "
               f"{EPOCH:,} MNIST images per epoch, minimum of {args.repeat} interleaved repeat(s). "
               "ex3lib epoch = History.time[1] - History.time[0] minus one separately timed test-set "
-              "evaluation; NumPy epoch = the loop of benchmarks/numpy_reference.sgd_epoch.",
+              "evaluation; NumPy epoch = the loop of ex3lib.reference.sgd_epoch.",
               "NumPy reference vs ex3lib (max-norm relative error): "
               f"loss {check['loss']:.1e}, gradients {check['grad']:.1e}, SGD weight changes "
-              f"{check['weights']:.1e} (limit {ref.CHECK_RTOL:g}).",
+              f"{check['weights']:.1e} (limit {CHECK_RTOL:g}).",
               "The epoch losses differ where the two sides trained on different numbers of images."]
     if kernels_changed:
         lines.append(f"WARNING: {KERNELS.name} changed while the benchmark ran; the numbers may mix versions.")

@@ -5,7 +5,7 @@ from ex3lib import MLP
 from ex3lib import _kernels
 from ex3lib.gradcheck import METHODS, gradcheck, h_sweep
 
-from reference import forward
+from ex3lib.reference import forward
 
 
 def _sample(small, i=0):
@@ -13,7 +13,7 @@ def _sample(small, i=0):
 
 
 def _loss(net, x, y):
-    logits = forward(net.weights, net.biases, x[None, :])[-1][0]
+    logits = forward(net.weights, x[None, :], net.biases or None)[-1][0]
     z = logits - logits.max()
     return float(np.log(np.exp(z).sum()) - z[y])
 
