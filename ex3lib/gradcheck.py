@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _kernels
+from . import kernels
 from ._validate import check_float, check_int
 from .network import MLP
 
@@ -117,10 +117,10 @@ def _perturbed(net, x, y, layers, hs):
     for l in layers:
         x_in = x if l == 0 else H[l - 1]
         res = np.empty(net.weights[l].shape + (len(hs),))
-        _kernels.perturbed_losses(arrays.W, arrays.b, arrays.has_bias, Zt, Ht, y, l,
+        kernels.perturbed_losses(arrays.weights, arrays.biases, arrays.has_bias, Zt, Ht, y, l,
                                   np.ascontiguousarray(x_in), np.asarray(hs, np.float64), res)
         out.append(res)
-    return _kernels.sample_loss(H[-1], y), out
+    return kernels.sample_loss(H[-1], y), out
 
 
 def gradcheck(net: MLP, x, y, *, h=1e-8, layers=None) -> GradCheck:

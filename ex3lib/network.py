@@ -6,7 +6,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from . import _kernels
+from . import kernels
 from ._validate import check_int, check_labels, check_inputs
 
 REPORT_LAYERS = (784, 300, 100, 100, 10)
@@ -15,12 +15,43 @@ REPORT_LAYERS = (784, 300, 100, 100, 10)
 ROW_ALIGN = 64
 
 # Arrays handed to the compiled kernels, grouped as STYLE.md asks.
-NetArrays = namedtuple("NetArrays", "params W b has_bias w_off b_off shapes")
-Workspace = namedtuple("Workspace", "A D grad GW Gb mark active n_active yb alive cols nz_idx nz_val last "
-                                    "block_x0 block_x block_u block_seen grad_s hid_c col_max")
-BatchColumns = namedtuple("BatchColumns", "count pixels coef seen extent")
+NetArrays = namedtuple("NetArrays", "params weights biases has_bias weight_offsets bias_offsets shapes")
+NetArrays.__doc__ = """A network as the kernels see it: the flat ``params`` and its per-layer views and offsets."""
 SparseData = namedtuple("SparseData", "indptr indices values y")
-OptArrays = namedtuple("OptArrays", "kind sparse lazy s1 s2 lr momentum b1 b2 eps")
+SparseData.__doc__ = """Inputs as CSR rows (``indptr``, ``indices``, ``values``) and their labels ``y``."""
+BatchPixels = namedtuple("BatchPixels", "position pixels coef in_block extent")
+BatchPixels.__doc__ = """The first layer's gradient tiles' inputs for one batch (see ``kernels.backward.gather_batch``).
+
+``pixels`` lists the pixels the batch uses, ``position[i]`` is 1 + pixel
+``i``'s place in that list while it is being built (0 otherwise),
+``coef[k, s, q]`` sample ``s``'s coefficient for the ``q``-th pixel of block
+``k``, ``in_block[k, s]`` whether sample ``s`` uses any pixel of block ``k``,
+and ``extent`` how many pixels and samples the last batch wrote.
+"""
+Workspace = namedtuple("Workspace", [
+    "outputs",             # per layer (batch, fan_out): ReLU outputs, raw logits for the last layer
+    "deltas",              # per layer (batch, fan_out): dL/d pre-activation
+    "grad",                # flat, like params: the batch's summed gradient (optimisers other than SGD)
+    "weight_grads",        # per layer (fan_in, fan_out) views of grad
+    "bias_grads",          # per layer (fan_out,) views of grad (empty without biases)
+    "row_marked",          # per layer (fan_in,): 1 if the row is listed in active_rows
+    "active_rows",         # per layer (fan_in,): the rows the batch gave a gradient, in the order found
+    "n_active_rows",       # (n_layers,): how many rows active_rows lists
+    "batch_labels",        # (batch,): the labels of the batch being evaluated
+    "layer_alive",         # (n_hidden,): 1 if the hidden layer had a positive output in the window
+    "pixels",              # BatchPixels of the batch
+    "nonzero_index",       # scratch: indices of a row's non-zero entries
+    "nonzero_value",       # scratch: their values
+    "row_updated_at",      # (n_pixels,): update count each first-layer row is up to date with (lazy rules)
+    "first_block_inputs",  # (n_pixels, FWD_BLOCK): the forward tile's inputs for the first layer
+    "block_inputs",        # (widest hidden, FWD_BLOCK): the forward tile's inputs for a hidden layer
+    "block_units",         # scratch: the input units a tile uses
+    "pixel_seen",          # (n_pixels,): 1 for the pixels of the forward tile's block
+    "tile_samples",        # (batch,): the samples a gradient tile uses
+    "hidden_coef",         # (batch, GRAD_BLOCK): a hidden gradient tile's coefficients
+    "unit_max",            # scratch: each input unit's largest value over the batch
+])
+Workspace.__doc__ = """Scratch buffers of the kernels for batches of up to a given size (see :meth:`MLP.workspace`)."""
 
 
 class MLP:
@@ -119,7 +150,7 @@ class MLP:
         Every weight matrix then starts on such a boundary and so does every
         row of a hidden layer's matrix (the output layer's width is the number
         of classes), so a vector load of those rows never straddles two cache
-        lines, which makes an SGD epoch at m = 10 about 8 % faster.  The
+        lines (the README's Speed section says what that gains).  The
         phantom units change nothing: their pre-activation is exactly 0, so
         ReLU outputs 0, which the kernels skip as an input and which masks
         the error sent back to them to 0; their weights get exactly zero
@@ -162,47 +193,50 @@ class MLP:
     def arrays(self) -> NetArrays:
         """The views and offsets the compiled kernels work on."""
         empty = np.zeros(0, self.dtype)
-        b = tuple(self.biases) if self.bias else tuple(empty for _ in self.weights)
-        return NetArrays(self.params, tuple(self.weights), b, self.bias,
-                         self._w_off, self._b_off, self._shapes)
+        biases = tuple(self.biases) if self.bias else tuple(empty for _ in self.weights)
+        return NetArrays(params=self.params, weights=tuple(self.weights), biases=biases, has_bias=self.bias,
+                         weight_offsets=self._w_off, bias_offsets=self._b_off, shapes=self._shapes)
 
     def workspace(self, batch_size: int) -> Workspace:
         """Scratch buffers for batches of up to ``batch_size`` samples."""
         dt = self.dtype
-        A = tuple(np.zeros((batch_size, m), dt) for _, m in self._shapes)
-        D = tuple(np.zeros((batch_size, m), dt) for _, m in self._shapes)
         grad = aligned_zeros(self.params.size, dt)
-        GW = tuple(grad[o:o + n * m].reshape(n, m) for o, (n, m) in zip(self._w_off, self._shapes))
-        if self.bias:
-            Gb = tuple(grad[o:o + m] for o, (_, m) in zip(self._b_off, self._shapes))
-        else:
-            Gb = tuple(np.zeros(0, dt) for _ in self._shapes)
-        mark = tuple(np.zeros(n, np.uint8) for n, _ in self._shapes)
-        active = tuple(np.zeros(n, np.int64) for n, _ in self._shapes)
-        n_active = np.zeros(len(self._shapes), np.int64)
-        yb = np.zeros(batch_size, np.int64)
-        alive = np.zeros(max(len(self._shapes) - 1, 1), np.uint8)
         n_in = self.layers[0]
-        gb = _kernels.GRAD_BLOCK
+        gb, fb = kernels.GRAD_BLOCK, kernels.FWD_BLOCK
         n_blocks = -(-n_in // gb)
-        # cols.pixels has one spare slot: gather_batch's branch-free loop stores
-        # a candidate entry before it knows whether the pixel is new.
-        cols = BatchColumns(np.zeros(n_in, np.int64), np.zeros(n_in + 1, np.int64),
-                            np.zeros((n_blocks, batch_size, gb), dt), np.zeros((n_blocks, batch_size), np.uint8),
-                            np.zeros(2, np.int64))
         widest = max(max(self.layers[:-1]), batch_size)
         widest_in = max(self.layers[:-1])
-        # Register-tile scratch (see _kernels.forward_batch, gather_batch and
-        # _first_layer_grad); cols.count, block_x0 and block_seen must be all 0
+        # pixels.pixels has one spare slot: gather_batch's branch-free loop
+        # stores a candidate entry before it knows whether the pixel is new.
+        pixels = BatchPixels(position=np.zeros(n_in, np.int64), pixels=np.zeros(n_in + 1, np.int64),
+                             coef=np.zeros((n_blocks, batch_size, gb), dt),
+                             in_block=np.zeros((n_blocks, batch_size), np.uint8), extent=np.zeros(2, np.int64))
+        # pixels.position, first_block_inputs and pixel_seen must be all 0
         # between uses (the kernels restore that).
-        fb = _kernels.FWD_BLOCK
-        return Workspace(A, D, grad, GW, Gb, mark, active, n_active, yb, alive, cols,
-                         np.zeros(widest, np.int64), np.zeros(widest, dt),
-                         np.zeros(self.layers[0], np.int64),
-                         np.zeros((n_in, fb), dt), np.zeros((widest_in, fb), dt),
-                         np.zeros(widest_in, np.int64), np.zeros(n_in, np.int64),
-                         np.zeros(batch_size, np.int64), np.zeros((batch_size, gb), dt),
-                         np.zeros(max(widest_in, _kernels.LANES), dt))
+        return Workspace(
+            outputs=tuple(np.zeros((batch_size, m), dt) for _, m in self._shapes),
+            deltas=tuple(np.zeros((batch_size, m), dt) for _, m in self._shapes),
+            grad=grad,
+            weight_grads=tuple(grad[o:o + n * m].reshape(n, m) for o, (n, m) in zip(self._w_off, self._shapes)),
+            bias_grads=(tuple(grad[o:o + m] for o, (_, m) in zip(self._b_off, self._shapes)) if self.bias
+                        else tuple(np.zeros(0, dt) for _ in self._shapes)),
+            row_marked=tuple(np.zeros(n, np.uint8) for n, _ in self._shapes),
+            active_rows=tuple(np.zeros(n, np.int64) for n, _ in self._shapes),
+            n_active_rows=np.zeros(len(self._shapes), np.int64),
+            batch_labels=np.zeros(batch_size, np.int64),
+            layer_alive=np.zeros(max(len(self._shapes) - 1, 1), np.uint8),
+            pixels=pixels,
+            nonzero_index=np.zeros(widest, np.int64),
+            nonzero_value=np.zeros(widest, dt),
+            row_updated_at=np.zeros(n_in, np.int64),
+            first_block_inputs=np.zeros((n_in, fb), dt),
+            block_inputs=np.zeros((widest_in, fb), dt),
+            block_units=np.zeros(widest_in, np.int64),
+            pixel_seen=np.zeros(n_in, np.int64),
+            tile_samples=np.zeros(batch_size, np.int64),
+            hidden_coef=np.zeros((batch_size, gb), dt),
+            unit_max=np.zeros(max(widest_in, kernels.LANES), dt),
+        )
 
     def sparse(self, x, y=None) -> SparseData:
         """``x`` (n x fan_in) as CSR rows in this network's dtype, with labels ``y``."""
@@ -230,10 +264,10 @@ class MLP:
         data = self.sparse(x, y)
         n = data.y.shape[0]
         work = self.workspace(n)
-        loss = _kernels.loss_and_grad(self.arrays(), work, data, np.arange(n, dtype=np.int64))
-        grads = [g.copy() for g in work.GW]
+        loss = kernels.loss_and_grad(self.arrays(), work, data, np.arange(n, dtype=np.int64))
+        grads = [g.copy() for g in work.weight_grads]
         if self.bias:
-            grads += [g.copy() for g in work.Gb]
+            grads += [g.copy() for g in work.bias_grads]
         return float(loss), grads
 
     def evaluate(self, x, y, *, chunk=500):
@@ -246,7 +280,7 @@ class MLP:
         if work is None:
             work = self.workspace(min(chunk, max(n, 1)))
         pred = np.empty(n, np.int64)
-        loss_sum, correct = _kernels.evaluate(self.arrays(), work, data,
+        loss_sum, correct = kernels.evaluate(self.arrays(), work, data,
                                               np.arange(n, dtype=np.int64), pred)
         return loss_sum / n, correct / n, pred
 

@@ -29,13 +29,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _kernels
+from . import kernels
 from ._validate import check_bool, check_choice, check_float
 
 OPTIMISERS = ("sgd", "adagrad", "rmsprop", "adam")
 
 OptState = namedtuple("OptState", "velocity sum_sq mu nu step")
 OptState.__doc__ = """Optimiser state: arrays shaped like the flat parameters (empty when unused) and the update count."""
+
+OptArrays = namedtuple("OptArrays", "kind sparse_safe lazy_first_layer velocity sum_sq mu nu learning_rate "
+                                    "momentum b1 b2 eps")
+OptArrays.__doc__ = """An optimiser as the compiled kernels see it: its rule's code, its state arrays and numbers.
+
+Built by :meth:`Optimiser.arrays`; ``kind`` is one of the codes in
+:mod:`ex3lib.kernels.updates`, ``sparse_safe`` and ``lazy_first_layer`` say
+which rows the kernels may skip or defer, and ``learning_rate`` is the rate in
+force (from the schedule).
+"""
 
 _DEFAULT_B2 = {"rmsprop": 0.9, "adam": 0.999}
 
@@ -56,14 +66,14 @@ class Optimiser:
         """The kernel's code for this update rule."""
         if self.name == "sgd":
             if self.momentum == 0.0:
-                return _kernels.SGD
-            return _kernels.NESTEROV if self.nesterov else _kernels.MOMENTUM
-        return {"adagrad": _kernels.ADAGRAD, "rmsprop": _kernels.RMSPROP, "adam": _kernels.ADAM}[self.name]
+                return kernels.SGD
+            return kernels.NESTEROV if self.nesterov else kernels.MOMENTUM
+        return {"adagrad": kernels.ADAGRAD, "rmsprop": kernels.RMSPROP, "adam": kernels.ADAM}[self.name]
 
     @property
     def sparse_safe(self) -> bool:
         """True when a zero gradient leaves a weight and its state bit-for-bit unchanged."""
-        return self.kind in _kernels.SPARSE_SAFE
+        return self.kind in kernels.SPARSE_SAFE
 
     @property
     def label(self) -> str:
@@ -80,23 +90,20 @@ class Optimiser:
         zeros = lambda used: np.zeros_like(params) if used else np.zeros(0, params.dtype)  # noqa: E731
         kind = self.kind
         return OptState(
-            velocity=zeros(kind in (_kernels.MOMENTUM, _kernels.NESTEROV)),
-            sum_sq=zeros(kind in (_kernels.ADAGRAD, _kernels.RMSPROP)),
-            mu=zeros(kind == _kernels.ADAM),
-            nu=zeros(kind == _kernels.ADAM),
+            velocity=zeros(kind in (kernels.MOMENTUM, kernels.NESTEROV)),
+            sum_sq=zeros(kind in (kernels.ADAGRAD, kernels.RMSPROP)),
+            mu=zeros(kind == kernels.ADAM),
+            nu=zeros(kind == kernels.ADAM),
             step=0,
         )
 
-    def slots(self, state: OptState):
-        """The two state arrays the kernel reads, in its order."""
+    def arrays(self, state: OptState, learning_rate: float) -> OptArrays:
+        """The kernels' view of this optimiser with ``state`` at ``learning_rate``."""
         kind = self.kind
-        if kind in (_kernels.MOMENTUM, _kernels.NESTEROV):
-            return state.velocity, state.nu
-        if kind in (_kernels.ADAGRAD, _kernels.RMSPROP):
-            return state.sum_sq, state.nu
-        if kind == _kernels.ADAM:
-            return state.mu, state.nu
-        return state.velocity, state.nu
+        return OptArrays(kind=kind, sparse_safe=self.sparse_safe,
+                         lazy_first_layer=kind in kernels.LAZY_FIRST_LAYER, velocity=state.velocity,
+                         sum_sq=state.sum_sq, mu=state.mu, nu=state.nu, learning_rate=float(learning_rate),
+                         momentum=self.momentum, b1=self.b1, b2=self.b2, eps=self.eps)
 
     def effective_step(self, state: OptState, learning_rate: float):
         """The per-parameter step size an adaptive method applies now, or None for SGD.
@@ -105,9 +112,9 @@ class Optimiser:
         scales its bias-corrected first moment by ``η / (sqrt(ν / (1 - β₂^t)) + ε)``.
         """
         kind = self.kind
-        if kind in (_kernels.ADAGRAD, _kernels.RMSPROP):
+        if kind in (kernels.ADAGRAD, kernels.RMSPROP):
             return learning_rate / np.sqrt(state.sum_sq + self.eps)
-        if kind == _kernels.ADAM:
+        if kind == kernels.ADAM:
             c2 = 1.0 - self.b2 ** max(state.step, 1)
             return learning_rate / (np.sqrt(state.nu / c2) + self.eps)
         return None
@@ -130,11 +137,10 @@ class Optimiser:
         if params.shape != grad.shape or params.ndim != 1 or params.dtype != grad.dtype:
             raise ValueError(f"params and grad must be flat arrays of the same shape and dtype, "
                              f"got {params.shape}/{params.dtype} and {grad.shape}/{grad.dtype}")
-        s1, s2 = self.slots(state)
         step = state.step + 1
-        c1, c2 = _kernels.bias_corrections(self.b1, self.b2, step)
-        _kernels.update_range(self.kind, params, grad, s1, s2, 0, params.shape[0], 1.0,
-                              learning_rate, self.momentum, self.b1, self.b2, self.eps, c1, c2, True)
+        corrections = kernels.bias_corrections(self.b1, self.b2, step)
+        kernels.update_range(self.arrays(state, learning_rate), params, grad, 0, params.shape[0], 1.0,
+                             corrections, True)
         return state._replace(step=step)
 
 

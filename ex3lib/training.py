@@ -9,9 +9,9 @@ from dataclasses import asdict, dataclass, field, fields
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import _kernels
+from . import kernels
 from ._validate import check_bool, check_choice, check_int, check_inputs, check_labels
-from .network import MLP, REPORT_LAYERS, OptArrays, to_sparse
+from .network import MLP, REPORT_LAYERS, to_sparse
 from .optimisers import make_optimiser
 from .schedules import make_schedule
 
@@ -245,11 +245,12 @@ def _window_stops(n, batch_size, log_every):
     return np.unique(np.append(stops, n))
 
 
-def train(net: MLP, data, *, optimiser="sgd", learning_rate=0.1, batch_size=10, epochs=10,
-          schedule="constant", lr_final=None, momentum=0.0, nesterov=False, b1=0.9, b2=None,
-          eps=1e-8, seed=0, order="sequential", train_size=None, log_every=30_000,
-          progress=True) -> History:
-    """Train ``net`` in place with mini-batch updates and return its :class:`History`.
+#: The RunConfig fields that describe the network rather than its training.
+ARCHITECTURE = ("layers", "bias", "dtype")
+
+
+def train(net: MLP, data, config: RunConfig | None = None, *, progress=True, **hyper) -> History:
+    """Train ``net`` in place as ``config`` says and return its :class:`History`.
 
     Each epoch walks the training set in mini-batches of ``batch_size``
     consecutive samples of the epoch's order (the last batch may be smaller),
@@ -265,64 +266,77 @@ def train(net: MLP, data, *, optimiser="sgd", learning_rate=0.1, batch_size=10, 
     Parameters
     ----------
     net : MLP
+        Trained in place; its architecture must be the one ``config`` names.
     data : object with ``x_train``, ``y_train``, ``x_test``, ``y_test``
         e.g. :func:`ex3lib.load_mnist`.
-    optimiser : {"sgd", "adagrad", "rmsprop", "adam"}
-    learning_rate : float > 0
-        η, or η₀ for ``schedule="linear_decay"``.
-    batch_size : int
-        m, from 1 (on-line learning) to the number of training samples.
-    epochs : int >= 1
-    schedule : {"constant", "linear_decay"}
-    lr_final : float > 0
-        η_N for ``linear_decay`` (report Eq. 5).
-    momentum, nesterov, b1, b2, eps
-        Optimiser hyper-parameters, see :func:`ex3lib.optimisers.make_optimiser`.
-    seed : int
-        Seed of the per-epoch permutations with ``order="shuffle"``.
-    order : {"sequential", "shuffle"}
-        ``sequential`` walks the training set in order every epoch, as the
-        original code did; ``shuffle`` draws a fresh permutation each epoch.
-    train_size : int, optional
-        Train on the first ``train_size`` samples only.
-    log_every : int
-        Samples per logged point (30,000 = two per epoch, as the report).
+    config : RunConfig, optional
+        The hyper-parameters (see :class:`RunConfig`): ``optimiser``,
+        ``learning_rate`` (η, or η₀ with decay), ``batch_size`` (m, from 1 for
+        on-line learning to the number of training samples), ``epochs``,
+        ``schedule`` and ``lr_final`` (η_N of the report's Eq. 5),
+        ``momentum``, ``nesterov``, ``b1``, ``b2``, ``eps``, ``seed`` (of the
+        per-epoch permutations with ``order="shuffle"``), ``order``
+        (``"sequential"``, the training set in order every epoch as the
+        original code, or ``"shuffle"``), ``train_size`` (the first n training
+        images) and ``log_every`` (samples per logged point; 30,000 = two per
+        epoch, as the report).
     progress : bool
         Show a tqdm progress bar once the run has taken more than 2 s.
+    **hyper
+        Instead of ``config``: its fields by name (the network's
+        ``layers``, ``bias`` and ``dtype`` are taken from ``net``).
 
     Examples
     --------
     >>> data = load_mnist()                                          # doctest: +SKIP
-    >>> hist = train(MLP(seed=0), data, learning_rate=0.1, batch_size=10, epochs=1)  # doctest: +SKIP
+    >>> config = RunConfig(learning_rate=0.1, batch_size=10, epochs=1)
+    >>> hist = train(MLP(seed=0), data, config)                      # doctest: +SKIP
     >>> hist.final_accuracy > 0.95                                   # doctest: +SKIP
     True
+    >>> hist = train(MLP(seed=0), data, learning_rate=0.1, epochs=1)  # doctest: +SKIP
     """
     if not isinstance(net, MLP):
         raise TypeError(f"net must be an ex3lib.MLP, got {type(net).__name__}")
+    check_bool("progress", progress)
+    architecture = {"layers": net.layers, "bias": net.bias, "dtype": net.dtype.name}
+    if config is None:
+        allowed = [f.name for f in fields(RunConfig) if f.name not in ARCHITECTURE]
+        unknown = [name for name in hyper if name not in allowed]
+        if unknown:
+            raise TypeError(f"train() got unknown hyper-parameter(s) {', '.join(map(repr, unknown))}; "
+                            f"allowed: {', '.join(allowed)}")
+        config = RunConfig(**hyper, **architecture)
+    elif not isinstance(config, RunConfig):
+        raise TypeError(f"config must be an ex3lib.RunConfig, got {type(config).__name__}")
+    elif hyper:
+        raise TypeError(f"give the hyper-parameters either as config or by name, not both "
+                        f"(got config and {', '.join(map(repr, hyper))})")
+    else:
+        wrong = [f"{k}={getattr(config, k)!r} but the network has {v!r}" for k, v in
+                 (("layers", architecture["layers"]), ("bias", architecture["bias"]),
+                  ("dtype", architecture["dtype"])) if getattr(config, k) != v]
+        if wrong:
+            raise ValueError(f"config does not describe net: {'; '.join(wrong)} (use "
+                             f"config.replace(layers=net.layers, bias=net.bias, dtype=net.dtype.name), "
+                             f"or ex3lib.run(config, data) to build the network it describes)")
     for name in ("x_train", "y_train", "x_test", "y_test"):
         if not hasattr(data, name):
             raise TypeError(f"data must have x_train, y_train, x_test and y_test (e.g. load_mnist()); "
                             f"{type(data).__name__} has no {name}")
-    check_bool("progress", progress)
-    cfg = RunConfig(optimiser=optimiser, learning_rate=learning_rate, batch_size=batch_size,
-                    epochs=epochs, schedule=schedule, lr_final=lr_final, momentum=momentum,
-                    nesterov=nesterov, b1=b1, b2=b2, eps=eps, seed=seed, order=order,
-                    train_size=train_size, log_every=log_every, layers=net.layers, bias=net.bias,
-                    dtype=net.dtype.name)
     x_train = check_inputs("data.x_train", data.x_train, net.layers[0])
     y_train = check_labels("data.y_train", data.y_train, x_train.shape[0], net.layers[-1])
     x_test = check_inputs("data.x_test", data.x_test, net.layers[0])
     y_test = check_labels("data.y_test", data.y_test, x_test.shape[0], net.layers[-1])
     train_data = _sparse_memo(x_train, y_train, net.dtype)
-    if cfg.train_size is not None and cfg.train_size < x_train.shape[0]:
-        k = cfg.train_size
+    if config.train_size is not None and config.train_size < x_train.shape[0]:
+        k = config.train_size
         train_data = train_data._replace(indptr=train_data.indptr[:k + 1], y=train_data.y[:k])
     n_train = train_data.y.shape[0]
-    if cfg.batch_size > n_train:
+    if config.batch_size > n_train:
         raise ValueError(f"batch_size must be from 1 to the number of training samples ({n_train}), "
-                         f"got {cfg.batch_size}")
+                         f"got {config.batch_size}")
     test_data = _sparse_memo(x_test, y_test, net.dtype)
-    return _train(net, cfg, train_data, test_data, progress)
+    return _train(net, config, train_data, test_data, progress)
 
 
 def _train(net, cfg: RunConfig, train_data, test_data, progress) -> History:
@@ -337,7 +351,6 @@ def _train(net, cfg: RunConfig, train_data, test_data, progress) -> History:
     work = knet.workspace(cfg.batch_size)
     eval_work = knet.workspace(500)
     state = opt.init(knet.params)
-    s1, s2 = opt.slots(state)
     netarr = knet.arrays()
     real_shapes = [w.shape for w in net.weights]
     stops = _window_stops(n, cfg.batch_size, cfg.log_every)
@@ -365,7 +378,7 @@ def _train(net, cfg: RunConfig, train_data, test_data, progress) -> History:
             extra["effective_step"].append(
                 [np.percentile(knet.layer_block(eff, l, shape), STEP_PERCENTILES).tolist()
                  for l, shape in enumerate(real_shapes)])
-        t_loss, t_correct = _kernels.evaluate(netarr, eval_work, test_data, test_rows, test_pred)
+        t_loss, t_correct = kernels.evaluate(netarr, eval_work, test_data, test_rows, test_pred)
         for key, value in (("epoch", epoch), ("loss", loss), ("test_loss", t_loss / test_rows.shape[0]),
                            ("test_accuracy", t_correct / test_rows.shape[0]), ("learning_rate", lr),
                            ("time", time.perf_counter() - t0)):
@@ -373,7 +386,7 @@ def _train(net, cfg: RunConfig, train_data, test_data, progress) -> History:
 
     step = 0
     first = order[:stops[0]]
-    loss0, _ = _kernels.evaluate(netarr, eval_work, train_data, first, np.empty(first.shape[0], np.int64))
+    loss0, _ = kernels.evaluate(netarr, eval_work, train_data, first, np.empty(first.shape[0], np.int64))
     log(0.0, loss0 / first.shape[0], np.nan)
 
     diverged, reason = False, ""
@@ -384,12 +397,11 @@ def _train(net, cfg: RunConfig, train_data, test_data, progress) -> History:
             if k > 0 and cfg.order == "shuffle":
                 order = rng.permutation(n).astype(np.int64)
             lr = sched.learning_rate_at(k)
-            optarr = OptArrays(opt.kind, opt.sparse_safe, opt.kind in _kernels.LAZY_FIRST_LAYER, s1, s2, lr,
-                               opt.momentum, opt.b1, opt.b2, opt.eps)
+            optarr = opt.arrays(state, lr)
             start = 0
             for stop in stops:
-                work.alive[:] = 0
-                loss_sum, used, step, status = _kernels.train_window(
+                work.layer_alive[:] = 0
+                loss_sum, used, step, status = kernels.train_window(
                     netarr, optarr, work, train_data, order, start, int(stop), cfg.batch_size, step)
                 bar.update(used)
                 epoch = k + (start + used) / n
@@ -400,7 +412,7 @@ def _train(net, cfg: RunConfig, train_data, test_data, progress) -> History:
                     log(epoch, loss_sum / used, lr)
                     break
                 log(epoch, loss_sum / used, lr)
-                dead = [l + 1 for l in range(n_hidden) if not work.alive[l]]
+                dead = [l + 1 for l in range(n_hidden) if not work.layer_alive[l]]
                 if dead:
                     diverged = True
                     reason = (f"dead network: hidden layer {dead[0]} output 0 for every sample of the "
@@ -430,6 +442,4 @@ def run(config: RunConfig, data, *, progress=True) -> History:
     if not isinstance(config, RunConfig):
         raise TypeError(f"config must be a RunConfig, got {type(config).__name__}")
     net = MLP(config.layers, bias=config.bias, dtype=config.dtype, seed=config.seed)
-    kw = {f.name: getattr(config, f.name) for f in fields(config)
-          if f.name not in ("layers", "bias", "dtype")}
-    return train(net, data, progress=progress, **kw)
+    return train(net, data, config, progress=progress)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from ex3lib import MLP
-from ex3lib import _kernels
+from ex3lib import kernels
 from ex3lib.gradcheck import METHODS, gradcheck, h_sweep
 
 from ex3lib.reference import forward
@@ -32,7 +32,7 @@ def test_perturbed_losses_match_a_full_forward_pass(small, bias):
     for layer in range(3):
         out = np.empty(net.weights[layer].shape + (1,))
         x_in = x if layer == 0 else H[layer - 1]
-        _kernels.perturbed_losses(a.W, a.b, a.has_bias, tuple(Z), tuple(H), y, layer,
+        kernels.perturbed_losses(a.weights, a.biases, a.has_bias, tuple(Z), tuple(H), y, layer,
                                   np.ascontiguousarray(x_in), np.array([1e-3]), out)
         w = net.weights[layer]
         for _ in range(10):

@@ -70,12 +70,12 @@ def test_training_steps_match_numpy_twin(small, name, hyper, lr, batch_size):
 
 
 def _train_forcing(monkeypatch, field, value, net, data, **kwargs):
-    """Train with one field of the kernels' optimiser arguments forced, e.g. ``sparse=False``."""
-    from ex3lib import network, training
+    """Train with one field of the kernels' optimiser arguments forced, e.g. ``sparse_safe=False``."""
+    from ex3lib.optimisers import Optimiser
 
-    def forced(*args):
-        return network.OptArrays(*args)._replace(**{field: value})
-    monkeypatch.setattr(training, "OptArrays", forced)
+    real = Optimiser.arrays
+    monkeypatch.setattr(Optimiser, "arrays",
+                        lambda self, state, lr: real(self, state, lr)._replace(**{field: value}))
     return ex3lib.train(net, data, progress=False, **kwargs)
 
 
@@ -84,7 +84,7 @@ def test_skipping_untouched_rows_changes_no_bit(small, monkeypatch):
     params = []
     for sparse in (True, False):
         net = MLP((784, 24, 16, 10), seed=1)
-        _train_forcing(monkeypatch, "sparse", sparse, net, small, optimiser="adagrad",
+        _train_forcing(monkeypatch, "sparse_safe", sparse, net, small, optimiser="adagrad",
                        learning_rate=0.05, batch_size=4, epochs=2)
         params.append(net.params.copy())
     assert np.array_equal(params[0], params[1])
@@ -138,7 +138,7 @@ def test_deferred_first_layer_rows_match_step_by_step(small, name, hyper, batch_
     runs = []
     for lazy in (True, False):
         net = MLP((784, 24, 16, 10), seed=1)
-        hist = _train_forcing(monkeypatch, "lazy", lazy, net, small, optimiser=name, learning_rate=0.01,
+        hist = _train_forcing(monkeypatch, "lazy_first_layer", lazy, net, small, optimiser=name, learning_rate=0.01,
                               batch_size=batch_size, epochs=2, log_every=70, **hyper)
         runs.append((net.params.copy(), hist))
     (lazy, lazy_hist), (eager, eager_hist) = runs

@@ -228,7 +228,7 @@ def test_row_aligned_copy_trains_bit_for_bit_like_the_network(mnist, monkeypatch
 def test_an_interrupted_run_leaves_the_network_as_trained_so_far(mnist, monkeypatch):
     import ex3lib.training as training
 
-    real = training._kernels.train_window
+    real = training.kernels.train_window
     calls = []
 
     def interrupted_after_one_window(*args):
@@ -237,11 +237,11 @@ def test_an_interrupted_run_leaves_the_network_as_trained_so_far(mnist, monkeypa
         calls.append(1)
         return real(*args)
 
-    monkeypatch.setattr(training._kernels, "train_window", interrupted_after_one_window)
+    monkeypatch.setattr(training.kernels, "train_window", interrupted_after_one_window)
     net = MLP(seed=2)
     with pytest.raises(KeyboardInterrupt):
         train(net, mnist, train_size=400, log_every=200, epochs=1, progress=False)
-    monkeypatch.setattr(training._kernels, "train_window", real)
+    monkeypatch.setattr(training.kernels, "train_window", real)
     one_window = MLP(seed=2)
     train(one_window, mnist, train_size=200, log_every=200, epochs=1, progress=False)
     assert not np.array_equal(one_window.params, MLP(seed=2).params)

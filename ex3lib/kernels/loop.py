@@ -1,0 +1,76 @@
+"""The training loop's compiled core: a whole logging window of mini-batches in one call.
+
+Each mini-batch (report Algorithm 1) is: list the pixels it uses
+(:func:`~ex3lib.kernels.backward.gather_batch`), the forward pass and loss
+(:func:`~ex3lib.kernels.forward.forward_loss`), back-propagation
+(:func:`~ex3lib.kernels.backward.backward_batch`) and the optimiser's step
+(:func:`~ex3lib.kernels.updates.apply_update`, or folded into the
+back-propagation for plain SGD and on-line momentum). Logging, schedules,
+divergence checks and progress bars stay in Python
+(:func:`ex3lib.training.train`), which calls :func:`train_window` once per
+logged point. The reference it must match batch by batch is
+:func:`ex3lib.reference.loss_and_grad` followed by the rule's function in
+:mod:`ex3lib.reference` (tested for every optimiser).
+"""
+
+import math
+
+import numpy as np
+from numba import njit
+
+from .backward import backward_batch, backward_online_momentum, gather_batch
+from .forward import forward_loss
+from .updates import MOMENTUM, NESTEROV, SGD, apply_update, catch_up_rows
+
+
+@njit(cache=True, fastmath={"contract"})
+def train_window(net, opt, work, data, order, start, stop, batch_size, step):
+    """Train on ``order[start:stop]`` in consecutive mini-batches of ``batch_size``.
+
+    ``net``, ``opt``, ``work`` and ``data`` are the named tuples built by
+    :meth:`ex3lib.MLP.arrays`, :meth:`ex3lib.optimisers.Optimiser.arrays`,
+    :meth:`ex3lib.MLP.workspace` and :meth:`ex3lib.MLP.sparse`. Returns
+    ``(loss_sum, n_samples, step, status)``: the summed per-sample training
+    loss (each measured before its batch's update), how many samples were
+    used, the update counter, and 1 if a loss was not finite (the window then
+    stops at that batch, without updating), else 0. Hidden layers that
+    produced a positive output are flagged in ``work.layer_alive``. With
+    ``opt.lazy_first_layer`` every deferred first-layer row is brought up to
+    date before returning (see :func:`~ex3lib.kernels.updates.catch_up_rows`).
+    """
+    loss_sum = 0.0
+    n = 0
+    pos = start
+    status = 0
+    n_out0 = net.shapes[0, 1]
+    while pos < stop:
+        end = min(pos + batch_size, stop)
+        B = end - pos
+        rows = order[pos:end]
+        fused = opt.kind == SGD
+        # Plain SGD folds its step into the first layer's inputs (see backward_batch).
+        n_used = gather_batch(data, rows, work.pixels, -(opt.learning_rate / B) if fused else 1.0)
+        if opt.lazy_first_layer:
+            catch_up_rows(opt, net.params, net.weight_offsets[0], n_out0, work.pixels.pixels, n_used,
+                          work.row_updated_at, step)
+        batch_loss = forward_loss(net, work, data, rows)
+        if not math.isfinite(batch_loss):
+            loss_sum += batch_loss
+            n += B
+            status = 1
+            break
+        loss_sum += batch_loss
+        n += B
+        step += 1
+        if B == 1 and opt.lazy_first_layer and (opt.kind == MOMENTUM or opt.kind == NESTEROV):
+            backward_online_momentum(net, opt, n_used, work, step)
+        else:
+            backward_batch(net, n_used, B, work, fused, opt.learning_rate / B)
+            if not fused:
+                apply_update(net, opt, work, 1.0 / B, step)
+        pos = end
+    if opt.lazy_first_layer:
+        every = np.arange(net.shapes[0, 0])
+        catch_up_rows(opt, net.params, net.weight_offsets[0], n_out0, every, every.shape[0],
+                      work.row_updated_at, step)
+    return loss_sum, n, step, status

@@ -1,0 +1,225 @@
+"""SIMD vectors for Numba: the register tiles' building blocks (and an IEEE square root).
+
+LLVM does not keep a tile of sums in registers across a loop by itself (Numba
+arrays may alias, and its SLP vectoriser leaves loop-carried scalar sums
+alone), so the register tiles of :mod:`ex3lib.kernels.tiles` use an explicit
+vector type: ``LANES`` = 8 lanes of the array's dtype, an LLVM ``<8 x double>``
+(or float). LLVM lowers it to whatever the CPU has: one AVX-512 register, two
+AVX2 registers, four SSE2 registers, NEON pairs. Loads and stores take a lane
+count ``n`` (lanes ``k >= n`` are neither read nor written, loads give 0
+there), so a row whose width is not a multiple of 8 needs no scalar tail loop.
+
+Every operation here is exact IEEE arithmetic lane by lane (``vfma`` and
+``vmuladd`` round once, as a fused multiply-add does); :mod:`ex3lib.reference`
+computes the same sums with NumPy, up to the order of the additions.
+"""
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.core.extending import intrinsic, models, register_model
+
+
+@intrinsic
+def sqrt(typingctx, x):
+    """IEEE square root as the LLVM intrinsic: correctly rounded like ``math.sqrt``.
+
+    Numba lowers ``math.sqrt`` to a call of the C library's ``sqrt``, which
+    may set errno and so keeps LLVM from vectorising the loop around it.
+    """
+    if not isinstance(x, types.Float):
+        return None
+
+    def codegen(context, builder, signature, args):
+        fn = builder.module.declare_intrinsic("llvm.sqrt", [args[0].type])
+        return builder.call(fn, args)
+    return x(x), codegen
+
+
+@intrinsic
+def fma(typingctx, a, b, c):
+    """``a * b + c`` rounded once (IEEE fused multiply-add), in the widest float type of the three.
+
+    Written out where a kernel wants one, so that no compiler's choice of
+    which products to fuse (``fastmath`` "contract") can change a result.
+    """
+    if not all(isinstance(t, (types.Float, types.Integer)) for t in (a, b, c)):
+        return None
+    result = typingctx.unify_types(a, b, c)
+    if not isinstance(result, types.Float):
+        result = types.float64
+
+    def codegen(context, builder, signature, args):
+        values = [context.cast(builder, v, t, result) for v, t in zip(args, signature.args)]
+        ty = values[0].type
+        fn = builder.module.declare_intrinsic("llvm.fma", [ty], ir.FunctionType(ty, [ty] * 3))
+        return builder.call(fn, values)
+    return result(a, b, c), codegen
+
+
+LANES = 8
+
+
+class Vec(types.Type):
+    """Numba type of ``LANES`` values of ``dtype`` held in one SIMD vector."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+        super().__init__(name=f"Vec({dtype} x {LANES})")
+
+
+@register_model(Vec)
+class _VecModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        element = dmm.lookup(fe_type.dtype).get_value_type()
+        super().__init__(dmm, fe_type, ir.VectorType(element, LANES))
+
+
+def _lane_mask(builder, n):
+    """``<LANES x i1>``: lane k is on when ``k < n``."""
+    i64 = ir.IntType(64)
+    lanes = ir.Constant(ir.VectorType(i64, LANES), list(range(LANES)))
+    splat = builder.insert_element(ir.Constant(ir.VectorType(i64, LANES), ir.Undefined), n,
+                                   ir.Constant(ir.IntType(32), 0))
+    splat = builder.shuffle_vector(splat, ir.Constant(splat.type, ir.Undefined),
+                                   ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+    return builder.icmp_signed("<", lanes, splat)
+
+
+def _masked_access(context, builder, sig, args, vtype):
+    """Pointer to ``arr[idx]`` as a vector pointer, and the lane mask for ``n`` lanes."""
+    arr = context.make_array(sig.args[0])(context, builder, args[0])
+    ptr = builder.bitcast(builder.gep(arr.data, [args[1]]), vtype.as_pointer())
+    return ptr, _lane_mask(builder, context.cast(builder, args[2], sig.args[2], types.int64))
+
+
+def _suffix(vtype):
+    return f"v{vtype.count}{'f64' if isinstance(vtype.element, ir.DoubleType) else 'f32'}"
+
+
+def _check_1d(arr):
+    # Contiguous only: the vector is read from (or written to) consecutive addresses.
+    return (isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C"
+            and isinstance(arr.dtype, types.Float))
+
+
+@intrinsic
+def vzero(typingctx, arr):
+    """A vector of zeros of ``arr``'s dtype."""
+    if not _check_1d(arr):
+        return None
+    vt = Vec(arr.dtype)
+
+    def codegen(context, builder, signature, args):
+        return ir.Constant(context.get_value_type(vt), None)
+    return vt(arr), codegen
+
+
+@intrinsic
+def vload(typingctx, arr, idx, n):
+    """``arr[idx:idx + min(n, LANES)]`` as a vector, 0 in the other lanes (nothing read there).
+
+    The caller guarantees that the lanes it asks for are inside ``arr``.
+    """
+    if not (_check_1d(arr) and isinstance(idx, types.Integer) and isinstance(n, types.Integer)):
+        return None
+    vt = Vec(arr.dtype)
+
+    def codegen(context, builder, signature, args):
+        vtype = context.get_value_type(vt)
+        ptr, mask = _masked_access(context, builder, signature, args, vtype)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vtype, [vtype.as_pointer(), ir.IntType(32), mask.type, vtype]),
+            f"llvm.masked.load.{_suffix(vtype)}.p0")
+        return builder.call(fn, [ptr, ir.Constant(ir.IntType(32), 1), mask, ir.Constant(vtype, None)])
+    return vt(arr, idx, n), codegen
+
+
+@intrinsic
+def vstore(typingctx, arr, idx, n, v):
+    """``arr[idx:idx + min(n, LANES)] = v[:n]``; nothing else is written."""
+    if not (_check_1d(arr) and isinstance(v, Vec) and v.dtype == arr.dtype):
+        return None
+
+    def codegen(context, builder, signature, args):
+        vtype = args[3].type
+        ptr, mask = _masked_access(context, builder, signature, args, vtype)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [vtype, vtype.as_pointer(), ir.IntType(32), mask.type]),
+            f"llvm.masked.store.{_suffix(vtype)}.p0")
+        builder.call(fn, [args[3], ptr, ir.Constant(ir.IntType(32), 1), mask])
+        return context.get_dummy_value()
+    return types.none(arr, idx, n, v), codegen
+
+
+@intrinsic
+def vfma(typingctx, a, x, acc):
+    """``acc + a * x`` lane by lane with one rounding (IEEE fused multiply-add); ``a`` is a scalar."""
+    if not (isinstance(x, Vec) and acc == x and isinstance(a, (types.Float, types.Integer))):
+        return None
+
+    def codegen(context, builder, signature, args):
+        vtype = args[1].type
+        scalar = context.cast(builder, args[0], signature.args[0], signature.args[1].dtype)
+        splat = builder.insert_element(ir.Constant(vtype, ir.Undefined), scalar, ir.Constant(ir.IntType(32), 0))
+        splat = builder.shuffle_vector(splat, ir.Constant(vtype, ir.Undefined),
+                                       ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vtype, [vtype] * 3),
+                                            f"llvm.fma.{_suffix(vtype)}")
+        return builder.call(fn, [splat, args[1], args[2]])
+    return x(a, x, acc), codegen
+
+
+@intrinsic
+def vadd(typingctx, x, y):
+    """``x + y`` lane by lane."""
+    if not (isinstance(x, Vec) and y == x):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fadd(args[0], args[1])
+    return x(x, y), codegen
+
+
+@intrinsic
+def vmuladd(typingctx, x, y, acc):
+    """``acc + x * y`` lane by lane with one rounding."""
+    if not (isinstance(x, Vec) and y == x and acc == x):
+        return None
+
+    def codegen(context, builder, signature, args):
+        vtype = args[0].type
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vtype, [vtype] * 3),
+                                            f"llvm.fma.{_suffix(vtype)}")
+        return builder.call(fn, [args[0], args[1], args[2]])
+    return x(x, y, acc), codegen
+
+
+def _pair_sums(builder, x, y, take):
+    """Lane-wise ``x[even] + x[odd]``-style pair sums of two vectors, interleaved by ``take``."""
+    i32 = ir.IntType(32)
+    first = ir.Constant(ir.VectorType(i32, LANES), take[0])
+    second = ir.Constant(ir.VectorType(i32, LANES), take[1])
+    return builder.fadd(builder.shuffle_vector(x, y, first), builder.shuffle_vector(x, y, second))
+
+
+@intrinsic
+def vsum8(typingctx, a0, a1, a2, a3, a4, a5, a6, a7):
+    """The vector of the eight lane sums ``(sum(a0), ..., sum(a7))``, in a fixed order.
+
+    Three rounds of shuffles and adds (a transpose-and-add tree) instead of
+    eight separate horizontal sums.
+    """
+    if not (isinstance(a0, Vec) and all(a == a0 for a in (a1, a2, a3, a4, a5, a6, a7))):
+        return None
+
+    def codegen(context, builder, signature, args):
+        # Round 1: neighbouring lanes of each vector, two vectors per result.
+        r1 = ([0, 8, 2, 10, 4, 12, 6, 14], [1, 9, 3, 11, 5, 13, 7, 15])
+        # Round 2: pairs of pairs; round 3: the two halves.
+        r2 = ([0, 1, 8, 9, 4, 5, 12, 13], [2, 3, 10, 11, 6, 7, 14, 15])
+        r3 = ([0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15])
+        t = [_pair_sums(builder, args[2 * i], args[2 * i + 1], r1) for i in range(4)]
+        u = [_pair_sums(builder, t[2 * i], t[2 * i + 1], r2) for i in range(2)]
+        return _pair_sums(builder, u[0], u[1], r3)
+    return a0(a0, a1, a2, a3, a4, a5, a6, a7), codegen

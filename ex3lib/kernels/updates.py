@@ -1,0 +1,260 @@
+r"""Optimiser updates over the flat parameter vector: each update rule once, element by element.
+
+With :math:`\bar g` the mean mini-batch gradient and :math:`\eta` the
+learning rate (the equations and their sources are in
+:mod:`ex3lib.optimisers`):
+
+* SGD        :math:`w \leftarrow w - \eta \bar g`
+* momentum   :math:`v \leftarrow \alpha v + \eta \bar g`, :math:`w \leftarrow w - v`
+  (Nesterov: :math:`w \leftarrow w - (\alpha v + \eta \bar g)`)
+* AdaGrad    :math:`G \leftarrow G + \bar g^2`, :math:`w \leftarrow w - \eta \bar g / \sqrt{G + \epsilon}`
+* RMSProp    :math:`G \leftarrow \beta_2 G + (1 - \beta_2) \bar g^2`, the same step
+* Adam       :math:`\mu \leftarrow \beta_1 \mu + (1 - \beta_1) \bar g`,
+  :math:`\nu \leftarrow \beta_2 \nu + (1 - \beta_2) \bar g^2`,
+  :math:`w \leftarrow w - \eta \frac{\mu / c_1}{\sqrt{\nu / c_2} + \epsilon}`,
+  :math:`c_i = 1 - \beta_i^t`
+
+Each rule is one inlined function of a single weight and its state
+(:func:`sgd_rule`, :func:`momentum_rule`, :func:`nesterov_rule`, :func:`adagrad_rule`,
+:func:`rmsprop_rule`, :func:`adam_rule`); the loops below apply them to
+ranges of the flat parameters. They must match :func:`ex3lib.reference.sgd`,
+:func:`~ex3lib.reference.adagrad`, :func:`~ex3lib.reference.rmsprop` and
+:func:`~ex3lib.reference.adam` step by step (to 1e-12, tested). The kernels
+receive the optimiser as an ``OptArrays`` named tuple
+(:meth:`ex3lib.optimisers.Optimiser.arrays`).
+
+Where a rule rounds a product and a sum once, it says so with an explicit
+:func:`~ex3lib.kernels.simd.fma`, and nothing here lets the compiler fuse
+operations on its own (no ``fastmath``): the bits of a step do not depend on
+how the loops around a rule are written. The update loops use
+``error_model="numpy"``: a division by zero gives inf/nan (which the training
+loop reports as divergence) instead of a Python exception, and without that
+check LLVM vectorises the loops that divide.
+"""
+
+from numba import njit
+
+from .simd import fma, sqrt
+
+SGD, MOMENTUM, NESTEROV, ADAGRAD, RMSPROP, ADAM = 0, 1, 2, 3, 4, 5
+
+#: Rules whose step is an exact no-op where the gradient is exactly 0, so rows
+#: of a weight matrix that no sample of the batch touched can be skipped
+#: without changing a bit of the result.
+SPARSE_SAFE = (SGD, ADAGRAD)
+
+#: Rules whose zero-gradient step is a fixed linear map, so first-layer rows of
+#: pixels that are 0 can be brought up to date lazily (:func:`catch_up_rows`).
+LAZY_FIRST_LAYER = (MOMENTUM, NESTEROV, RMSPROP)
+
+
+@njit(cache=True, inline="always")
+def sgd_rule(w, g, learning_rate):
+    """``w - η g`` (report Eq. 4)."""
+    return fma(-learning_rate, g, w)
+
+
+@njit(cache=True, inline="always")
+def momentum_rule(w, v, lr_g, momentum):
+    """Classical momentum: ``v = α v + η g``, ``w - v``; ``lr_g`` is ``η g``. Returns ``(w, v)``."""
+    v = fma(momentum, v, lr_g)
+    return w - v, v
+
+
+@njit(cache=True, inline="always")
+def nesterov_rule(w, v, lr_g, momentum):
+    """Nesterov momentum (Sutskever et al.'s form): ``v = α v + η g``, ``w - (α v + η g)``. Returns ``(w, v)``."""
+    v = fma(momentum, v, lr_g)
+    return w - fma(momentum, v, lr_g), v
+
+
+@njit(cache=True, inline="always")
+def momentum_coast(w, v, momentum, nesterov):
+    """:func:`momentum_rule` or :func:`nesterov_rule` with no gradient: ``v = α v``, then ``w - v`` or ``w - α v``.
+
+    The step of a weight that no sample of the batch touched (the rule with
+    ``g = 0``, written out so that no ``+ 0`` is computed).
+    """
+    v = momentum * v
+    if nesterov:
+        return fma(-momentum, v, w), v
+    return w - v, v
+
+
+@njit(cache=True, inline="always")
+def adagrad_rule(w, sum_sq, g, learning_rate, eps):
+    """``G = G + g²``, ``w - η g / sqrt(G + ε)`` (report Algorithm 2); returns ``(w, G)``."""
+    sum_sq = fma(g, g, sum_sq)
+    return fma(-(learning_rate / sqrt(sum_sq + eps)), g, w), sum_sq
+
+
+@njit(cache=True, inline="always")
+def rmsprop_rule(w, sum_sq, g, learning_rate, b2, eps):
+    """``G = β₂ G + (1 - β₂) g²``, ``w - η g / sqrt(G + ε)``; returns ``(w, G)``."""
+    sum_sq = fma(b2, sum_sq, (1.0 - b2) * g * g)
+    return fma(-(learning_rate / sqrt(sum_sq + eps)), g, w), sum_sq
+
+
+@njit(cache=True, inline="always")
+def adam_rule(w, mu, nu, g, learning_rate, b1, b2, eps, c1, c2):
+    """Adam with bias corrections ``c1 = 1 - β₁^t``, ``c2 = 1 - β₂^t``; returns ``(w, μ, ν)``."""
+    mu = fma(b1, mu, (1.0 - b1) * g)
+    nu = fma(b2, nu, (1.0 - b2) * g * g)
+    return w - learning_rate * (mu / c1) / (sqrt(nu / c2) + eps), mu, nu
+
+
+@njit(cache=True, error_model="numpy")
+def bias_corrections(b1, b2, step):
+    """Adam's bias corrections ``(1 - b1**step, 1 - b2**step)`` for update number ``step`` (from 1)."""
+    return 1.0 - b1**step, 1.0 - b2**step
+
+
+@njit(cache=True, error_model="numpy")
+def update_range(opt, params, grad, lo, hi, scale, corrections, has_grad):
+    """Apply one step of ``opt``'s rule to ``params[lo:hi]`` and zero the gradient read.
+
+    ``g = grad * scale`` is the mean mini-batch gradient; with ``has_grad``
+    false the gradient is known to be 0 there and is not read: momentum
+    coasts (:func:`momentum_coast`), RMSProp's accumulator decays and its
+    weight does not move, and Adam takes its step with ``g = 0``. ``corrections`` is Adam's ``(c1, c2)``
+    (:func:`bias_corrections`).
+    """
+    # Slices, looped from 0: with range(lo, hi) Numba keeps a negative-index
+    # check that stops LLVM from vectorising the loops.
+    p = params[lo:hi]
+    gr = grad[lo:hi]
+    n = hi - lo
+    kind, lr = opt.kind, opt.learning_rate
+    if kind == SGD:
+        for i in range(n):
+            p[i] = sgd_rule(p[i], gr[i] * scale, lr)
+            gr[i] = 0.0
+    elif kind == MOMENTUM:
+        v = opt.velocity[lo:hi]
+        if has_grad:
+            for i in range(n):
+                p[i], v[i] = momentum_rule(p[i], v[i], lr * (gr[i] * scale), opt.momentum)
+                gr[i] = 0.0
+        else:
+            for i in range(n):
+                p[i], v[i] = momentum_coast(p[i], v[i], opt.momentum, False)
+    elif kind == NESTEROV:
+        v = opt.velocity[lo:hi]
+        if has_grad:
+            for i in range(n):
+                p[i], v[i] = nesterov_rule(p[i], v[i], lr * (gr[i] * scale), opt.momentum)
+                gr[i] = 0.0
+        else:
+            for i in range(n):
+                p[i], v[i] = momentum_coast(p[i], v[i], opt.momentum, True)
+    elif kind == ADAGRAD:
+        G = opt.sum_sq[lo:hi]
+        for i in range(n):
+            p[i], G[i] = adagrad_rule(p[i], G[i], gr[i] * scale, lr, opt.eps)
+            gr[i] = 0.0
+    elif kind == RMSPROP:
+        G = opt.sum_sq[lo:hi]
+        if has_grad:
+            for i in range(n):
+                p[i], G[i] = rmsprop_rule(p[i], G[i], gr[i] * scale, lr, opt.b2, opt.eps)
+                gr[i] = 0.0
+        else:
+            for i in range(n):
+                G[i] = opt.b2 * G[i]
+    else:
+        mu, nu = opt.mu[lo:hi], opt.nu[lo:hi]
+        c1, c2 = corrections
+        if has_grad:
+            for i in range(n):
+                p[i], mu[i], nu[i] = adam_rule(p[i], mu[i], nu[i], gr[i] * scale, lr, opt.b1, opt.b2, opt.eps,
+                                               c1, c2)
+                gr[i] = 0.0
+        else:
+            for i in range(n):
+                p[i], mu[i], nu[i] = adam_rule(p[i], mu[i], nu[i], 0.0, lr, opt.b1, opt.b2, opt.eps, c1, c2)
+
+
+@njit(cache=True)
+def momentum_row(w, v, a, d, learning_rate, momentum, nesterov):
+    """On-line (m = 1) momentum step of one weight row whose gradient is ``a * d`` (``a`` = 0: none)."""
+    for k in range(w.shape[0]):
+        lr_g = learning_rate * (a * d[k])
+        if nesterov:
+            w[k], v[k] = nesterov_rule(w[k], v[k], lr_g, momentum)
+        else:
+            w[k], v[k] = momentum_rule(w[k], v[k], lr_g, momentum)
+
+
+@njit(cache=True)
+def apply_update(net, opt, work, scale, step):
+    """One optimiser step over every parameter, skipping rows where that is exact or deferred.
+
+    For SGD and AdaGrad a zero gradient leaves weight and state bit-for-bit
+    unchanged, so only the rows listed in ``work.active_rows`` are visited
+    (when ``opt.sparse_safe``). With ``opt.lazy_first_layer`` the first
+    layer's untouched rows are deferred to :func:`catch_up_rows`. Every other
+    row is updated, reading the gradient only where there is one.
+    """
+    corrections = bias_corrections(opt.b1, opt.b2, step)
+    L = net.shapes.shape[0]
+    for l in range(L):
+        n_out = net.shapes[l, 1]
+        base = net.weight_offsets[l]
+        marked = work.row_marked[l]
+        active = work.active_rows[l]
+        if opt.sparse_safe or (opt.lazy_first_layer and l == 0):
+            for q in range(work.n_active_rows[l]):
+                j = active[q]
+                if opt.lazy_first_layer:
+                    work.row_updated_at[j] = step
+                lo = base + j * n_out
+                update_range(opt, net.params, work.grad, lo, lo + n_out, scale, corrections, True)
+                marked[j] = 0
+        else:
+            for j in range(net.shapes[l, 0]):
+                lo = base + j * n_out
+                update_range(opt, net.params, work.grad, lo, lo + n_out, scale, corrections, marked[j] != 0)
+                marked[j] = 0
+        work.n_active_rows[l] = 0
+        if net.has_bias:
+            lo = net.bias_offsets[l]
+            update_range(opt, net.params, work.grad, lo, lo + n_out, scale, corrections, True)
+
+
+@njit(cache=True, error_model="numpy")
+def catch_up_rows(opt, params, base, n_out, rows, n_rows, updated_at, step):
+    """Apply the steps that first-layer rows skipped while their pixel was 0, in closed form.
+
+    A row whose pixel is 0 in every sample of a batch has a zero gradient;
+    for momentum, Nesterov and RMSProp the step is then a fixed linear map of
+    weight and state, so ``k`` skipped steps can be applied at once before
+    the row is next read: momentum ``w -= v * S_k``, ``v *= α^k`` with
+    ``S_k = α (1 - α^k) / (1 - α)``; Nesterov ``w -= v * α S_k``, ``v *= α^k``;
+    RMSProp ``G *= β₂^k`` (the weight does not move). This equals taking the
+    ``k`` steps one by one (:func:`momentum_rule`, :func:`nesterov_rule`,
+    :func:`rmsprop_rule` with ``g = 0``), up to rounding. ``updated_at[j]`` is the update count row
+    ``j`` is up to date with; afterwards it is ``step``.
+    """
+    a = opt.momentum
+    for q in range(n_rows):
+        j = rows[q]
+        k = step - updated_at[j]
+        if k <= 0:
+            continue
+        updated_at[j] = step
+        lo = base + j * n_out
+        w = params[lo:lo + n_out]
+        if opt.kind == RMSPROP:
+            G = opt.sum_sq[lo:lo + n_out]
+            decay = opt.b2**k
+            for i in range(n_out):
+                G[i] *= decay
+            continue
+        v = opt.velocity[lo:lo + n_out]
+        ak = a**k
+        shift = a * (1.0 - ak) / (1.0 - a)
+        if opt.kind == NESTEROV:
+            shift *= a
+        for i in range(n_out):
+            w[i] -= v[i] * shift
+            v[i] *= ak
