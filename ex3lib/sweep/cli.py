@@ -30,6 +30,12 @@ class _HelpFormatter(argparse.HelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command's argument parser (``python -m ex3lib.sweep --help`` shows it).
+
+    Returns
+    -------
+    argparse.ArgumentParser
+    """
     parser = argparse.ArgumentParser(
         prog="python -m ex3lib.sweep",
         description="Execute a chapter notebook with papermill over a grid of its parameters, in "
@@ -77,6 +83,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run the sweep command; the console script ``ex3-sweep``.
+
+    ``-p`` options override the grid file's entries of the same name; a ``-p``
+    with one value fixes the parameter, with several sweeps it.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments; default ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        The exit status: 0 all points ok, 1 some failed, 2 the grid or an
+        option was refused (the message is on stderr), 130 interrupted.
+
+    Examples
+    --------
+    >>> main(["book/sgd.ipynb", "-p", "learning_rate", "0.1,0.01", "--dry-run"])  # doctest: +SKIP
+    0
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -105,6 +132,7 @@ def main(argv=None) -> int:
 
 
 def _dry_run(sweep: Sweep, out) -> int:
+    """``--dry-run``: list the points and whether each is complete; run nothing."""
     root = Path(out) / sweep.chapter
     outputs = SweepFolder(root)
     identity = point_identity(sweep.notebook.read_bytes())

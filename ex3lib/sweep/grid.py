@@ -31,7 +31,17 @@ class SweepError(ValueError):
 
 @dataclass(frozen=True)
 class Point:
-    """One point of a sweep: its file name and every parameter passed to the notebook."""
+    """One point of a sweep: its file name and every parameter passed to the notebook.
+
+    Attributes
+    ----------
+    name : str
+        The point's name (:func:`point_name`), also the stem of its files.
+    swept : dict
+        The swept parameters of this point, name -> value, in grid order.
+    parameters : dict
+        Every parameter passed to the notebook: the fixed ones and ``swept``.
+    """
 
     name: str
     swept: dict
@@ -40,7 +50,21 @@ class Point:
 
 @dataclass
 class Sweep:
-    """An expanded, validated sweep of one notebook."""
+    """An expanded, validated sweep of one notebook, as :func:`make_sweep` returns it.
+
+    Attributes
+    ----------
+    notebook : pathlib.Path
+        The chapter notebook.
+    declared : dict
+        The parameters it declares (:func:`declared_parameters`).
+    fixed : dict
+        Parameters passed to every point, name -> value.
+    swept : dict
+        Swept parameters, name -> list of values, in the given order.
+    points : list of Point
+        The Cartesian product of ``swept``, the last parameter varying fastest.
+    """
 
     notebook: Path
     declared: dict
@@ -50,6 +74,7 @@ class Sweep:
 
     @property
     def chapter(self) -> str:
+        """The notebook's name without ``.ipynb``: the sweep writes into ``<out>/<chapter>/``."""
         return self.notebook.stem
 
 
@@ -61,6 +86,24 @@ def parse_values(text: str, kind: str | None = None) -> list:
     literals (``1e-3``, ``True``, ``'a,b'``), then as YAML (``true``, ``null``),
     else kept as text. For a parameter declared ``str`` (``kind="str"``) every
     item is text, quoted or not (``3`` is ``"3"``).
+
+    Parameters
+    ----------
+    text : str
+        The VALUES of ``-p NAME VALUES``.
+    kind : str, optional
+        The type the notebook declares for the parameter (papermill's
+        ``inferred_type_name``), e.g. ``"str"``.
+
+    Returns
+    -------
+    list
+        One value per item; one item fixes the parameter, more sweep it.
+
+    Examples
+    --------
+    >>> parse_values("0.1,0.01"), parse_values("[0.1],[0.01]"), parse_values("3,'a,b'", "str")
+    ([0.1, 0.01], [[0.1], [0.01]], ['3', 'a,b'])
     """
     items = _split_top_level(text)
     if kind == "str":
@@ -69,6 +112,7 @@ def parse_values(text: str, kind: str | None = None) -> list:
 
 
 def _unquote(text: str) -> str:
+    """``text`` without the quotes around it, if it is one quoted string literal."""
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
         with contextlib.suppress(ValueError, SyntaxError):
             value = ast.literal_eval(text)
@@ -78,6 +122,7 @@ def _unquote(text: str) -> str:
 
 
 def _split_top_level(text: str) -> list:
+    """``text`` split on the commas outside brackets and quotes."""
     items, depth, quote, start = [], 0, None, 0
     for i, ch in enumerate(text):
         if quote:
@@ -101,6 +146,7 @@ class _Text(str):
 
 
 def _literal(text: str):
+    """``text`` as a Python literal, else a YAML bool or null, else :class:`_Text`."""
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError, MemoryError, RecursionError):
@@ -126,6 +172,24 @@ def read_grid_file(path) -> tuple[dict, dict]:
           batch_size: [1, 10, 100]
         parameters:
           n_seeds: 1
+
+    Parameters
+    ----------
+    path : str or path-like
+        The grid file, e.g. ``sweeps/table2.yaml``.
+
+    Returns
+    -------
+    grid : dict
+        Name -> non-empty list of values.
+    fixed : dict
+        Name -> value.
+
+    Raises
+    ------
+    SweepError
+        The file cannot be read, is not YAML, has keys other than ``grid`` and
+        ``parameters``, a value that is no list, or a name both swept and fixed.
     """
     import yaml
 
@@ -161,7 +225,25 @@ def read_grid_file(path) -> tuple[dict, dict]:
 
 
 def declared_parameters(notebook) -> dict:
-    """The parameters the notebook's ``parameters`` cell declares: name -> papermill's inspection."""
+    """The parameters the notebook's ``parameters`` cell declares: name -> papermill's inspection.
+
+    Parameters
+    ----------
+    notebook : str or path-like
+        A ``.ipynb`` file.
+
+    Returns
+    -------
+    dict
+        Name -> papermill's description (``inferred_type_name``, ``default``,
+        ``help``), in the order of the cell.
+
+    Raises
+    ------
+    SweepError
+        The notebook does not exist, is no ``.ipynb``, cannot be read, or
+        declares no parameters.
+    """
     import papermill
 
     notebook = Path(notebook)
@@ -180,7 +262,7 @@ def declared_parameters(notebook) -> dict:
 
 
 class _WrongType(Exception):
-    pass
+    """A value that is not of the type its parameter declares; the message says which."""
 
 
 def _coerce(name, value, spec, notebook):
@@ -226,9 +308,17 @@ def make_sweep(notebook, grid=None, fixed=None) -> Sweep:
 
     Parameters
     ----------
-    notebook : path of a notebook with a ``parameters`` cell
-    grid : dict name -> list of values, swept as a Cartesian product (in the given order)
-    fixed : dict name -> value, passed to every point
+    notebook : str or path-like
+        A notebook with a ``parameters`` cell.
+    grid : dict, optional
+        Name -> list of values, swept as a Cartesian product (in the given order).
+    fixed : dict, optional
+        Name -> value, passed to every point.
+
+    Returns
+    -------
+    Sweep
+        The values converted to the declared types, and the points.
 
     Raises
     ------
@@ -292,7 +382,27 @@ def make_sweep(notebook, grid=None, fixed=None) -> Sweep:
 
 
 def point_name(swept: dict) -> str:
-    """A file name for a point: ``learning_rate=0.1,batch_size=10`` (``default`` with nothing swept)."""
+    """A file name for a point: ``learning_rate=0.1,batch_size=10`` (``default`` with nothing swept).
+
+    Characters other than letters, digits and ``._=,+-`` become ``_``; a name
+    that had any, or is longer than 120 characters, is cut to 100 and gets 8
+    digits of a hash of the values, so that different points keep different
+    names.
+
+    Parameters
+    ----------
+    swept : dict
+        The swept parameters of the point, name -> value.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> point_name({"learning_rate": 0.1, "batch_size": 10})
+    'learning_rate=0.1,batch_size=10'
+    """
     if not swept:
         return "default"
     text = ",".join(f"{k}={_short(v)}" for k, v in swept.items())
@@ -303,8 +413,10 @@ def point_name(swept: dict) -> str:
 
 
 def _short(value) -> str:
+    """How a value reads in a point name: floats by repr (``0.1``, ``1e-05``), the rest by str."""
     return repr(value) if isinstance(value, float) else str(value)
 
 
 def _digest(obj) -> str:
+    """The sha256 of ``obj`` as sorted JSON, in hexadecimal."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=repr).encode()).hexdigest()

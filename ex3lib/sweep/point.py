@@ -40,10 +40,32 @@ def execute_point(notebook_text: str, parameters: dict, *, cwd=None, retries: in
                   start_timeout: float = 120, pinned: dict | None = None) -> dict:
     """Execute a notebook with papermill for one point; never raises for a failing notebook.
 
-    Returns a dict with ``status`` (``"ok"`` or ``"failed"``), ``error``,
-    ``results`` (the glued scalars), ``notebook`` (the executed notebook as
-    JSON text, also when it failed), ``seconds``, ``attempts`` and ``host``.
-    A kernel that does not start or dies is retried up to ``retries`` times.
+    Runs in a worker process (a local one or a Dask worker), whose environment
+    it updates with ``pinned``. A kernel that does not start or dies is
+    retried up to ``retries`` times; a cell that raises is not.
+
+    Parameters
+    ----------
+    notebook_text : str
+        The notebook as JSON text (it travels to the worker; no shared file system is needed).
+    parameters : dict
+        Every parameter of the point, name -> value.
+    cwd : str, optional
+        The folder the kernel runs in (the notebook's own, for a local sweep).
+    retries : int
+        Further attempts after a kernel failed to start or died.
+    start_timeout : float
+        Seconds a kernel may take to start.
+    pinned : dict, optional
+        Environment variables to set first (one thread per library, ``EX3_WORKERS``).
+
+    Returns
+    -------
+    dict
+        ``status`` (``"ok"`` or ``"failed"``), ``error`` (None or a message),
+        ``results`` (the glued scalars, :func:`glued_values`), ``notebook``
+        (the executed notebook as JSON text, also when it failed, None if it
+        never ran), ``seconds``, ``attempts`` and ``host``.
     """
     import nbformat
     import papermill
@@ -81,6 +103,7 @@ def execute_point(notebook_text: str, parameters: dict, *, cwd=None, retries: in
 
 
 def _ordinal(n) -> str:
+    """``1st``, ``2nd``, ``11th``, ...; ``last`` when papermill gives no number."""
     if not isinstance(n, int):
         return "last"
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
@@ -91,6 +114,16 @@ def glued_values(nb) -> dict:
     """The scalars a notebook glued with ``myst_nb.glue``: name -> number, text, bool or None.
 
     Figures, tables and other rich values are left out; a value glued twice keeps the last.
+
+    Parameters
+    ----------
+    nb : nbformat.NotebookNode
+        An executed notebook.
+
+    Returns
+    -------
+    dict
+        Glued name -> value, in the order they were first glued.
     """
     values = {}
     for cell in nb.cells:
@@ -116,25 +149,48 @@ def glued_values(nb) -> dict:
 
 
 def point_identity(notebook_bytes: bytes) -> dict:
-    """What a point's result depends on besides its parameters: the notebook and the library."""
+    """What a point's result depends on besides its parameters: the notebook and the library.
+
+    Parameters
+    ----------
+    notebook_bytes : bytes
+        The notebook file's content.
+
+    Returns
+    -------
+    dict
+        ``notebook_sha256``, ``ex3lib_fingerprint`` (:func:`ex3lib.fingerprint.chapter_fingerprint`)
+        and ``version`` (:data:`RECORD_VERSION`); every record holds these keys.
+    """
     # Plots and sliders count here: a point's results are a whole executed chapter.
     return {"notebook_sha256": hashlib.sha256(notebook_bytes).hexdigest(),
             "ex3lib_fingerprint": chapter_fingerprint(), "version": RECORD_VERSION}
 
 
 class SweepFolder:
-    """The sweep's folder: records, notebooks, the CSV and the figure."""
+    """The sweep's folder, ``<out>/<chapter>/``: each point's record and executed notebook.
+
+    (The CSV and the figure beside them are :mod:`ex3lib.sweep.results`'.)
+
+    Parameters
+    ----------
+    root : pathlib.Path
+        The folder.
+    """
 
     def __init__(self, root: Path):
         self.root = root
 
     def record_path(self, point: Point) -> Path:
+        """``<root>/<point>.json``, the point's record."""
         return self.root / f"{point.name}.json"
 
     def notebook_path(self, point: Point) -> Path:
+        """``<root>/<point>.ipynb``, the point's executed notebook."""
         return self.root / f"{point.name}.ipynb"
 
     def read_record(self, point: Point):
+        """The point's record; None if it has none, ``{"status": "unreadable"}`` if it cannot be read."""
         try:
             return json.loads(self.record_path(point).read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -143,13 +199,14 @@ class SweepFolder:
             return {"status": "unreadable"}
 
     def write_point(self, point: Point, record: dict, notebook_json: str | None) -> None:
+        """Write the point's executed notebook (unless None), then its record, each atomically."""
         # The notebook first, the record last: a record that says "ok" always
         # has its notebook beside it.
         if notebook_json is not None:
             atomic_write(self.notebook_path(point), lambda f: f.write(notebook_json), mode="w")
         atomic_write(self.record_path(point),
-                      lambda f: json.dump(record, f, indent=1, sort_keys=True, allow_nan=True),
-                      mode="w")
+                     lambda f: json.dump(record, f, indent=1, sort_keys=True, allow_nan=True),
+                     mode="w")
 
     def remove_leftovers(self) -> int:
         """Delete temporary files a killed sweep left mid-write; returns how many."""
@@ -162,7 +219,23 @@ class SweepFolder:
 
 
 def point_status(record, point: Point, identity: dict, outputs: SweepFolder):
-    """``("done", None)`` if the point can be skipped, else ``("todo", why)`` (why None: never ran)."""
+    """Whether a point is complete: it finished ok with the same parameters, notebook and library.
+
+    Parameters
+    ----------
+    record : dict or None
+        The point's record, from :meth:`SweepFolder.read_record`.
+    point : Point
+    identity : dict
+        The current :func:`point_identity`.
+    outputs : SweepFolder
+
+    Returns
+    -------
+    tuple
+        ``("done", None)`` if the point can be skipped, else ``("todo", why)``:
+        why it must run again, as a phrase (None if it never ran).
+    """
     if record is None:
         return "todo", None
     if record.get("status") == "unreadable":
@@ -181,4 +254,5 @@ def point_status(record, point: Point, identity: dict, outputs: SweepFolder):
 
 
 def _jsonable(obj):
+    """``obj`` as it comes back from a JSON file (tuples as lists, keys as text)."""
     return json.loads(json.dumps(obj, sort_keys=True, allow_nan=True))

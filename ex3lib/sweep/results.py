@@ -22,6 +22,7 @@ __all__ = ["default_metrics", "write_csv", "write_summary_figure"]
 
 
 def _cell(value):
+    """A value as a CSV cell: NaN as ``nan``, lists and dicts as JSON, None as empty."""
     if isinstance(value, float) and math.isnan(value):
         return "nan"
     if isinstance(value, (list, dict)):
@@ -40,7 +41,23 @@ def write_csv(sweep: Sweep, records: dict, path: Path, all_results: bool = False
 
     The results are the glued names the notebook lists in its ``ex3.sweep_results``
     metadata (all its glued scalars if it lists none, or with ``all_results``); every
-    point's JSON record keeps all of them.
+    point's JSON record keeps all of them. A glued name equal to a parameter's
+    becomes the column ``result.<name>``. The file is written atomically.
+
+    Parameters
+    ----------
+    sweep : Sweep
+    records : dict
+        Point name -> record, for the points that have one; the others are ``pending``.
+    path : pathlib.Path
+        The CSV file, ``<out>/<chapter>/results.csv``.
+    all_results : bool
+        Every glued scalar as a column, whatever the notebook lists.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
     """
     declared = [] if all_results else list(_notebook_meta(sweep).get("sweep_results") or [])
     result_names = list(declared)
@@ -73,11 +90,24 @@ def write_csv(sweep: Sweep, records: dict, path: Path, all_results: bool = False
 
 
 def _numeric(value) -> bool:
+    """Whether ``value`` is a number that can be plotted (bools are not)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def default_metrics(sweep: Sweep, records: dict) -> list:
-    """The notebook's ``ex3.sweep_metrics`` metadata, else its first (up to four) numeric results."""
+    """The notebook's ``ex3.sweep_metrics`` metadata, else its first (up to four) numeric results.
+
+    Parameters
+    ----------
+    sweep : Sweep
+    records : dict
+        Point name -> record.
+
+    Returns
+    -------
+    list of str
+        Glued names.
+    """
     named = _notebook_meta(sweep).get("sweep_metrics")
     if named:
         return list(named)
@@ -90,7 +120,27 @@ def default_metrics(sweep: Sweep, records: dict) -> list:
 
 
 def write_summary_figure(sweep: Sweep, records: dict, path: Path, metrics=None):
-    """Each metric against the first swept parameter, one line per setting of the others."""
+    """Each metric against the first swept parameter, one line per setting of the others.
+
+    Only the points that finished ok are drawn; a glued ``<metric>_std`` becomes
+    an error bar. With no such point or no numeric metric, no figure is made and
+    an old one at ``path`` is removed.
+
+    Parameters
+    ----------
+    sweep : Sweep
+    records : dict
+        Point name -> record.
+    path : pathlib.Path
+        The PNG file, ``<out>/<chapter>/summary.png``.
+    metrics : list of str, optional
+        Glued names to plot; default :func:`default_metrics`.
+
+    Returns
+    -------
+    pathlib.Path or None
+        ``path``, or None if there was nothing to draw.
+    """
     from matplotlib.figure import Figure
 
     ok = [p for p in sweep.points if (records.get(p.name) or {}).get("status") == "ok"]

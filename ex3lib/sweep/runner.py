@@ -38,7 +38,25 @@ _POINT_THREADS = {**PINNED_THREADS, "MKL_NUM_THREADS": "1"}
 
 @dataclass
 class SweepResult:
-    """What a finished (or interrupted) sweep did."""
+    """What a finished (or interrupted) sweep did.
+
+    Attributes
+    ----------
+    out : pathlib.Path
+        The sweep's folder, ``<out>/<chapter>/``.
+    csv : pathlib.Path
+        Its ``results.csv``.
+    figure : pathlib.Path or None
+        Its ``summary.png``, None if there was nothing to draw.
+    ok, failed : int
+        Points with a record, by status (the complete ones skipped included).
+    skipped : int
+        Points that were complete already and did not run.
+    pending : int
+        Points with no record (the sweep was interrupted).
+    interrupted : bool
+        Ctrl-C or SIGTERM stopped the sweep.
+    """
 
     out: Path
     csv: Path
@@ -51,6 +69,7 @@ class SweepResult:
 
     @property
     def exit_code(self) -> int:
+        """The command's exit status: 130 interrupted, 1 a point failed, else 0."""
         return 130 if self.interrupted else (1 if self.failed else 0)
 
 
@@ -59,18 +78,47 @@ def run_sweep(sweep: Sweep, *, out=DEFAULT_OUT, workers=None, scheduler=None, re
               log=print) -> SweepResult:
     """Execute every point of ``sweep`` that is not complete yet; write the CSV and the figure.
 
+    Each point's record is written as soon as it finishes, so an interrupted
+    sweep (Ctrl-C, SIGTERM) keeps the points it completed; it then stops its
+    workers, still writes the CSV (the other points as ``pending``) and
+    returns with ``interrupted`` set.
+
     Parameters
     ----------
-    sweep : Sweep from :func:`make_sweep`
-    out : folder; the sweep writes into ``out/<chapter>/``
-    workers : int >= 1; local worker processes (default: one per CPU). Ignored with a scheduler.
-    scheduler : address of a Dask distributed scheduler (``tcp://host:port``), or None for local processes
-    retries : times a point whose kernel failed to start or died is tried again
-    start_timeout : seconds a kernel may take to start
-    force : run every point, even those already complete
-    metrics : glued names to plot (default: the notebook's ``ex3.sweep_metrics`` metadata, else
-        its first numeric results)
-    all_results : put every glued scalar in the CSV, not only the notebook's ``ex3.sweep_results``
+    sweep : Sweep
+        From :func:`~ex3lib.sweep.grid.make_sweep`.
+    out : str or path-like
+        Folder; the sweep writes into ``out/<chapter>/``.
+    workers : int >= 1, optional
+        Local worker processes (default: one per CPU). Ignored with a scheduler.
+    scheduler : str, optional
+        Address of a Dask distributed scheduler (``tcp://host:port``), or None
+        for local processes.
+    retries : int >= 0
+        Times a point whose kernel failed to start or died is tried again.
+    start_timeout : float
+        Seconds a kernel may take to start.
+    force : bool
+        Run every point, even those already complete.
+    metrics : list of str, optional
+        Glued names to plot (default: the notebook's ``ex3.sweep_metrics``
+        metadata, else its first numeric results).
+    all_results : bool
+        Put every glued scalar in the CSV, not only the notebook's ``ex3.sweep_results``.
+    progress : bool
+        Show a progress bar over the points.
+    log : callable
+        Called with each line of the sweep's report (default: print).
+
+    Returns
+    -------
+    SweepResult
+
+    Raises
+    ------
+    SweepError
+        A bad option, an output folder that cannot be created, another sweep
+        writing into the same folder, or a scheduler that cannot be reached.
     """
     from tqdm.auto import tqdm
 
@@ -187,6 +235,7 @@ class _LocalEngine:
     """Points in a pool of spawned processes on this machine."""
 
     def __init__(self, workers: int, n_points: int, cwd: Path, log_path: Path):
+        """``workers`` processes at most, one per point, running kernels in ``cwd``, logging to ``log_path``."""
         self.workers = min(workers, n_points)
         self.log_path = str(log_path)
         cpus = os.cpu_count() or 1
@@ -205,6 +254,7 @@ class _LocalEngine:
         return self
 
     def run(self, points, notebook_text, retries, start_timeout):
+        """Execute the points; yields ``(point, outcome)`` as each finishes."""
         futures = {self.pool.submit(execute_point, notebook_text, p.parameters, retries=retries,
                                     start_timeout=start_timeout, pinned=self.pinned): p
                    for p in points}
@@ -242,6 +292,7 @@ class _DaskEngine:
     """Points on a Dask distributed cluster."""
 
     def __init__(self, address: str):
+        """An engine for the scheduler at ``address``; SweepError if Dask distributed is not installed."""
         try:
             import distributed
         except ImportError:
@@ -261,6 +312,7 @@ class _DaskEngine:
         return self
 
     def run(self, points, notebook_text, retries, start_timeout):
+        """Execute the points on the cluster; yields ``(point, outcome)`` as each finishes."""
         # The notebook travels as text: a worker on another machine need not share this file system.
         text = self.client.scatter(notebook_text, broadcast=True)
         self.futures = {self.client.submit(execute_point, text, p.parameters, retries=retries,
