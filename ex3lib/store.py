@@ -209,6 +209,7 @@ class ResultsStore:
         return removed
 
     def _folders(self):
+        """The store's two-hex-digit subfolders (none if the root does not exist yet)."""
         if not self.root.is_dir():
             return
         for folder in self.root.iterdir():
@@ -216,12 +217,14 @@ class ResultsStore:
                 yield folder
 
     def _files(self):
+        """Every file named as the store names its results, of any ex3lib version."""
         for folder in self._folders():
             for path in folder.glob("*.json"):
                 if _KEY_RE.fullmatch(path.stem) and path.stem[:2] == folder.name:
                     yield path
 
     def _invalid(self, path: Path, problem: str) -> None:
+        """Warn once per file that ``path`` is ignored because of ``problem``; returns None (a miss)."""
         if path not in self._warned:
             self._warned.add(path)
             warnings.warn(f"ignoring stored result {path}: it {problem}; the run will be repeated",
@@ -230,6 +233,7 @@ class ResultsStore:
 
 
 def _check_config(name, config):
+    """Raise TypeError, naming the argument ``name``, unless ``config`` is a RunConfig."""
     if not isinstance(config, RunConfig):
         raise TypeError(f"{name} must be an ex3lib.RunConfig, got {type(config).__name__}")
 
