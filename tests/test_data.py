@@ -322,19 +322,6 @@ class TestCache:
         assert load_mnist_uint8(cache_dir=cache_copy.parent) is not first
         assert fake_fetch == []
 
-    def test_failed_write_leaves_no_temporary_file(self, tmp_path):
-        target = tmp_path / "target"
-        target.write_bytes(b"old")
-
-        def fail(f):
-            f.write(b"partial")
-            raise OSError("disk full")
-
-        with pytest.raises(OSError, match="disk full"):
-            data._atomic_write(target, fail)
-        assert os.listdir(tmp_path) == ["target"]
-        assert target.read_bytes() == b"old"
-
 
 class _RunsShell:
     def __reduce__(self):

@@ -1,4 +1,5 @@
-"""Tests for ex3lib.store: the source fingerprint, the on-disk results store and run_many."""
+"""Tests for the source fingerprint (ex3lib.fingerprint), the on-disk results store (ex3lib.store) and
+run_many (ex3lib.runner)."""
 
 import json
 import multiprocessing
@@ -12,9 +13,14 @@ import platformdirs
 import pytest
 
 from ex3lib import History, RunConfig, run
+from ex3lib import fingerprint as fingerprint_mod
+from ex3lib import runner as runner_mod
 from ex3lib import store as store_mod
 from ex3lib.data import MNIST
-from ex3lib.store import ResultsStore, run_many, source_fingerprint
+from ex3lib.fingerprint import source_fingerprint
+from ex3lib.runner import run_many
+from ex3lib.store import ResultsStore
+from ex3lib.sysutil import PINNED_THREADS
 
 TINY = dict(train_size=600, epochs=1, batch_size=10, log_every=300, layers=(784, 32, 10))
 ARRAYS = ("epoch", "loss", "test_loss", "test_accuracy", "learning_rate", "time")
@@ -85,25 +91,27 @@ def test_source_fingerprint_covers_source_and_versions(monkeypatch):
                         lambda p: read_bytes(p) + (b"#" if p.name == "training.py" else b""))
     assert source_fingerprint.__wrapped__() != fp
     monkeypatch.undo()
-    monkeypatch.setattr(store_mod.numba, "__version__", "0.0.0")
+    monkeypatch.setattr(fingerprint_mod.numba, "__version__", "0.0.0")
     assert source_fingerprint.__wrapped__() != fp
 
 
 def test_modules_training_does_not_import_are_outside_the_fingerprint(monkeypatch):
-    fp, whole = source_fingerprint(), store_mod.chapter_fingerprint()
+    fp, whole = source_fingerprint(), fingerprint_mod.chapter_fingerprint()
     read_bytes = pathlib.Path.read_bytes
-    for name in ("plots.py", "store.py", "experiments.py", "explore.py", "report.py", "gradcheck.py"):
+    for name in ("plots.py", "store.py", "experiments.py", "explore.py", "report.py", "gradcheck.py",
+                 "fingerprint.py", "runner.py"):
         monkeypatch.setattr(pathlib.Path, "read_bytes",
                             lambda p, name=name: read_bytes(p) + (b"#" if p.name == name else b""))
         assert source_fingerprint.__wrapped__() == fp, name
-        assert store_mod.chapter_fingerprint.__wrapped__() != whole, name
+        assert fingerprint_mod.chapter_fingerprint.__wrapped__() != whole, name
         monkeypatch.undo()
 
 
 def test_run_sources_follow_the_import_statements(tmp_path, monkeypatch):
-    sources = store_mod.run_sources()
+    sources = fingerprint_mod.run_sources()
     assert {"training.py", "data.py", "network.py", "optimisers.py", "schedules.py"} <= set(sources)
-    assert not {"__init__.py", "store.py", "plots.py", "explore.py", "sweep.py"} & set(sources)
+    assert not {"__init__.py", "store.py", "plots.py", "explore.py", "sweep.py", "sweep/__init__.py",
+                "fingerprint.py", "runner.py"} & set(sources)
     # Relative, parent-relative, absolute and function-level imports, and submodules of a package.
     pkg = tmp_path / "ex3lib"
     (pkg / "sub").mkdir(parents=True)
@@ -112,8 +120,8 @@ def test_run_sources_follow_the_import_statements(tmp_path, monkeypatch):
                       "a.py": "def f():\n    from ex3lib.sub.d import g\n", "c.py": "", "never.py": "",
                       "sub/__init__.py": "", "sub/b.py": "from ..e import x\n", "sub/d.py": "", "e.py": ""}.items():
         (pkg / rel).write_text(text)
-    monkeypatch.setattr(store_mod, "__file__", str(pkg / "store.py"))
-    assert store_mod.run_sources(("root.py",)) == ["a.py", "c.py", "e.py", "root.py", "sub/__init__.py",
+    monkeypatch.setattr(fingerprint_mod, "__file__", str(pkg / "fingerprint.py"))
+    assert fingerprint_mod.run_sources(("root.py",)) == ["a.py", "c.py", "e.py", "root.py", "sub/__init__.py",
                                                    "sub/b.py", "sub/d.py"]
 
 
@@ -122,7 +130,7 @@ def test_a_run_loads_only_the_fingerprinted_modules():
     # cannot depend on them.  The package's __init__ (which re-exports
     # everything) is replaced by an empty package, so that only the modules a
     # run really imports are loaded.
-    package = pathlib.Path(store_mod.__file__).parent
+    package = pathlib.Path(fingerprint_mod.__file__).parent
     code = ("import sys, types, numpy as np\n"
             f"pkg = types.ModuleType('ex3lib'); pkg.__path__ = [{str(package)!r}]\n"
             "sys.modules['ex3lib'] = pkg\n"
@@ -135,7 +143,7 @@ def test_a_run_loads_only_the_fingerprinted_modules():
     out = subprocess.run([sys.executable, "-c", code], check=True, timeout=300, capture_output=True,
                          text=True).stdout
     loaded = {m.removeprefix("ex3lib.").replace(".", "/") for m in eval(out)}
-    covered = {rel.removesuffix(".py").removesuffix("/__init__") for rel in store_mod.run_sources()}
+    covered = {rel.removesuffix(".py").removesuffix("/__init__") for rel in fingerprint_mod.run_sources()}
     assert loaded and loaded <= covered, loaded - covered
 
 
@@ -272,7 +280,7 @@ def counting_run(monkeypatch):
         calls.append(config)
         return run(config, data, progress=progress)
 
-    monkeypatch.setattr(store_mod, "run", counted)
+    monkeypatch.setattr(runner_mod, "run", counted)
     return calls
 
 
@@ -292,7 +300,7 @@ def test_run_many_in_process_orders_merges_and_reuses(store, mnist, monkeypatch)
     def no_training(*args, **kwargs):
         raise AssertionError("run_many trained a stored run")
 
-    monkeypatch.setattr(store_mod, "run", no_training)
+    monkeypatch.setattr(runner_mod, "run", no_training)
     again = run_many(iter([c, a, b]), store=store, workers=1, progress=False)
     for got, want in zip(again, [first[3], first[0], first[1]]):
         assert_same_history(got, want)
@@ -309,14 +317,14 @@ def test_run_many_without_store_writes_nothing(mnist, monkeypatch, tmp_path):
 
 
 def test_run_many_in_parallel_matches_run_in_process(store, mnist, monkeypatch):
-    for name in store_mod._PINNED_THREADS:
+    for name in PINNED_THREADS:
         monkeypatch.delenv(name, raising=False)
     configs = [tiny(), tiny(seed=1, order="shuffle")]
     hs = run_many(configs, store=store, workers=2, progress=False)
     for config, got in zip(configs, hs):
         assert_same_history(got, run(config, mnist, progress=False), timing=False)
         assert_same_history(store.get(config), got)
-    assert not any(name in os.environ for name in store_mod._PINNED_THREADS)
+    assert not any(name in os.environ for name in PINNED_THREADS)
     assert multiprocessing.active_children() == []
 
 
@@ -371,16 +379,16 @@ def test_unwritable_store_warns_and_still_returns(store, mnist, monkeypatch):
 
 def test_result_of_a_worker_with_other_source_is_not_stored(store, trained):
     with pytest.warns(UserWarning, match="source changed"):
-        store_mod._save(store, tiny(), trained, "0" * 64)
+        runner_mod._save(store, tiny(), trained, "0" * 64)
     assert len(store) == 0
-    store_mod._save(store, tiny(), trained, source_fingerprint())
+    runner_mod._save(store, tiny(), trained, source_fingerprint())
     assert tiny() in store
 
 
 def test_default_mnist_is_loaded_by_workers_not_sent(mnist, small_mnist):
-    assert store_mod._is_default_mnist(mnist)
-    assert not store_mod._is_default_mnist(small_mnist)
-    assert not store_mod._is_default_mnist(MNIST(*(np.array(a) for a in (mnist.x_train, mnist.y_train,
+    assert runner_mod._is_default_mnist(mnist)
+    assert not runner_mod._is_default_mnist(small_mnist)
+    assert not runner_mod._is_default_mnist(MNIST(*(np.array(a) for a in (mnist.x_train, mnist.y_train,
                                                                             mnist.x_test, mnist.y_test))))
 
 
@@ -404,12 +412,12 @@ def test_run_many_argument_checks(kwargs, error, match, tmp_path):
 
 def test_default_workers_from_the_environment(monkeypatch):
     monkeypatch.delenv("EX3_WORKERS", raising=False)
-    assert store_mod.default_workers() == (os.cpu_count() or 1)
+    assert runner_mod.default_workers() == (os.cpu_count() or 1)
     monkeypatch.setenv("EX3_WORKERS", "3")
-    assert store_mod.default_workers() == 3
+    assert runner_mod.default_workers() == 3
     for bad in ("0", "-1", "two", "1.5"):
         monkeypatch.setenv("EX3_WORKERS", bad)
         with pytest.raises(ValueError, match=f"EX3_WORKERS must be a positive integer.*{bad!r}"):
-            store_mod.default_workers()
+            runner_mod.default_workers()
     with pytest.raises(ValueError, match="EX3_WORKERS"):
         run_many([RunConfig(epochs=1)], progress=False)

@@ -13,6 +13,8 @@ import nbformat
 import pytest
 
 from ex3lib import sweep as sw
+from ex3lib.sweep import point as sweep_point
+from ex3lib.sweep import runner as sweep_runner
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY_PARAMETERS = '''x: float = 1.0  # a number
@@ -212,7 +214,7 @@ def test_second_sweep_into_same_folder_refused(toy, tmp_path):
     sweep = sw.make_sweep(toy, {}, {})
     root = tmp_path / "runs" / "toy"
     root.mkdir(parents=True)
-    with sw._lock(root):
+    with sweep_runner._lock(root):
         with pytest.raises(sw.SweepError, match="another sweep is writing"):
             sw.run_sweep(sweep, out=tmp_path / "runs", progress=False, log=lambda s: None)
 
@@ -257,9 +259,9 @@ def test_kill_and_resume(toy, tmp_path, how):
 
 
 def test_transient_kernel_errors_are_recognised():
-    assert sw._TRANSIENT.search("RuntimeError: Kernel didn't respond in 60 seconds")
-    assert sw._TRANSIENT.search("DeadKernelError: Kernel died")
-    assert not sw._TRANSIENT.search("ValueError: asked to fail")
+    assert sweep_point._TRANSIENT.search("RuntimeError: Kernel didn't respond in 60 seconds")
+    assert sweep_point._TRANSIENT.search("DeadKernelError: Kernel died")
+    assert not sweep_point._TRANSIENT.search("ValueError: asked to fail")
 
 
 # ---------------------------------------------------------------------------- Dask and the real chapter

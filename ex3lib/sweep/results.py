@@ -1,0 +1,192 @@
+"""The collected results of a sweep: ``results.csv`` and ``summary.png``.
+
+The CSV has one row per point of the grid, in grid order, and the figure each
+chosen metric against the first swept parameter. Which glued values become
+columns and which are plotted, the notebook says in its ``ex3`` metadata
+(``sweep_results``, ``sweep_metrics``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+from ..sysutil import atomic_write
+from .grid import Sweep
+
+__all__ = ["default_metrics", "write_csv", "write_summary_figure"]
+
+
+def _cell(value):
+    """A value as a CSV cell: NaN as ``nan``, lists and dicts as JSON, None as empty."""
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return "" if value is None else value
+
+
+def _notebook_meta(sweep: Sweep) -> dict:
+    """The notebook's ``ex3`` metadata: ``sweep_results`` (CSV columns) and ``sweep_metrics`` (figure)."""
+    meta = json.loads(sweep.notebook.read_text(encoding="utf-8")).get("metadata", {})
+    return meta.get("ex3") or {}
+
+
+def write_csv(sweep: Sweep, records: dict, path: Path, all_results: bool = False) -> Path:
+    """One row per point of the grid, in grid order: parameters, status, glued results, seconds, error.
+
+    The results are the glued names the notebook lists in its ``ex3.sweep_results``
+    metadata (all its glued scalars if it lists none, or with ``all_results``); every
+    point's JSON record keeps all of them. A glued name equal to a parameter's
+    becomes the column ``result.<name>``. The file is written atomically.
+
+    Parameters
+    ----------
+    sweep : Sweep
+    records : dict
+        Point name -> record, for the points that have one; the others are ``pending``.
+    path : pathlib.Path
+        The CSV file, ``<out>/<chapter>/results.csv``.
+    all_results : bool
+        Every glued scalar as a column, whatever the notebook lists.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    declared = [] if all_results else list(_notebook_meta(sweep).get("sweep_results") or [])
+    result_names = list(declared)
+    if not declared:
+        for point in sweep.points:
+            for name in (records.get(point.name) or {}).get("results", {}):
+                if name not in result_names:
+                    result_names.append(name)
+    param_names = list(sweep.swept) + [n for n in sweep.fixed if n not in sweep.swept]
+    header = ["point", "status", *param_names, *result_names, "seconds", "attempts", "error"]
+    taken = set(header[:2 + len(param_names)])
+    clash = [n for n in result_names if n in taken]
+    if clash:  # a glued name equal to a parameter name: keep both apart
+        header = header[:2 + len(param_names)] + [f"result.{n}" if n in clash else n
+                                                  for n in result_names] + header[-3:]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for point in sweep.points:
+        record = records.get(point.name)
+        status = "pending" if record is None else record.get("status", "failed")
+        results = (record or {}).get("results", {})
+        writer.writerow([point.name, status, *(_cell(point.parameters.get(n)) for n in param_names),
+                         *(_cell(results.get(n)) for n in result_names),
+                         "" if record is None else _cell(round(record.get("seconds", math.nan), 2)),
+                         "" if record is None else record.get("attempts", ""),
+                         "" if record is None else (record.get("error") or "")])
+    atomic_write(path, lambda f: f.write(buffer.getvalue()), mode="w")
+    return path
+
+
+def _numeric(value) -> bool:
+    """Whether ``value`` is a number that can be plotted (bools are not)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def default_metrics(sweep: Sweep, records: dict) -> list:
+    """The notebook's ``ex3.sweep_metrics`` metadata, else its first (up to four) numeric results.
+
+    Parameters
+    ----------
+    sweep : Sweep
+    records : dict
+        Point name -> record.
+
+    Returns
+    -------
+    list of str
+        Glued names.
+    """
+    named = _notebook_meta(sweep).get("sweep_metrics")
+    if named:
+        return list(named)
+    names = []
+    for record in records.values():
+        for name, value in record.get("results", {}).items():
+            if _numeric(value) and name not in names:
+                names.append(name)
+    return names[:4]
+
+
+def write_summary_figure(sweep: Sweep, records: dict, path: Path, metrics=None):
+    """Each metric against the first swept parameter, one line per setting of the others.
+
+    Only the points that finished ok are drawn; a glued ``<metric>_std`` becomes
+    an error bar. With no such point or no numeric metric, no figure is made and
+    an old one at ``path`` is removed.
+
+    Parameters
+    ----------
+    sweep : Sweep
+    records : dict
+        Point name -> record.
+    path : pathlib.Path
+        The PNG file, ``<out>/<chapter>/summary.png``.
+    metrics : list of str, optional
+        Glued names to plot; default :func:`default_metrics`.
+
+    Returns
+    -------
+    pathlib.Path or None
+        ``path``, or None if there was nothing to draw.
+    """
+    from matplotlib.figure import Figure
+
+    ok = [p for p in sweep.points if (records.get(p.name) or {}).get("status") == "ok"]
+    metrics = list(metrics or default_metrics(sweep, records))
+    metrics = [m for m in metrics if any(_numeric(records[p.name]["results"].get(m)) for p in ok)]
+    if not ok or not metrics:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # an old figure would show results this sweep does not have
+        return None
+    names = list(sweep.swept)
+    x_name = names[0] if names else None
+    others = names[1:]
+    x_values = sweep.swept.get(x_name, [None])
+    numeric_x = x_name is not None and all(_numeric(v) for v in x_values)
+    log_x = numeric_x and all(v > 0 for v in x_values) and max(x_values) / min(x_values) >= 20
+    fig = Figure(figsize=(4.2 * len(metrics), 3.4), layout="constrained")
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    groups = {}
+    for p in ok:
+        groups.setdefault(tuple(p.swept[n] for n in others), []).append(p)
+    for ax, metric in zip(axes, metrics):
+        for key, pts in groups.items():
+            pts = sorted(pts, key=lambda p: x_values.index(p.swept[x_name]) if x_name else 0)
+            xs = [p.swept[x_name] if numeric_x else x_values.index(p.swept[x_name]) if x_name else 0
+                  for p in pts]
+            results = [records[p.name]["results"] for p in pts]
+            ys = [r.get(metric) if _numeric(r.get(metric)) else math.nan for r in results]
+            # A glued <metric>_std (e.g. over seeds) becomes an error bar.
+            errs = [r.get(f"{metric}_std") if _numeric(r.get(f"{metric}_std")) else math.nan
+                    for r in results]
+            label = ", ".join(f"{n} = {v}" for n, v in zip(others, key)) or None
+            ax.errorbar(xs, ys, yerr=None if all(math.isnan(e) for e in errs) else errs,
+                        fmt="o-", capsize=3, label=label)
+        if log_x:
+            ax.set_xscale("log")
+        if x_name and not numeric_x:
+            ax.set_xticks(range(len(x_values)), [str(v) for v in x_values])
+        ax.set_xlabel(x_name or "")
+        ax.set_title(metric, fontsize=9)
+        ax.grid(alpha=0.3)
+        if others:
+            ax.legend(fontsize=7)
+    n_bad = len(sweep.points) - len(ok)
+    fig.suptitle(f"sweep of {sweep.notebook.name}: {len(ok)} point(s)"
+                 + (f" ({n_bad} failed or pending, not shown)" if n_bad else ""), fontsize=10)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
+    return path
