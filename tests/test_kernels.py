@@ -70,7 +70,7 @@ def test_the_cache_folder_is_named_by_the_fingerprint_of_the_kernel_files():
 
 def test_kernel_modules_are_in_the_results_fingerprint():
     # A kernel edit must also invalidate the stored results of training runs.
-    from ex3lib.store import run_sources
+    from ex3lib.fingerprint import run_sources
     files = {p.name for p in (PACKAGE / "kernels").glob("*.py")}
     assert {f"kernels/{name}" for name in files} <= set(run_sources())
 

@@ -147,6 +147,32 @@ def test_bad_training_arguments(small, kwargs, exc, word):
         train(MLP((784, 8, 10)), small, **kwargs)
 
 
+def test_train_takes_a_run_config_or_its_fields_by_name(small):
+    config = RunConfig(layers=(784, 16, 10), optimiser="adam", **{**TINY, "learning_rate": 0.01})
+    by_config = train(MLP((784, 16, 10)), small, config, progress=False)
+    by_name = train(MLP((784, 16, 10)), small, optimiser="adam", progress=False, **{**TINY, "learning_rate": 0.01})
+    _same(by_config, by_name)
+    assert by_config.config == {**config.to_dict(), "init_seed": 0}
+    _same(ex3lib.run(config, small, progress=False), by_config)
+
+
+@pytest.mark.parametrize("call, exc, words", [
+    (lambda net, data: train(net, data, RunConfig(), progress=False), ValueError,
+     r"config does not describe net: layers=\(784, 300, 100, 100, 10\) but the network has \(784, 8, 10\)"),
+    (lambda net, data: train(net, data, RunConfig(layers=(784, 8, 10), dtype="float32")), ValueError,
+     "dtype='float32' but the network has 'float64'"),
+    (lambda net, data: train(net, data, RunConfig(layers=(784, 8, 10)), epochs=2), TypeError,
+     "either as config or by name, not both"),
+    (lambda net, data: train(net, data, {"epochs": 1}), TypeError, "config must be an ex3lib.RunConfig"),
+    (lambda net, data: train(net, data, learning_rat=0.1), TypeError,
+     "unknown hyper-parameter.*'learning_rat'.*allowed: optimiser, learning_rate"),
+    (lambda net, data: train(net, data, layers=(784, 8, 10)), TypeError, "unknown hyper-parameter.*'layers'"),
+])
+def test_train_refuses_a_config_that_does_not_fit(small, call, exc, words):
+    with pytest.raises(exc, match=words):
+        call(MLP((784, 8, 10)), small)
+
+
 def test_bad_data(small):
     class Wrong:
         x_train = np.zeros((10, 100))
