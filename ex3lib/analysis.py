@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .experiments import by_setting, failed, fate, finals, mean_std, seed_stats
+from .experiments import by_setting, failed, fate, finals, mean_std, seed_stats, setting_label
 
 LN10 = float(np.log(10))
 
@@ -255,14 +255,15 @@ def within_noise(best, other, k=2.0) -> bool:
 def paired_difference(histories, baseline) -> dict:
     """Final test accuracy of ``histories`` minus ``baseline``, paired by seed (same initial weights).
 
-    Returns ``mean``/``std`` of the differences, ``n_better`` (seeds where it is
-    positive), ``noise`` (two standard errors of the mean difference; nan for
-    one seed) and ``verdict`` (``"larger than"`` or ``"within"`` the noise).
+    Returns ``diff_mean``/``diff_std`` of the differences, ``n_seeds_better``
+    (seeds where it is positive), ``noise`` (two standard errors of the mean
+    difference; nan for one seed) and ``verdict`` (``"larger than"`` or
+    ``"within"`` the noise).
     """
     diff = finals(histories) - finals(baseline)
     mean, std = seed_stats(diff)
     noise = 2 * std / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
-    return {"mean": mean, "std": std, "n_better": int((diff > 0).sum()), "noise": float(noise),
+    return {"diff_mean": mean, "diff_std": std, "n_seeds_better": int((diff > 0).sum()), "noise": float(noise),
             "verdict": "larger than" if abs(diff.mean()) > noise else "within"}
 
 
@@ -319,10 +320,10 @@ def pixel_steps(history, activity) -> dict:
 
     ``history.extra["first_layer_step_by_input"]`` holds the mean final
     effective step of each pixel's weights.  Over the pixels that are ever
-    non-zero: Spearman's rank correlation ``rho`` of activity and step, the
-    median step of the rarest tenth (``rare_step``) and of the most common
-    tenth (``common_step``) and their ratio; ``n_never`` pixels are never
-    non-zero, with mean step ``never_step``.
+    non-zero: Spearman's rank correlation ``pixel_rho`` of activity and step,
+    the median step of the rarest tenth (``rare_step``) and of the most common
+    tenth (``common_step``) and their ratio ``rare_over_common``;
+    ``n_never_active`` pixels are never non-zero, with mean step ``never_step``.
     """
     import pandas as pd
 
@@ -332,8 +333,8 @@ def pixel_steps(history, activity) -> dict:
     rare = on & (activity < np.quantile(activity[on], 0.1))
     common = activity >= np.quantile(activity[on], 0.9)
     rare_step, common_step = float(np.median(step[rare])), float(np.median(step[common]))
-    return {"rho": rho, "rare_step": rare_step, "common_step": common_step,
-            "rare_over_common": rare_step / common_step, "n_never": int((~on).sum()),
+    return {"pixel_rho": rho, "rare_step": rare_step, "common_step": common_step,
+            "rare_over_common": rare_step / common_step, "n_never_active": int((~on).sum()),
             "never_step": float(step[~on].mean()) if (~on).any() else float("nan")}
 
 
@@ -368,3 +369,129 @@ def final_stats(histories) -> dict:
             "final_accuracy_std": acc[1], "final_test_loss": float(finals(histories, "test_loss").mean()),
             "run_seconds": float(np.mean([h.seconds for h in histories])),
             "diverged": int(sum(h.diverged for h in histories)), "n_seeds": int(len(histories))}
+
+
+def _mean_of(histories, what):
+    values = finals(histories, what) if what != "seconds" else np.array([h.seconds for h in histories])
+    return float(values.mean())
+
+
+def versus(histories, baseline, match=None) -> list[dict]:
+    """Each setting of ``histories`` beside a setting of ``baseline``, by mean over seeds.
+
+    ``match(learning_rate, batch_size)`` gives the baseline's ``(learning_rate,
+    batch_size)`` (the same setting by default); settings without a match are
+    left out.  Each row has ``learning_rate``, ``batch_size``,
+    ``base_learning_rate``, ``runs``/``base_runs``, ``accuracy``/``base_accuracy``,
+    ``loss``/``base_loss``, ``seconds``/``base_seconds`` (means), ``alive``/
+    ``base_alive`` (no seed failed) and ``difference`` (accuracy minus the base's).
+    """
+    base = settings_by_lr_m(baseline)
+    rows = []
+    for (lr, m), hs in settings_by_lr_m(histories).items():
+        key = match(lr, m) if match else (lr, m)
+        if key not in base:
+            continue
+        row = {"learning_rate": lr, "batch_size": m, "base_learning_rate": key[0], "runs": hs, "base_runs": base[key]}
+        for prefix, runs in (("", hs), ("base_", base[key])):
+            for what, metric in (("accuracy", "test_accuracy"), ("loss", "loss"), ("seconds", "seconds")):
+                row[prefix + what] = _mean_of(runs, metric)
+            row[prefix + "alive"] = not any(map(failed, runs))
+        row["difference"] = row["accuracy"] - row["base_accuracy"]
+        rows.append(row)
+    return rows
+
+
+def versus_stats(rows) -> dict:
+    """How the settings of :func:`versus` compare: ``n``, ``same_fate`` (both alive or both failed),
+    ``n_alive`` (both alive), ``n_better`` (alive and ahead), ``max_abs_diff`` (largest
+    |difference| where both are alive), ``max_lr``/``max_m`` (its setting) and
+    ``max_gain`` (largest lead, at least 0); nan (0 for ``max_m``) without live pairs."""
+    alive = [r for r in rows if r["alive"] and r["base_alive"]]
+    top = max(alive, key=lambda r: abs(r["difference"])) if alive else None
+    return {"n": len(rows), "same_fate": int(sum(r["alive"] == r["base_alive"] for r in rows)),
+            "n_alive": len(alive), "n_better": int(sum(r["difference"] > 0 for r in alive)),
+            "max_abs_diff": float(abs(top["difference"])) if top else float("nan"),
+            "max_lr": float(top["learning_rate"]) if top else float("nan"),
+            "max_m": int(top["batch_size"]) if top else 0,
+            "max_gain": float(max(max(r["difference"] for r in alive), 0.0)) if alive else float("nan")}
+
+
+def grid_versus(histories, baseline) -> dict:
+    """A method's grid against a baseline's (SGD) on the same settings.
+
+    Returns the best setting with no failed seed (``best_lr``, ``best_m``,
+    ``best_grid_acc``), ``n_grid`` settings, ``n_collapsed`` (with a failed
+    seed) and their list ``collapsed_list``, the baseline's ``n_sgd_collapsed``,
+    ``n_survivors`` (no failure in either), ``n_mom_better`` (of those, where
+    the method's mean accuracy is higher) and ``time_ratio`` (median ratio of
+    seconds per run over the survivors).
+    """
+    rows = versus(histories, baseline)
+    ok = [r for r in rows if r["alive"]]
+    best = max(ok, key=lambda r: r["accuracy"]) if ok else None
+    both = [r for r in ok if r["base_alive"]]
+    dead = [f"η = {r['learning_rate']:g}, m = {r['batch_size']}" for r in rows if not r["alive"]]
+    ratio = [r["seconds"] / r["base_seconds"] for r in both]
+    return {"best_lr": float(best["learning_rate"]) if best else float("nan"),
+            "best_m": int(best["batch_size"]) if best else 0,
+            "best_grid_acc": float(best["accuracy"]) if best else float("nan"),
+            "n_collapsed": len(dead), "n_grid": len(rows), "collapsed_list": "; ".join(dead) if dead else "none",
+            "n_sgd_collapsed": int(sum(not r["base_alive"] for r in rows)), "n_survivors": len(both),
+            "n_mom_better": int(sum(r["accuracy"] > r["base_accuracy"] for r in both)),
+            "time_ratio": float(np.median(ratio)) if ratio else float("nan")}
+
+
+def best_batch_size(histories, batch_sizes):
+    """The batch size whose runs that did not fail have the highest mean final accuracy (None if all failed)."""
+    ok = {m: [h for h in histories if h.config["batch_size"] == m and not failed(h)] for m in batch_sizes}
+    return max((m for m in batch_sizes if ok[m]), key=lambda m: np.mean([h.final_accuracy for h in ok[m]]),
+               default=None)
+
+
+def combined(comb_runs, decay_runs, batch_sizes, momentum) -> dict:
+    """Momentum with the decay (``comb_``) against the decay with plain SGD (``decay_``), per batch size.
+
+    Returns ``comb_failed_ms`` (the batch sizes where seeds failed, as text),
+    ``comb_fail_epoch`` (the last epoch a diverged run reached), the best batch
+    size of each (:func:`best_batch_size`) with the mean ± std of its runs that
+    did not fail (``comb_best_acc_*``; for the decay all its runs,
+    ``decay_best_acc_*``), the decay's runs at the combination's best m
+    (``decay_same_m_acc_*``) and ``comb_equiv_m``, the batch size of plain SGD
+    with the same noise scale, m (1 − α).
+    """
+    out = {"comb_failed_ms": ", ".join(
+        f"m = {m} ({sum(map(failed, hs))} of {len(hs)})" for m in batch_sizes
+        for hs in [[h for h in comb_runs if h.config["batch_size"] == m]] if any(map(failed, hs))) or "none",
+        "comb_fail_epoch": float(max((h.epoch[-1] for h in comb_runs if h.diverged), default=float("nan")))}
+    comb_m = best_batch_size(comb_runs, batch_sizes)
+    decay_m = best_batch_size(decay_runs, batch_sizes) or batch_sizes[0]
+    comb_ok = [h for h in comb_runs if h.config["batch_size"] == comb_m and not failed(h)]
+    for key, runs in (("comb_best_acc", comb_ok), ("decay_same_m_acc", [h for h in decay_runs if h.config["batch_size"] == comb_m]),
+                      ("decay_best_acc", [h for h in decay_runs if h.config["batch_size"] == decay_m])):
+        out[f"{key}_mean"], out[f"{key}_std"] = seed_stats(finals(runs)) if runs else (float("nan"), float("nan"))
+    out.update(comb_best_m=int(comb_m) if comb_m is not None else 0, decay_best_m=int(decay_m),
+               comb_equiv_m=float((comb_m or 1) * (1 - momentum)))
+    return out
+
+
+def rank_methods(best) -> dict:
+    """The methods at their best (``best[name]``: runs of one setting) ranked by mean final accuracy.
+
+    Returns ``winner`` (its ``winner_setting``, ``winner_acc``, ``winner_std``),
+    ``loser`` (``loser_acc``), ``acc_range`` between them and ``tied``: the
+    methods within one seed std (the larger of the two) of the winner, as text.
+    """
+    acc = {name: seed_stats(finals(hs)) for name, hs in best.items()}
+    winner = max(acc, key=lambda n: acc[n][0])
+    loser = min(acc, key=lambda n: acc[n][0])
+    tied = [n for n in acc if n != winner and acc[winner][0] - acc[n][0] <= max(acc[winner][1], acc[n][1])]
+    return {"winner": winner, "winner_setting": setting_label(best[winner][0].config), "winner_acc": acc[winner][0],
+            "winner_std": acc[winner][1], "loser": loser, "loser_acc": acc[loser][0],
+            "acc_range": acc[winner][0] - acc[loser][0], "tied": ", ".join(tied) if tied else "none"}
+
+
+def setting_range(histories) -> float:
+    """Spread (best − worst) of the mean final accuracy over the settings with no failed seed."""
+    means = [a.mean() for a in ok_settings(histories).values()]
+    return float(max(means) - min(means)) if means else float("nan")

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-_GLUABLE = (str, bool, int, float)
+_GLUABLE = (str, int, float)
 
 
 def glue_all(numbers, prefix="", keys=None) -> None:
     """Glue each number or text of ``numbers`` (myst-nb ``glue``, not displayed) as ``prefix + key``.
 
     ``keys`` chooses which entries (all by default); entries that are not a
-    number or a text (arrays, lists, dicts) are left out.  Values are glued as
+    number or a text (arrays, lists, dicts, booleans, NumPy scalars) are left out.  Values are glued as
     they are, so their type decides how the page prints them.
 
     Examples

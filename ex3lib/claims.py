@@ -368,8 +368,9 @@ def adagrad_rare_features(adagrad_runs, activity) -> Claim:
     if not adagrad_runs:
         return _untested(claim, "§4", "AdaGrad")
     p = analysis.pixel_steps(adagrad_runs[0], activity)
-    return Claim(claim, "§4", "holds" if p["rho"] < -0.5 else ("partly" if p["rho"] < 0 else "does not hold"),
-                 f"Spearman ρ(pixel activity, first-layer step) = {p['rho']:.2f}; the rarest tenth of pixels keep "
+    rho = p["pixel_rho"]
+    return Claim(claim, "§4", "holds" if rho < -0.5 else ("partly" if rho < 0 else "does not hold"),
+                 f"Spearman ρ(pixel activity, first-layer step) = {rho:.2f}; the rarest tenth of pixels keep "
                  f"{p['rare_over_common']:.1f}× the step of the most common tenth", p)
 
 

@@ -316,12 +316,12 @@ def sweep_summary(sweep: HSweep, h, *, truncation=(1.5e-3, 2e-2), round_off=(1e-
     For each method: ``best_h_<m>``/``best_err_<m>`` (step and value of the
     smallest median error), ``best_h_mean_<m>``/``best_mean_err_<m>`` (the same
     for the mean), ``slope_trunc_<m>``/``slope_round_<m>`` (log-log slopes of
-    the median over the two ranges) and ``at_h_<m>`` (the median at the step
+    the median over the two ranges) and ``at_h[m]`` (the median at the step
     closest to ``h``).  Then ``decades`` (log10 of the central optimum over
     ``h``), ``best_ratio`` (best one-sided over best central median) and
     ``central_gain`` (central median at ``h`` over its best).
     """
-    out = {}
+    out, at_h = {}, {}
     for m in METHODS:
         med, mean = sweep.median[m], sweep.mean[m]
         out[f"best_h_{m}"] = float(sweep.hs[np.argmin(med)])
@@ -330,9 +330,23 @@ def sweep_summary(sweep: HSweep, h, *, truncation=(1.5e-3, 2e-2), round_off=(1e-
         out[f"best_mean_err_{m}"] = float(mean.min())
         out[f"slope_trunc_{m}"] = slope(sweep.hs, med, *truncation)
         out[f"slope_round_{m}"] = slope(sweep.hs, med, *round_off)
-        out[f"at_h_{m}"] = float(med[np.argmin(np.abs(np.log(sweep.hs / h)))])
+        at_h[m] = float(med[np.argmin(np.abs(np.log(sweep.hs / h)))])
+    out["at_h"] = at_h
     out["decades"] = float(np.log10(out["best_h_central"] / h))
     out["best_ratio"] = float(min(sweep.median[m].min() for m in ("forward", "backward"))
                               / sweep.median["central"].min())
-    out["central_gain"] = float(out["at_h_central"] / sweep.median["central"].min())
+    out["central_gain"] = float(at_h["central"] / sweep.median["central"].min())
     return out
+
+
+def samples_summary(table) -> dict:
+    """The spread of the central difference's errors over the samples of :func:`sample_table`.
+
+    ``samples_min_median``/``samples_max_median`` and ``samples_min_mean``/
+    ``samples_max_mean``, and ``loss_rank_corr``, the rank correlation between
+    a sample's loss and its central median error.
+    """
+    median, mean = table["central median"], table["central mean"]
+    return {"loss_rank_corr": float(table["loss"].rank().corr(median.rank())),
+            "samples_min_median": float(median.min()), "samples_max_median": float(median.max()),
+            "samples_min_mean": float(mean.min()), "samples_max_mean": float(mean.max())}

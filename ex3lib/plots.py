@@ -385,16 +385,17 @@ def network(net):
 GRADCHECK_METHODS = ("forward", "backward", "central")
 
 
-def gradcheck_bars(stats, report, title):
+def gradcheck_bars(summary, report, title):
     """Mean and median relative error of each finite difference beside the report's means (log axis).
 
-    ``stats[method]`` is ``(mean, median)``; ``report[method]`` the report's mean.
+    ``summary`` is :func:`ex3lib.gradcheck.summary` (``mean_<method>``,
+    ``median_<method>``); ``report[method]`` the report's mean.
     """
     fig, ax = plt.subplots(figsize=(7.5, 3.6), layout="constrained")
     width, xs = 0.26, np.arange(len(GRADCHECK_METHODS))
     kinds = [("report (Fig. 4), mean", [report[m] for m in GRADCHECK_METHODS], dict(hatch="//", alpha=0.45)),
-             ("ours, mean", [stats[m][0] for m in GRADCHECK_METHODS], dict(alpha=1.0)),
-             ("ours, median", [stats[m][1] for m in GRADCHECK_METHODS], dict(alpha=0.7, hatch=".."))]
+             ("ours, mean", [summary[f"mean_{m}"] for m in GRADCHECK_METHODS], dict(alpha=1.0)),
+             ("ours, median", [summary[f"median_{m}"] for m in GRADCHECK_METHODS], dict(alpha=0.7, hatch=".."))]
     for i, (label, values, style) in enumerate(kinds):
         bars = ax.bar(xs + (i - 1) * width, values, width, color=[colour_for(method=m) for m in GRADCHECK_METHODS],
                       edgecolor="black", linewidth=0.6, **style)
@@ -465,4 +466,38 @@ def h_sweep(sweep, h):
         ax.text(h, 0.02, f" report's h = {h:g}", transform=ax.get_xaxis_transform(), fontsize=8, ha="left")
     axes[0].set_ylabel("relative error (dimensionless)")
     axes[0].legend(title="difference", fontsize=8)
+    return fig
+
+
+def schedule_label(config) -> str:
+    """``"constant η = 0.1"`` or ``"decay η = 0.1 → 0.001"`` for a run's configuration (a dict)."""
+    if config["schedule"] == "constant":
+        return f"constant η = {config['learning_rate']:g}"
+    return f"decay η = {config['learning_rate']:g} → {config['lr_final']:g}"
+
+
+def schedule_style(config, linestyles):
+    """Colour by the initial learning rate, line style by the final one: ``linestyles[η_N]``
+    (``linestyles[None]`` for a constant rate; dash-dot for a final rate it lacks)."""
+    final = None if config["schedule"] == "constant" else config["lr_final"]
+    return colour_for(learning_rate=config["learning_rate"]), linestyles.get(final, "-.")
+
+
+def combined(comb_ok, decay_ok, batch_sizes, momentum, title):
+    """Test accuracy of the decay with plain SGD and with momentum, a panel per batch size where either survived.
+
+    ``comb_ok[m]``/``decay_ok[m]`` are the runs that did not fail; ``title(m)`` titles a panel.
+    """
+    shown = [m for m in batch_sizes if comb_ok[m] or decay_ok[m]]
+    fig, axes = plt.subplots(1, max(len(shown), 1), figsize=(4 * max(len(shown), 1) + 1, 3.6), sharey=True,
+                             layout="constrained", squeeze=False)
+    for ax, m in zip(axes[0], shown):
+        if decay_ok[m]:
+            plot_metric(ax, decay_ok[m], "test_accuracy", label=f"SGD + decay m={m}", colour=colour_for(method="SGD"))
+        if comb_ok[m]:
+            plot_metric(ax, comb_ok[m], "test_accuracy", label=f"momentum α={momentum:g} + decay m={m}",
+                        colour=colour_for(method="momentum"))
+        ax.set_title(title(m))
+        ax.set_ylim(0.9, 1.0)
+        ax.legend(loc="lower right", fontsize="small")
     return fig
