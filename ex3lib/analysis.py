@@ -460,15 +460,16 @@ def combined(comb_runs, decay_runs, batch_sizes, momentum) -> dict:
     (``decay_same_m_acc_*``) and ``comb_equiv_m``, the batch size of plain SGD
     with the same noise scale, m (1 − α).
     """
-    out = {"comb_failed_ms": ", ".join(
-        f"m = {m} ({sum(map(failed, hs))} of {len(hs)})" for m in batch_sizes
-        for hs in [[h for h in comb_runs if h.config["batch_size"] == m]] if any(map(failed, hs))) or "none",
-        "comb_fail_epoch": float(max((h.epoch[-1] for h in comb_runs if h.diverged), default=float("nan")))}
+    by_m = {m: [h for h in comb_runs if h.config["batch_size"] == m] for m in batch_sizes}
+    failed_ms = [f"m = {m} ({sum(map(failed, hs))} of {len(hs)})" for m, hs in by_m.items() if any(map(failed, hs))]
+    out = {"comb_failed_ms": ", ".join(failed_ms) or "none",
+           "comb_fail_epoch": float(max((h.epoch[-1] for h in comb_runs if h.diverged), default=float("nan")))}
     comb_m = best_batch_size(comb_runs, batch_sizes)
     decay_m = best_batch_size(decay_runs, batch_sizes) or batch_sizes[0]
-    comb_ok = [h for h in comb_runs if h.config["batch_size"] == comb_m and not failed(h)]
-    for key, runs in (("comb_best_acc", comb_ok), ("decay_same_m_acc", [h for h in decay_runs if h.config["batch_size"] == comb_m]),
-                      ("decay_best_acc", [h for h in decay_runs if h.config["batch_size"] == decay_m])):
+    comb_ok = [h for h in by_m.get(comb_m, []) if not failed(h)]
+    decay_at = {m: [h for h in decay_runs if h.config["batch_size"] == m] for m in batch_sizes}
+    for key, runs in (("comb_best_acc", comb_ok), ("decay_same_m_acc", decay_at.get(comb_m, [])),
+                      ("decay_best_acc", decay_at[decay_m])):
         out[f"{key}_mean"], out[f"{key}_std"] = seed_stats(finals(runs)) if runs else (float("nan"), float("nan"))
     out.update(comb_best_m=int(comb_m) if comb_m is not None else 0, decay_best_m=int(decay_m),
                comb_equiv_m=float((comb_m or 1) * (1 - momentum)))

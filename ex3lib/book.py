@@ -36,3 +36,8 @@ def glue_figure(name, fig) -> None:
 
     glue(name, fig, display=False)
     plt.close(fig)
+
+
+def train_subset(train_size, n_train=60_000):
+    """The ``train_size`` of a RunConfig for a chapter's parameter: None (all images) from ``n_train`` on."""
+    return None if train_size >= n_train else train_size
