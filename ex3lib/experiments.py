@@ -1,4 +1,10 @@
-"""Grids of runs and their summaries: what every chapter does with :func:`ex3lib.run_many`."""
+"""Grids of runs and their summaries: what every chapter does with :func:`ex3lib.run_many`.
+
+One definition each of what the chapters share: a grid of configs (:func:`grid`),
+named groups of them trained in one call (:func:`run_groups`), the runs at a
+setting (:func:`runs_at`), a failed run (:func:`failed`, :func:`fate`), and the
+mean ± std over seeds (:func:`seed_stats`, :func:`seeds_text`).
+"""
 
 from __future__ import annotations
 

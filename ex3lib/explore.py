@@ -1,4 +1,5 @@
-"""Interactive explorers for the chapters: sliders that retrain the network and redraw its curves."""
+"""Interactive explorers for the chapters: sliders that retrain the network and redraw its curves,
+and a step slider that redoes the gradient check of one sample."""
 
 from __future__ import annotations
 
