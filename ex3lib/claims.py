@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import analysis
-from .experiments import best_setting, by_setting, failed, fate, finals, mean_std, runs_at, seeds_text
+from .experiments import best_setting, by_setting, failed, fate, finals, mean_std, runs_at, seed_stats, seeds_text
 from .report import TABLE2
 
 VERDICTS = ("holds", "partly", "does not hold")
@@ -251,7 +251,7 @@ def sgd_plateau(long_runs, epochs) -> Claim:
     claim = "the model does not further improve the performance after 10 epochs"
     z = analysis.zigzag(long_runs, epochs)
     gains = z["gains"]
-    noise = max(float(z["ranges"].mean()), float(np.std(gains, ddof=1)) if len(gains) > 1 else 0.0)
+    noise = max(float(z["ranges"].mean()), float(np.nan_to_num(seed_stats(gains)[1])))
     if abs(gains.mean()) >= noise:
         return Claim(claim, "§2.1", "does not hold", "more than the zig-zag, so the model does still improve, "
                      "unlike what the report says", z)
@@ -270,7 +270,7 @@ def sgd_table2(sgd_runs) -> Claim:
     claim = "Table 2 (final loss and accuracy of each SGD setting)"
     far, compared = [], 0
     for (lr, m), hs in analysis.settings_by_lr_m(sgd_runs).items():
-        mean, std = float(finals(hs).mean()), np.std(finals(hs), ddof=1) if len(hs) > 1 else np.nan
+        mean, std = seed_stats(finals(hs))
         if (lr, m) not in TABLE2 or mean < 0.5:
             continue
         compared += 1
@@ -309,8 +309,7 @@ def decay_gain(decay_runs, constant_runs, batch_size) -> dict:
     return {f"acc_d{m}": float(ad.mean()), f"acc_c{m}": float(ac.mean()), f"loss_d{m}": float(ld.mean()),
             f"loss_c{m}": float(lc.mean()), f"acc_d{m}_min": float(ad.min()), f"acc_c{m}_max": float(ac.max()),
             f"acc_gain{m}": float(ad.mean() - ac.mean()), f"loss_ratio{m}": float(lc.mean() / ld.mean()),
-            f"acc_d{m}_std": float(ad.std(ddof=1)) if ad.size > 1 else np.nan,
-            f"acc_c{m}_std": float(ac.std(ddof=1)) if ac.size > 1 else np.nan,
+            f"acc_d{m}_std": seed_stats(ad)[1], f"acc_c{m}_std": seed_stats(ac)[1],
             f"acc_gain{m}_pp": float(100 * (ad.mean() - ac.mean()))}
 
 

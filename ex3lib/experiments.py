@@ -89,12 +89,10 @@ def summarise(histories):
     rows = []
     for runs in by_setting(histories).values():
         cfg = runs[0].config
-        loss = np.array([h.final_loss for h in runs])
-        acc = np.array([h.final_accuracy for h in runs])
+        loss = seed_stats([h.final_loss for h in runs])
+        acc = seed_stats([h.final_accuracy for h in runs])
         row = {k: cfg[k] for k in SUMMARY_KEYS}
-        row.update(loss_mean=float(loss.mean()), loss_std=float(loss.std(ddof=1)) if len(runs) > 1 else np.nan,
-                   accuracy_mean=float(acc.mean()),
-                   accuracy_std=float(acc.std(ddof=1)) if len(runs) > 1 else np.nan,
+        row.update(loss_mean=loss[0], loss_std=loss[1], accuracy_mean=acc[0], accuracy_std=acc[1],
                    seconds_mean=float(np.mean([h.seconds for h in runs])), seeds=len(runs),
                    diverged=int(sum(h.diverged for h in runs)))
         rows.append(row)

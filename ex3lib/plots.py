@@ -6,6 +6,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import PercentFormatter
 
+from .experiments import seed_stats
+
 # One colour per learning rate and one per method, so a reader can follow them across chapters.
 LR_COLOURS = {0.1: "tab:red", 0.01: "tab:blue", 0.001: "tab:green", 0.0001: "tab:purple"}
 METHOD_COLOURS = {"forward": "tab:blue", "backward": "tab:green", "central": "tab:red",
@@ -236,7 +238,7 @@ def accuracy_vs_ratio(settings):
     fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
     for (lr, m), a in settings.items():
         r = lr / m * {1: 0.8, 10: 1.0, 100: 1.25}.get(m, 1.0)
-        ax.errorbar(r, a.mean(), yerr=float(a.std(ddof=1)) if len(a) > 1 else None, fmt=markers.get(m, "D"),
+        ax.errorbar(r, a.mean(), yerr=seed_stats(a)[1] if len(a) > 1 else None, fmt=markers.get(m, "D"),
                     color=colour_for(lr), ms=7, capsize=3, label=f"η = {lr:g}, m = {m}")
         ax.plot(np.full(len(a), r), a, ".", color=colour_for(lr), alpha=0.5, ms=4)
     ax.set_xscale("log")
