@@ -41,3 +41,9 @@ def glue_figure(name, fig) -> None:
 def train_subset(train_size, n_train=60_000):
     """The ``train_size`` of a RunConfig for a chapter's parameter: None (all images) from ``n_train`` on."""
     return None if train_size >= n_train else train_size
+
+
+def report_scale(epochs, train_size) -> bool:
+    """Whether a chapter runs at the report's scale (10 epochs on all 60,000 images), where its checks of the
+    report's numbers apply."""
+    return epochs == 10 and train_size >= 60_000

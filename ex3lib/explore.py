@@ -39,6 +39,16 @@ def _widget(name, base, max_epochs, batch_sizes):
     raise ValueError(f"controls must be taken from {', '.join(CONTROLS)}; got {name!r}")
 
 
+def _show(out, fig):
+    # Replace what the output widget shows by the figure, then free it.
+    from IPython.display import display
+
+    out.clear_output(wait=True)
+    with out:
+        display(fig)
+    plt.close(fig)
+
+
 def explorer(data, base: RunConfig, *, controls=("learning_rate", "batch_size", "epochs"),
              max_epochs=5, batch_sizes=(1, 2, 5, 10, 20, 50, 100), reference=None):
     """Sliders for the ``controls`` of ``base``; each change retrains and redraws loss and accuracy.
@@ -63,7 +73,6 @@ def explorer(data, base: RunConfig, *, controls=("learning_rate", "batch_size", 
     ipywidgets.VBox
     """
     import ipywidgets as w
-    from IPython.display import display
 
     if not isinstance(base, RunConfig):
         raise TypeError(f"base must be a RunConfig, got {type(base).__name__}")
@@ -85,10 +94,7 @@ def explorer(data, base: RunConfig, *, controls=("learning_rate", "batch_size", 
                 plot_metric(ax, [reference], metric, label="reference", colour="0.7")
             plot_metric(ax, [hist], metric, label=config.label)
         right.legend(loc="lower right")
-        out.clear_output(wait=True)
-        with out:
-            display(fig)
-        plt.close(fig)
+        _show(out, fig)
         verdict = f"diverged: {hist.reason}" if hist.diverged else f"test accuracy {hist.final_accuracy:.4f}"
         status.value = f"{config.label}: {verdict} ({hist.seconds:.1f} s)"
 
@@ -125,7 +131,6 @@ def gradcheck_explorer(net, x, y, *, h=1e-8, report=None):
     >>> gradcheck_explorer(MLP(seed=0), data.x_train[0], int(data.y_train[0]))  # doctest: +SKIP
     """
     import ipywidgets as w
-    from IPython.display import display
 
     from .gradcheck import gradcheck
     from .plots import rel_errors
@@ -140,10 +145,7 @@ def gradcheck_explorer(net, x, y, *, h=1e-8, report=None):
     def recheck(_change=None):
         check = gradcheck(net, x, y, h=slider.value, layers=menu.value)
         fig = rel_errors(check, report=report, figsize=(7.5, 3.4))
-        out.clear_output(wait=True)
-        with out:
-            display(fig)
-        plt.close(fig)
+        _show(out, fig)
         status.value = f"h = {slider.value:.1e}, {int(check.informative('central').sum()):,} informative weights"
 
     slider.observe(recheck, names="value")
