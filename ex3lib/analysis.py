@@ -37,6 +37,11 @@ def curve_shape(histories) -> dict:
     points), ``loss_ups``/``acc_downs`` (steps where the mean training loss
     rises or the mean test accuracy falls), ``test_loss`` (last), and the
     lowest mean test loss ``test_loss_min`` and its epoch ``test_loss_argmin``.
+
+    Examples
+    --------
+    >>> curve_shape(runs_at(runs, learning_rate=0.1, batch_size=10))["loss_ups"]  # doctest: +SKIP
+    2
     """
     epoch, loss = mean_curve(histories, "loss")
     _, acc = mean_curve(histories, "test_accuracy")
@@ -97,6 +102,12 @@ def zigzag(histories, epochs) -> dict:
     ``epochs`` on), ``step_early`` (the same for epochs 2 to ``epochs``),
     ``loss_mid``/``loss_end`` and ``tloss_mid``/``tloss_end`` (training and
     test loss at epoch ``epochs`` and at the end).
+
+    Examples
+    --------
+    >>> z = zigzag(long_runs, epochs=10)                              # doctest: +SKIP
+    >>> bool(z["step_late"] <= z["step_early"])                       # doctest: +SKIP
+    True
     """
     def late(h):
         return h.epoch >= epochs
@@ -174,6 +185,11 @@ def collapse(histories, y_test) -> dict:
     runs that limp on, their mean loss, gap to ln 10, mean accuracy, and for
     the first of them how many of its logged points after epoch 0 sit exactly
     at the share of zeros (``limp_n_zero`` of ``limp_n_points``).
+
+    Examples
+    --------
+    >>> collapse(runs_at(runs, learning_rate=0.1, batch_size=1), data.y_test)["zeros"]  # doctest: +SKIP
+    980
     """
     n_test, zeros = int(len(y_test)), int(np.sum(np.asarray(y_test) == 0))
     share = zeros / n_test
@@ -221,6 +237,11 @@ def ratio_groups(histories) -> dict:
     η/m groups' means), R² (share of the variance of the settings' means
     that the group means explain, in percent: ``ratio_r2_pct``),
     ``n_ok_settings`` and ``typical_std`` (median seed-to-seed std).
+
+    Examples
+    --------
+    >>> ratio_groups(sgd_grid_runs)["ratio_r2_pct"] > 80              # doctest: +SKIP
+    True
     """
     ok = ok_settings(histories)
     groups: dict = {}
@@ -286,6 +307,11 @@ def step_decay(history) -> dict:
     and ``shrink_max`` (over layers, the median step at the first logged point
     over the last), ``late_shrink_max`` (the same from the middle logged point)
     and ``half_epoch`` (the epoch of that middle point).
+
+    Examples
+    --------
+    >>> step_decay(adagrad_runs[0])["monotone"]                         # doctest: +SKIP
+    True
     """
     steps = effective_steps(history)
     median = steps[1:, :, 1]
@@ -324,6 +350,11 @@ def pixel_steps(history, activity) -> dict:
     the median step of the rarest tenth (``rare_step``) and of the most common
     tenth (``common_step``) and their ratio ``rare_over_common``;
     ``n_never_active`` pixels are never non-zero, with mean step ``never_step``.
+
+    Examples
+    --------
+    >>> pixel_steps(adagrad_runs[0], pixel_activity(data.x_train))["pixel_rho"] < 0  # doctest: +SKIP
+    True
     """
     import pandas as pd
 
@@ -385,6 +416,12 @@ def versus(histories, baseline, match=None) -> list[dict]:
     ``base_learning_rate``, ``runs``/``base_runs``, ``accuracy``/``base_accuracy``,
     ``loss``/``base_loss``, ``seconds``/``base_seconds`` (means), ``alive``/
     ``base_alive`` (no seed failed) and ``difference`` (accuracy minus the base's).
+
+    Examples
+    --------
+    >>> rows = versus(momentum_runs, sgd_runs)                          # doctest: +SKIP
+    >>> [(r["learning_rate"], r["batch_size"]) for r in rows if not r["alive"]]  # doctest: +SKIP
+    [(0.1, 1), (0.1, 10), (0.01, 1)]
     """
     base = settings_by_lr_m(baseline)
     rows = []
