@@ -1,4 +1,10 @@
-"""Grids of runs and their summaries: what every chapter does with :func:`ex3lib.run_many`."""
+"""Grids of runs and their summaries: what every chapter does with :func:`ex3lib.run_many`.
+
+One definition each of what the chapters share: a grid of configs (:func:`grid`),
+named groups of them trained in one call (:func:`run_groups`), the runs at a
+setting (:func:`runs_at`), a failed run (:func:`failed`, :func:`fate`), and the
+mean ± std over seeds (:func:`seed_stats`, :func:`seeds_text`).
+"""
 
 from __future__ import annotations
 
@@ -83,12 +89,10 @@ def summarise(histories):
     rows = []
     for runs in by_setting(histories).values():
         cfg = runs[0].config
-        loss = np.array([h.final_loss for h in runs])
-        acc = np.array([h.final_accuracy for h in runs])
+        loss = seed_stats([h.final_loss for h in runs])
+        acc = seed_stats([h.final_accuracy for h in runs])
         row = {k: cfg[k] for k in SUMMARY_KEYS}
-        row.update(loss_mean=float(loss.mean()), loss_std=float(loss.std(ddof=1)) if len(runs) > 1 else np.nan,
-                   accuracy_mean=float(acc.mean()),
-                   accuracy_std=float(acc.std(ddof=1)) if len(runs) > 1 else np.nan,
+        row.update(loss_mean=loss[0], loss_std=loss[1], accuracy_mean=acc[0], accuracy_std=acc[1],
                    seconds_mean=float(np.mean([h.seconds for h in runs])), seeds=len(runs),
                    diverged=int(sum(h.diverged for h in runs)))
         rows.append(row)
@@ -106,3 +110,105 @@ def mean_std(mean, std, digits=3) -> str:
     if std is None or not np.isfinite(std):
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+#: Test accuracy below which a run counts as failed: chance level is 0.1 for ten classes.
+CHANCE_ACCURACY = 0.2
+
+
+def failed(history) -> bool:
+    """A failed run: the library stopped it (``diverged``) or it ended at chance level.
+
+    Chance level means a final test accuracy below :data:`CHANCE_ACCURACY`
+    (0.2; guessing one class scores about 0.1).  A collapsed network that still
+    fires a unit now and then is not stopped by the library but fails here.
+
+    Examples
+    --------
+    >>> failed(run)                                                 # doctest: +SKIP
+    False
+    """
+    return bool(history.diverged or history.final_accuracy < CHANCE_ACCURACY)
+
+
+def fate(history) -> str:
+    """How a run ended: ``"overflow"`` (diverged, non-finite loss), ``"dead"`` (diverged, dead
+    network), ``"chance"`` (ran to the end at chance level) or ``"trained"``."""
+    if history.diverged:
+        return "overflow" if not np.isfinite(history.final_loss) else "dead"
+    return "chance" if history.final_accuracy < CHANCE_ACCURACY else "trained"
+
+
+def runs_at(histories, **fields) -> list[History]:
+    """The histories whose configuration has every given field value, in their order.
+
+    Examples
+    --------
+    >>> [h.config["seed"] for h in runs_at(runs, learning_rate=0.1, batch_size=10)]  # doctest: +SKIP
+    [0, 1, 2]
+    """
+    return [h for h in histories if all(h.config[k] == v for k, v in fields.items())]
+
+
+def run_groups(groups, data=None, **kwargs) -> dict:
+    """:func:`ex3lib.run_many` over named lists of configs, in one call; histories by the same names.
+
+    One call lets every missing run share the worker pool.  ``kwargs`` go to
+    ``run_many`` (``progress`` defaults to False).
+
+    Examples
+    --------
+    >>> runs = run_groups({"sgd": grid(learning_rate=[0.1, 0.01]), "adam": grid(optimiser="adam")})  # doctest: +SKIP
+    >>> len(runs["sgd"]), len(runs["adam"])                          # doctest: +SKIP
+    (2, 1)
+    """
+    from .store import run_many
+
+    groups = {name: list(configs) for name, configs in groups.items()}
+    kwargs.setdefault("progress", False)
+    flat = run_many([c for configs in groups.values() for c in configs], data, **kwargs)
+    out, i = {}, 0
+    for name, configs in groups.items():
+        out[name], i = flat[i:i + len(configs)], i + len(configs)
+    return out
+
+
+def finals(histories, metric="test_accuracy") -> np.ndarray:
+    """The last logged value of ``metric`` (``"test_accuracy"``, ``"loss"``, ``"test_loss"``) of each run."""
+    return np.array([float(getattr(h, metric)[-1]) for h in histories], dtype=float)
+
+
+def seed_stats(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1) over seeds; the std is nan for one seed.
+
+    Examples
+    --------
+    >>> seed_stats([0.97, 0.98, 0.99])
+    (0.98, 0.010000000000000009)
+    >>> seed_stats([0.97])
+    (0.97, nan)
+    """
+    a = np.asarray(values, dtype=float)
+    if a.size == 0:
+        return float("nan"), float("nan")
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else float("nan")
+
+
+def seeds_text(values, digits=3) -> str:
+    """``"0.977 ± 0.002"`` over seeds (:func:`seed_stats`), formatted by :func:`mean_std`."""
+    return mean_std(*seed_stats(values), digits)
+
+
+def seeds_or_each(values, digits=3) -> str:
+    """:func:`seeds_text`, or every seed's value when one of them is not finite (a diverged run)."""
+    a = np.asarray(values, dtype=float)
+    if not np.all(np.isfinite(a)):
+        return ", ".join("nan" if not np.isfinite(v) else f"{v:.{digits}f}" for v in a)
+    return seeds_text(a, digits)
+
+
+def setting_label(config) -> str:
+    """``"η=0.1, m=10"`` or ``"η=0.1→0.001, m=10"`` for a run's configuration (a dict)."""
+    eta = (f"η={config['learning_rate']:g}" if config["schedule"] == "constant"
+           else f"η={config['learning_rate']:g}→{config['lr_final']:g}")
+    return f"{eta}, m={config['batch_size']}"

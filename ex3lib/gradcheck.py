@@ -20,6 +20,7 @@ analytical or numerical gradient.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -74,10 +75,19 @@ class GradCheck:
         """Mean relative error of the informative weights."""
         return float(self.rel_error(method).mean())
 
+    def median_rel_error(self, method: str) -> float:
+        """Median relative error of the informative weights."""
+        return float(np.median(self.rel_error(method)))
+
     @property
     def n_weights(self) -> int:
         """How many weights were checked (informative or not)."""
         return int(sum(a.size for a in self.analytic))
+
+    def layer(self, layer: int) -> "GradCheck":
+        """The check of one of the checked layers alone (the same numbers as ``gradcheck(..., layers=layer)``)."""
+        i = self.layers.index(layer)
+        return GradCheck([layer], self.h, [self.analytic[i]], {m: [v[i]] for m, v in self.numeric.items()})
 
 
 def _check_method(method):
@@ -163,8 +173,20 @@ def gradcheck(net: MLP, x, y, *, h=1e-8, layers=None) -> GradCheck:
     return GradCheck(layers, h, [grads[l] for l in layers], numeric)
 
 
-def h_sweep(net: MLP, x, y, *, hs=None, layers=None):
-    """Mean relative error of each method against the step ``h``.
+class HSweep(NamedTuple):
+    """Relative errors against the step: ``mean[method]`` and ``median[method]`` hold one value per step of ``hs``."""
+
+    hs: np.ndarray
+    mean: dict
+    median: dict
+
+
+def h_sweep(net: MLP, x, y, *, hs=None, layers=None) -> HSweep:
+    """Mean and median relative error of each method against the step ``h``.
+
+    Each step gives the same numbers as :func:`gradcheck` with that ``h``
+    (its :meth:`GradCheck.mean_rel_error` and :meth:`GradCheck.median_rel_error`),
+    computed in one pass over the weights.
 
     Parameters
     ----------
@@ -175,9 +197,17 @@ def h_sweep(net: MLP, x, y, *, hs=None, layers=None):
 
     Returns
     -------
-    hs : ndarray
-    errors : dict
-        ``errors[method]`` is an array of mean relative errors, one per step.
+    HSweep
+        ``hs``, and ``mean``/``median``: for each method an array of relative
+        errors over the informative weights, one per step.
+
+    Examples
+    --------
+    >>> net = MLP((784, 16, 10), seed=0)
+    >>> x = np.zeros(784); x[300:320] = 0.5
+    >>> sweep = h_sweep(net, x, 3, hs=[1e-3, 1e-6])
+    >>> bool(sweep.median["central"][1] < sweep.median["forward"][0])
+    True
     """
     x, y, layers = _check_args(net, x, y, layers)
     hs = np.logspace(-1, -12, 12) if hs is None else np.asarray(hs, dtype=np.float64)
@@ -187,7 +217,8 @@ def h_sweep(net: MLP, x, y, *, hs=None, layers=None):
     steps = np.concatenate([hs, -hs])
     base, perturbed = _perturbed(net, x, y, layers, steps)
     ana = np.concatenate([grads[l].ravel() for l in layers])
-    errors = {m: np.empty(hs.size) for m in METHODS}
+    mean = {m: np.empty(hs.size) for m in METHODS}
+    median = {m: np.empty(hs.size) for m in METHODS}
     k = hs.size
     for i, h in enumerate(hs):
         plus = np.concatenate([r[..., i].ravel() for r in perturbed])
@@ -196,5 +227,126 @@ def h_sweep(net: MLP, x, y, *, hs=None, layers=None):
                             ("central", (plus - minus) / (2 * h))):
             keep = (num != 0) | (ana != 0)
             rel = np.abs(num[keep] - ana[keep]) / np.maximum(np.abs(num[keep]), np.abs(ana[keep]))
-            errors[method][i] = rel.mean()
-    return hs, errors
+            mean[method][i] = rel.mean()
+            median[method][i] = np.median(rel)
+    return HSweep(hs, mean, median)
+
+
+def summary(check: GradCheck, x) -> dict:
+    """What a check of every layer shows, as the gradients chapter quotes it.
+
+    ``x`` is the checked sample.  Returns the counts of weights (``n_weights``,
+    ``n_informative``, ``n_zero_pixel`` — first-layer weights of the
+    ``n_zero_pixels`` zero pixels — and ``n_dead_unit``, the other
+    uninformative ones, as text with thousands separators), ``pct_informative``,
+    ``mean_<method>`` and ``median_<method>`` relative errors, and for the
+    central difference the median absolute error ``abs_err_central`` and the
+    median informative analytical gradient ``grad_median``.
+    """
+    n_informative = int(check.informative("central").sum())
+    n_zero_pixel = int((np.asarray(x) == 0).sum()) * check.analytic[0].shape[1]
+    out = {"n_weights": f"{check.n_weights:,}", "n_informative": f"{n_informative:,}",
+           "pct_informative": float(100 * n_informative / check.n_weights), "n_zero_pixel": f"{n_zero_pixel:,}",
+           "n_zero_pixels": int((np.asarray(x) == 0).sum()),
+           "n_dead_unit": f"{check.n_weights - n_informative - n_zero_pixel:,}"}
+    for m in METHODS:
+        out[f"mean_{m}"] = check.mean_rel_error(m)
+        out[f"median_{m}"] = check.median_rel_error(m)
+    ana = np.concatenate([a.ravel() for a in check.analytic])
+    num = np.concatenate([n.ravel() for n in check.numeric["central"]])
+    keep = check.informative("central")
+    out["abs_err_central"] = float(np.median(np.abs(num - ana)[keep]))
+    out["grad_median"] = float(np.median(np.abs(ana[keep])))
+    return out
+
+
+def _error_columns(check: GradCheck) -> dict:
+    row = {}
+    for m in METHODS:
+        r = check.rel_error(m)
+        row[f"{m} mean"] = float(r.mean())
+        row[f"{m} median"] = float(np.median(r))
+    return row
+
+
+def layer_table(net: MLP, check: GradCheck):
+    """One row per checked layer: weights, informative weights, median |analytical gradient|, errors per method.
+
+    Returns a pandas DataFrame indexed by layer.
+    """
+    import pandas as pd
+
+    rows = []
+    for layer in check.layers:
+        c = check.layer(layer)
+        informative = c.informative("central")
+        rows.append({"layer": f"{layer} ({net.layers[layer]}→{net.layers[layer + 1]})", "weights": c.n_weights,
+                     "informative": int(informative.sum()),
+                     "median |g_ana|": float(np.median(np.abs(c.analytic[0].ravel()[informative]))),
+                     **_error_columns(c)})
+    return pd.DataFrame(rows).set_index("layer")
+
+
+def sample_table(net: MLP, xs, ys, *, h=1e-8):
+    """One row per sample: label, loss, informative weights and the errors of every method at step ``h``.
+
+    Returns a pandas DataFrame indexed by sample (0, 1, ...).
+    """
+    import pandas as pd
+
+    rows = []
+    for i, (x, y) in enumerate(zip(xs, ys)):
+        loss, _ = net.loss_and_grad(np.asarray(x)[None, :], np.array([int(y)]))
+        c = gradcheck(net, x, int(y), h=h)
+        rows.append({"sample": i, "label": int(y), "loss": float(loss),
+                     "informative": int(c.informative("central").sum()), **_error_columns(c)})
+    return pd.DataFrame(rows).set_index("sample")
+
+
+def slope(hs, values, low, high) -> float:
+    """Log-log slope of ``values`` against the steps ``hs`` over ``low <= h <= high`` (least squares)."""
+    hs = np.asarray(hs)
+    keep = (hs >= low) & (hs <= high)
+    return float(np.polyfit(np.log10(hs[keep]), np.log10(np.asarray(values)[keep]), 1)[0])
+
+
+def sweep_summary(sweep: HSweep, h, *, truncation=(1.5e-3, 2e-2), round_off=(1e-10, 1e-6)) -> dict:
+    """Where each method's error is smallest, and its slopes in the truncation and round-off ranges.
+
+    For each method: ``best_h_<m>``/``best_err_<m>`` (step and value of the
+    smallest median error), ``best_h_mean_<m>``/``best_mean_err_<m>`` (the same
+    for the mean), ``slope_trunc_<m>``/``slope_round_<m>`` (log-log slopes of
+    the median over the two ranges) and ``at_h[m]`` (the median at the step
+    closest to ``h``).  Then ``decades`` (log10 of the central optimum over
+    ``h``), ``best_ratio`` (best one-sided over best central median) and
+    ``central_gain`` (central median at ``h`` over its best).
+    """
+    out, at_h = {}, {}
+    for m in METHODS:
+        med, mean = sweep.median[m], sweep.mean[m]
+        out[f"best_h_{m}"] = float(sweep.hs[np.argmin(med)])
+        out[f"best_h_mean_{m}"] = float(sweep.hs[np.argmin(mean)])
+        out[f"best_err_{m}"] = float(med.min())
+        out[f"best_mean_err_{m}"] = float(mean.min())
+        out[f"slope_trunc_{m}"] = slope(sweep.hs, med, *truncation)
+        out[f"slope_round_{m}"] = slope(sweep.hs, med, *round_off)
+        at_h[m] = float(med[np.argmin(np.abs(np.log(sweep.hs / h)))])
+    out["at_h"] = at_h
+    out["decades"] = float(np.log10(out["best_h_central"] / h))
+    out["best_ratio"] = float(min(sweep.median[m].min() for m in ("forward", "backward"))
+                              / sweep.median["central"].min())
+    out["central_gain"] = float(at_h["central"] / sweep.median["central"].min())
+    return out
+
+
+def samples_summary(table) -> dict:
+    """The spread of the central difference's errors over the samples of :func:`sample_table`.
+
+    ``samples_min_median``/``samples_max_median`` and ``samples_min_mean``/
+    ``samples_max_mean``, and ``loss_rank_corr``, the rank correlation between
+    a sample's loss and its central median error.
+    """
+    median, mean = table["central median"], table["central mean"]
+    return {"loss_rank_corr": float(table["loss"].rank().corr(median.rank())),
+            "samples_min_median": float(median.min()), "samples_max_median": float(median.max()),
+            "samples_min_mean": float(mean.min()), "samples_max_mean": float(mean.max())}

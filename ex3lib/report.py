@@ -34,3 +34,9 @@ GRADCHECK_MEAN_REL_ERROR = {"central": 3.0e-6, "forward": 7.5e-6, "backward": 7.
 
 # The report's wall-clock time per 10-epoch run of its C code (Table 2): 3,268-3,557 s.
 SECONDS_PER_RUN = (3268, 3557)
+
+
+def table2_row(learning_rate, batch_size):
+    """The report's Table 2 row ``(loss, accuracy, seconds)`` for a setting, nan where it has none (its nan loss too)."""
+    loss, acc, seconds = TABLE2.get((learning_rate, batch_size), (None, float("nan"), float("nan")))
+    return float("nan") if loss is None else float(loss), float(acc), float(seconds)

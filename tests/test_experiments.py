@@ -74,3 +74,54 @@ def test_best_setting_picks_the_highest_mean_accuracy(small):
     assert means[0.1] > means[0.001]
     with pytest.raises(ValueError, match="at least one History"):
         best_setting([])
+
+
+def test_failed_and_fate():
+    from ex3lib.experiments import failed, fate
+    from synthetic import dead, hist, overflow
+
+    limp, good = hist([0.1, 0.098], loss=np.log(10)), hist(0.97)
+    assert [fate(h) for h in (dead(), overflow(), limp, good)] == ["dead", "overflow", "chance", "trained"]
+    assert [failed(h) for h in (dead(), overflow(), limp, good)] == [True, True, True, False]
+
+
+def test_runs_at_seed_stats_and_texts():
+    from ex3lib.experiments import finals, runs_at, seed_stats, seeds_or_each, seeds_text, setting_label
+    from synthetic import hist, seeds
+
+    runs = seeds(0.97, learning_rate=0.1, batch_size=10) + seeds(0.95, learning_rate=0.01, batch_size=10)
+    assert [h.config["seed"] for h in runs_at(runs, learning_rate=0.1)] == [0, 1, 2]
+    assert runs_at(runs, learning_rate=0.1, seed=1) == [runs[1]]
+    np.testing.assert_allclose(finals(runs[:3]), [0.969, 0.97, 0.971])
+    mean, std = seed_stats(finals(runs[:3]))
+    assert mean == pytest.approx(0.97) and std == pytest.approx(0.001)
+    assert np.isnan(seed_stats([0.9])[1]) and all(np.isnan(seed_stats([])))
+    assert seeds_text(finals(runs[:3]), 4) == "0.9700 ± 0.0010" and seeds_text([0.9]) == "0.900"
+    assert seeds_or_each([0.5, np.nan], 2) == "0.50, nan"
+    assert setting_label(runs[0].config) == "η=0.1, m=10"
+    assert setting_label(hist(0.9, schedule="linear_decay", learning_rate=0.1, lr_final=0.001).config) == \
+        "η=0.1→0.001, m=10"
+
+
+def test_run_groups_returns_histories_by_name(small):
+    from ex3lib.experiments import run_groups
+
+    base = dict(epochs=1, train_size=100, log_every=50, layers=(784, 8, 10))
+    groups = {"a": grid(learning_rate=[0.1, 0.01], **base), "b": [], "c": grid(learning_rate=0.1, **base)}
+    runs = run_groups(groups, small, store=False, workers=1)
+    assert list(runs) == ["a", "b", "c"] and [len(v) for v in runs.values()] == [2, 0, 1]
+    assert runs["a"][1].config["learning_rate"] == 0.01
+    np.testing.assert_array_equal(runs["c"][0].test_accuracy, runs["a"][0].test_accuracy)
+
+
+def test_gradcheck_explorer_computes_only_when_a_control_moves(small):
+    from ex3lib import MLP
+    from ex3lib.explore import gradcheck_explorer
+
+    box = gradcheck_explorer(MLP((784, 8, 10), seed=0), small.x_train[0], int(small.y_train[0]), h=1e-8)
+    (slider, menu), status = box.children[0].children, box.children[1]
+    assert "Move the slider" in status.value and [o[1] for o in menu.options] == [None, 0, 1]
+    slider.value = 1e-6
+    assert "informative weights" in status.value and "1.0e-06" in status.value
+    menu.value = 1
+    assert status.value.endswith("informative weights")

@@ -72,11 +72,14 @@ def test_pixels_that_are_zero_give_exactly_zero_gradients(small):
 def test_h_sweep_shows_truncation_and_round_off(small):
     net = MLP((784, 16, 10), seed=0)
     x, y = _sample(small, 1)
-    hs, errors = h_sweep(net, x, y, hs=[1e-3, 1e-6, 1e-12])
+    sweep = h_sweep(net, x, y, hs=[1e-3, 1e-6, 1e-12])
+    np.testing.assert_array_equal(sweep.hs, [1e-3, 1e-6, 1e-12])
     for method in METHODS:
-        e = errors[method]
+        e = sweep.mean[method]
         assert e[1] < e[0] and e[1] < e[2]
-    assert errors["central"][0] < errors["forward"][0]
+        assert sweep.median[method][1] < sweep.median[method][2]  # round-off grows as h shrinks
+    assert sweep.mean["central"][0] < sweep.mean["forward"][0]
+    assert sweep.median["central"][0] < sweep.median["forward"][0]
 
 
 @pytest.mark.parametrize("kwargs, exc, word", [
@@ -96,3 +99,53 @@ def test_bad_gradcheck_arguments(small, kwargs, exc, word):
 def test_float32_network_is_refused(small):
     with pytest.raises(ValueError, match="float64"):
         gradcheck(MLP((784, 8, 10), dtype=np.float32), *_sample(small))
+
+
+def test_h_sweep_medians_are_gradcheck_medians(small):
+    """Each step of the sweep gives bit for bit the mean and median of a gradcheck with that step."""
+    net = MLP((784, 12, 9, 10), seed=3)
+    x, y = _sample(small, 2)
+    sweep = h_sweep(net, x, y, hs=[1e-2, 1e-5, 1e-9])
+    for i, step in enumerate(sweep.hs):
+        check = gradcheck(net, x, y, h=step)
+        for method in METHODS:
+            assert sweep.mean[method][i] == check.mean_rel_error(method)
+            assert sweep.median[method][i] == check.median_rel_error(method)
+
+
+def test_layer_summary_and_tables(small):
+    from ex3lib.gradcheck import layer_table, sample_table, samples_summary, summary
+
+    net = MLP((784, 12, 10), seed=0)
+    x, y = _sample(small)
+    check = gradcheck(net, x, y, h=1e-6)
+    for layer in (0, 1):
+        alone = gradcheck(net, x, y, h=1e-6, layers=layer)
+        np.testing.assert_array_equal(check.layer(layer).rel_error("central"), alone.rel_error("central"))
+    s = summary(check, x)
+    zero_pixels = int((x == 0).sum())
+    assert s["n_zero_pixels"] == zero_pixels and s["n_zero_pixel"] == f"{zero_pixels * 12:,}"
+    assert s["n_weights"] == f"{784 * 12 + 12 * 10:,}" and s["median_central"] == check.median_rel_error("central")
+    per_layer = layer_table(net, check)
+    assert per_layer.index.tolist() == ["0 (784→12)", "1 (12→10)"]
+    assert per_layer["weights"].tolist() == [784 * 12, 120]
+    per_sample = sample_table(net, small.x_train[:3], small.y_train[:3], h=1e-6)
+    assert per_sample.index.tolist() == [0, 1, 2] and per_sample["label"].tolist() == small.y_train[:3].tolist()
+    spread = samples_summary(per_sample)
+    assert spread["samples_min_median"] <= spread["samples_max_median"]
+
+
+def test_slope_and_sweep_summary():
+    from ex3lib.gradcheck import HSweep, slope, sweep_summary
+
+    hs = np.logspace(-1, -12, 45)
+    assert slope(hs, 3 * hs ** 2, 1e-4, 1e-2) == pytest.approx(2.0)
+    # A V-shaped error: truncation h (one-sided) or h² (central) above the optimum, round-off 1e-16/h below.
+    one_sided = hs + 1e-10 / hs
+    central = hs ** 2 + 1e-10 / hs
+    sweep = HSweep(hs, {m: central if m == "central" else one_sided for m in METHODS},
+                   {m: central if m == "central" else one_sided for m in METHODS})
+    s = sweep_summary(sweep, 1e-8)
+    assert s["best_h_central"] > s["best_h_forward"] and s["slope_round_forward"] == pytest.approx(-1.0, abs=0.01)
+    assert s["slope_trunc_central"] == pytest.approx(2.0, abs=0.05) and s["at_h"]["central"] == pytest.approx(1e-2, rel=0.01)
+    assert s["decades"] == pytest.approx(np.log10(s["best_h_central"] / 1e-8))
