@@ -2,7 +2,7 @@
 
 Run from the project root::
 
-    /work/venv/bin/python benchmarks/bench_epoch.py [--repeat R] [--json PATH] [--quick]
+    python benchmarks/bench_epoch.py [--repeat R] [--json PATH] [--quick] [--optimisers-only]
 
 What is measured
 ----------------
@@ -21,6 +21,11 @@ sizes m = 1, 10 and 100.
   implementation (the library's readable reference of the network), on the same data and weights.  At m = 1 it runs only on the
   first ``--numpy-samples`` images (6,000 by default) and the time is scaled to
   60,000; the output marks every extrapolated number.
+* Every optimiser: one epoch of SGD, momentum and Nesterov (α = 0.9),
+  AdaGrad, RMSProp and Adam at learning rate 0.001 and each m, as the ratio of
+  its time to plain SGD's at the same m in the same run (the targets of
+  ``OPTIMISER_TARGETS``). At m = 1 they train on the first 20,000 images
+  (Adam's on-line epoch alone takes about 20 s), scaled to an epoch.
 * Start-up: a fresh interpreter that imports ex3lib and trains on 64 synthetic
   samples, once with ``NUMBA_CACHE_DIR`` pointing at an empty folder (first
   compile) and once more with the same folder (a second process, warm cache).
@@ -78,6 +83,17 @@ LEARNING_RATE = 0.01
 BATCH_SIZES = (1, 10, 100)
 #: m -> (least NumPy/ex3lib ratio, most ex3lib seconds per epoch) that count as a pass.
 TARGETS = {1: (12.0, 2.5), 10: (3.0, 1.2), 100: (1.2, 0.8)}
+#: The optimiser table: every update rule, timed against plain SGD at the same m in the same run.
+OPTIMISERS = {"SGD": {}, "momentum": {"momentum": 0.9}, "Nesterov": {"momentum": 0.9, "nesterov": True},
+              "AdaGrad": {"optimiser": "adagrad"}, "RMSProp": {"optimiser": "rmsprop"},
+              "Adam": {"optimiser": "adam"}}
+OPTIMISER_LEARNING_RATE = 0.001
+#: name -> {m: the most seconds per epoch it may take, as a multiple of SGD's}.
+OPTIMISER_TARGETS = {"momentum": {1: 1.4, 10: 1.4, 100: 1.4}, "Nesterov": {1: 1.4, 10: 1.4, 100: 1.4},
+                     "AdaGrad": {1: 2.0, 10: 2.0, 100: 2.0}, "RMSProp": {1: 2.0, 10: 2.0, 100: 2.0},
+                     "Adam": {10: 2.5, 100: 2.5}}
+#: Images the optimiser table trains on at m = 1 (scaled to an epoch): Adam's on-line epoch takes ~20 s.
+OPTIMISER_SAMPLES_M1 = 20_000
 #: Tolerance of :func:`check_against_ex3lib`: max-norm relative error per array.
 CHECK_RTOL = 1e-10
 #: A train() call that is slower than this in the warm-cache process must have compiled.
@@ -133,12 +149,15 @@ def kernels_sha256():
     return ex3lib.kernels.kernel_fingerprint()
 
 
-def time_ex3lib(data, test_sparse, m, n):
-    """One ex3lib epoch over the first ``n`` images at batch size ``m``; seconds scaled to 60,000 images."""
+def time_ex3lib(data, test_sparse, m, n, learning_rate=LEARNING_RATE, **hyper):
+    """One ex3lib epoch over the first ``n`` images at batch size ``m``; seconds scaled to 60,000 images.
+
+    ``hyper``: the optimiser and its hyper-parameters (default plain SGD).
+    """
     net = ex3lib.MLP(seed=0)
     t = time.perf_counter()
-    hist = ex3lib.train(net, data, learning_rate=LEARNING_RATE, batch_size=m, epochs=1,
-                        log_every=n, train_size=None if n >= EPOCH else n, progress=False)
+    hist = ex3lib.train(net, data, learning_rate=learning_rate, batch_size=m, epochs=1,
+                        log_every=n, train_size=None if n >= EPOCH else n, progress=False, **hyper)
     call_s = time.perf_counter() - t
     if hist.diverged or len(hist.time) != 2:
         raise RuntimeError(f"ex3lib run at m={m} did not log exactly one epoch: {hist.reason or hist.time}")
@@ -279,6 +298,10 @@ def parse_args(argv=None):
                         "60,000-image epoch (default: 6,000 at m=1, all 60,000 otherwise)")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES), metavar="M")
     p.add_argument("--no-startup", action="store_true", help="skip the compile and start-up measurements")
+    p.add_argument("--no-optimisers", action="store_true",
+                   help="skip the table of every optimiser's epoch against plain SGD's")
+    p.add_argument("--optimisers-only", action="store_true",
+                   help="only the optimiser table (no NumPy comparison, no start-up)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 1 repeat, 6,000 images for ex3lib and at most 6,000 (600 at m=1) for "
                         "NumPy, and a warm start-up only (no first compile)")
@@ -295,6 +318,8 @@ def parse_args(argv=None):
         p.error(f"--batch-sizes must be from 1 to {EPOCH}")
     if args.quick:
         args.repeat = 1
+    if args.optimisers_only and args.no_optimisers:
+        p.error("--optimisers-only and --no-optimisers exclude each other")
     return args
 
 
@@ -308,7 +333,8 @@ def plan_samples(args):
             n_np = 600 if m == 1 else 6_000
         else:
             n_np = 6_000 if m == 1 else EPOCH
-        plan[m] = {"ex3lib": 6_000 if args.quick else EPOCH, "numpy": max(n_np, m)}
+        n_opt = 6_000 if args.quick else (OPTIMISER_SAMPLES_M1 if m == 1 else EPOCH)
+        plan[m] = {"ex3lib": 6_000 if args.quick else EPOCH, "numpy": max(n_np, m), "optimisers": n_opt}
     return plan
 
 
@@ -328,24 +354,38 @@ def main(argv=None):
     weights0 = initial_weights(0)
     test_sparse = ex3lib.MLP(seed=0).sparse(data.x_test, data.y_test)
     for m in args.batch_sizes:
-        time_ex3lib(data, test_sparse, m, max(1_000, m))
-        time_numpy(x, y, weights0, m, max(200, m))
+        if not args.optimisers_only:
+            time_ex3lib(data, test_sparse, m, max(1_000, m))
+            time_numpy(x, y, weights0, m, max(200, m))
+        if not args.no_optimisers:
+            for name, hyper in OPTIMISERS.items():
+                time_ex3lib(data, test_sparse, m, max(1_000, m), OPTIMISER_LEARNING_RATE, **hyper)
 
     runs = {m: {"ex3lib": [], "numpy": []} for m in args.batch_sizes}
+    opt_runs = {m: {name: [] for name in OPTIMISERS} for m in args.batch_sizes}
     startup = {"cold": [], "warm": []}
     for r in range(args.repeat):
         for m in args.batch_sizes:
-            # Alternate which side goes first so neither always inherits the other's cache state.
-            order = ("ex3lib", "numpy") if r % 2 == 0 else ("numpy", "ex3lib")
-            for side in order:
-                if side == "ex3lib":
-                    res = time_ex3lib(data, test_sparse, m, plan[m]["ex3lib"])
-                else:
-                    res = time_numpy(x, y, weights0, m, plan[m]["numpy"])
-                runs[m][side].append(res)
-            log(f"[repeat {r + 1}/{args.repeat}] m={m}: ex3lib {runs[m]['ex3lib'][-1]['epoch_s']:.3f} s/epoch, "
-                f"NumPy {runs[m]['numpy'][-1]['epoch_s']:.3f} s/epoch")
-        if args.no_startup:
+            if not args.optimisers_only:
+                # Alternate which side goes first so neither always inherits the other's cache state.
+                order = ("ex3lib", "numpy") if r % 2 == 0 else ("numpy", "ex3lib")
+                for side in order:
+                    if side == "ex3lib":
+                        res = time_ex3lib(data, test_sparse, m, plan[m]["ex3lib"])
+                    else:
+                        res = time_numpy(x, y, weights0, m, plan[m]["numpy"])
+                    runs[m][side].append(res)
+                log(f"[repeat {r + 1}/{args.repeat}] m={m}: ex3lib {runs[m]['ex3lib'][-1]['epoch_s']:.3f} "
+                    f"s/epoch, NumPy {runs[m]['numpy'][-1]['epoch_s']:.3f} s/epoch")
+            if not args.no_optimisers:
+                names = list(OPTIMISERS) if r % 2 == 0 else list(OPTIMISERS)[::-1]
+                for name in names:
+                    opt_runs[m][name].append(time_ex3lib(data, test_sparse, m, plan[m]["optimisers"],
+                                                         OPTIMISER_LEARNING_RATE, **OPTIMISERS[name]))
+                log(f"[repeat {r + 1}/{args.repeat}] m={m}: "
+                    + ", ".join(f"{name} {opt_runs[m][name][-1]['epoch_s']:.3f}" for name in OPTIMISERS)
+                    + " s/epoch")
+        if args.no_startup or args.optimisers_only:
             continue
         if args.quick:
             startup["warm"].append(time_startup())
@@ -359,14 +399,25 @@ def main(argv=None):
     sha_after = kernels_sha256()
     results = {}
     for m in args.batch_sizes:
+        if args.optimisers_only:
+            continue
         ex, nb = best(runs[m]["ex3lib"]), best(runs[m]["numpy"])
         results[m] = {"ex3lib": ex, "numpy": nb, "ratio": nb["epoch_s"] / ex["epoch_s"],
                       "target": TARGETS.get(m), "runs": runs[m]}
+    optimisers = {}
+    for m in args.batch_sizes:
+        if args.no_optimisers:
+            continue
+        bests = {name: best(opt_runs[m][name]) for name in OPTIMISERS}
+        sgd_s = bests["SGD"]["epoch_s"]
+        optimisers[m] = {name: {"best": b, "ratio_to_sgd": b["epoch_s"] / sgd_s,
+                                "target": OPTIMISER_TARGETS.get(name, {}).get(m), "runs": opt_runs[m][name]}
+                         for name, b in bests.items()}
     cold, warm = best(startup["cold"]), best(startup["warm"])
     total_s = time.perf_counter() - t_start
 
     blas = blas_info()
-    print(render(args, plan, results, cold, warm, check, sha_before != sha_after, total_s, blas))
+    print(render(args, plan, results, optimisers, cold, warm, check, sha_before != sha_after, total_s, blas))
     if args.json:
         payload = {
             "settings": {"epoch_samples": EPOCH, "learning_rate": LEARNING_RATE, "dtype": "float64",
@@ -377,6 +428,8 @@ def main(argv=None):
             "results": {str(m): {**v, "target": None if v["target"] is None else
                                  {"ratio": v["target"][0], "ex3lib_s_per_epoch": v["target"][1]}}
                         for m, v in results.items()},
+            "optimisers": {"learning_rate": OPTIMISER_LEARNING_RATE, "hyper_parameters": OPTIMISERS,
+                           "results": {str(m): v for m, v in optimisers.items()}},
             "startup": {"first_compile": cold, "warm_cache": warm, "runs": startup},
             "check_max_rel_err": check,
             "environment": {"python": platform.python_version(), "numpy": np.__version__,
@@ -392,10 +445,42 @@ def main(argv=None):
     return 0
 
 
-def render(args, plan, results, cold, warm, check, kernels_changed, total_s, blas):
+def render_optimisers(plan, optimisers):
+    """The optimiser table: seconds per epoch and the ratio to plain SGD at the same m, with the targets."""
+    names = list(OPTIMISERS)
+    lines = [f"Every optimiser, one epoch at learning rate {OPTIMISER_LEARNING_RATE:g} (s/epoch, and the ratio "
+             "to plain SGD at the same m in this run; target: the most the ratio may be):", "",
+             "| m | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    failed = []
+    for m, row in optimisers.items():
+        cells = []
+        for name in names:
+            res = row[name]
+            cell = f"{res['best']['epoch_s']:.3f}"
+            if name != "SGD":
+                cell += f" ({res['ratio_to_sgd']:.2f}x"
+                if res["target"] is not None:
+                    ok = res["ratio_to_sgd"] <= res["target"]
+                    cell += f" ≤ {res['target']:g}: {'pass' if ok else 'FAIL'}"
+                    if not ok:
+                        failed.append(f"{name} at m={m}")
+                cell += ")"
+            cells.append(cell)
+        mark = "*" if plan[m]["optimisers"] < EPOCH else ""
+        lines.append(f"| {m}{mark} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for m in optimisers:
+        if plan[m]["optimisers"] < EPOCH:
+            lines.append(f"\\* m={m}: timed on {plan[m]['optimisers']:,} of {EPOCH:,} images and extrapolated "
+                         "to a full epoch.")
+    lines.append("Optimiser targets: " + ("all met." if not failed else "NOT met for " + ", ".join(failed) + "."))
+    return lines
+
+
+def render(args, plan, results, optimisers, cold, warm, check, kernels_changed, total_s, blas):
     """The markdown report."""
     lines = ["| m | ex3lib s/epoch | NumPy s/epoch | ratio | required ratio | required ex3lib s/epoch | pass/fail |",
-             "|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|"] if results else []
     notes = []
     for m, res in results.items():
         ex_s, np_s = res["ex3lib"]["epoch_s"], res["numpy"]["epoch_s"]
@@ -414,6 +499,8 @@ def render(args, plan, results, cold, warm, check, kernels_changed, total_s, bla
         lines.append(f"| {m} | {ex_s:.3f}{ex_mark} | {np_s:.3f}{np_mark} | {res['ratio']:.2f} | "
                      f"{want_ratio} | {want_s} | {ok} |")
     lines += [""] + notes + ([""] if notes else [])
+    if optimisers:
+        lines += render_optimisers(plan, optimisers) + [""]
 
     if cold:
         lines.append(f"First compile (empty NUMBA_CACHE_DIR): {cold['import_and_train_s']:.2f} s for "
@@ -429,9 +516,10 @@ def render(args, plan, results, cold, warm, check, kernels_changed, total_s, bla
                          "the cache was not reused.")
     lines.append("")
 
-    lines += ["Details (best of the repeats):", "",
-              "| m | ex3lib train() call s | ex3lib test eval s | ex3lib epoch loss | NumPy images timed | "
-              "NumPy epoch loss |", "|---|---|---|---|---|---|"]
+    if results:
+        lines += ["Details (best of the repeats):", "",
+                  "| m | ex3lib train() call s | ex3lib test eval s | ex3lib epoch loss | NumPy images timed | "
+                  "NumPy epoch loss |", "|---|---|---|---|---|---|"]
     for m, res in results.items():
         ex, nb = res["ex3lib"], res["numpy"]
         lines.append(f"| {m} | {ex['train_call_s']:.3f} | {ex['test_eval_s']:.3f} | {ex['loss']:.6f} | "
