@@ -162,7 +162,7 @@ def run_groups(groups, data=None, **kwargs) -> dict:
     >>> len(runs["sgd"]), len(runs["adam"])                          # doctest: +SKIP
     (2, 1)
     """
-    from .store import run_many
+    from .runner import run_many
 
     groups = {name: list(configs) for name, configs in groups.items()}
     kwargs.setdefault("progress", False)
