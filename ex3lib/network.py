@@ -31,12 +31,9 @@ and ``extent`` how many pixels and samples the last batch wrote.
 Workspace = namedtuple("Workspace", [
     "outputs",             # per layer (batch, fan_out): ReLU outputs, raw logits for the last layer
     "deltas",              # per layer (batch, fan_out): dL/d pre-activation
-    "grad",                # flat, like params: the batch's summed gradient (optimisers other than SGD)
+    "grad",                # flat, like params: summed gradients (rows are zeroed by their optimiser step)
     "weight_grads",        # per layer (fan_in, fan_out) views of grad
     "bias_grads",          # per layer (fan_out,) views of grad (empty without biases)
-    "row_marked",          # per layer (fan_in,): 1 if the row is listed in active_rows
-    "active_rows",         # per layer (fan_in,): the rows the batch gave a gradient, in the order found
-    "n_active_rows",       # (n_layers,): how many rows active_rows lists
     "batch_labels",        # (batch,): the labels of the batch being evaluated
     "layer_alive",         # (n_hidden,): 1 if the hidden layer had a positive output in the window
     "pixels",              # BatchPixels of the batch
@@ -46,7 +43,7 @@ Workspace = namedtuple("Workspace", [
     "first_block_inputs",  # (n_pixels, FWD_BLOCK): the forward tile's inputs for the first layer
     "block_inputs",        # (widest hidden, FWD_BLOCK): the forward tile's inputs for a hidden layer
     "block_units",         # scratch: the input units a tile uses
-    "pixel_seen",          # (n_pixels,): 1 for the pixels of the forward tile's block
+    "row_seen",            # (widest fan_in,): scratch marks of rows (pixels, units), all 0 between uses
     "tile_samples",        # (batch,): the samples a gradient tile uses
     "hidden_coef",         # (batch, GRAD_BLOCK): a hidden gradient tile's coefficients
     "unit_max",            # scratch: each input unit's largest value over the batch
@@ -211,7 +208,7 @@ class MLP:
         pixels = BatchPixels(position=np.zeros(n_in, np.int64), pixels=np.zeros(n_in + 1, np.int64),
                              coef=np.zeros((n_blocks, batch_size, gb), dt),
                              in_block=np.zeros((n_blocks, batch_size), np.uint8), extent=np.zeros(2, np.int64))
-        # pixels.position, first_block_inputs and pixel_seen must be all 0
+        # pixels.position, first_block_inputs and row_seen must be all 0
         # between uses (the kernels restore that).
         return Workspace(
             outputs=tuple(np.zeros((batch_size, m), dt) for _, m in self._shapes),
@@ -220,9 +217,6 @@ class MLP:
             weight_grads=tuple(grad[o:o + n * m].reshape(n, m) for o, (n, m) in zip(self._w_off, self._shapes)),
             bias_grads=(tuple(grad[o:o + m] for o, (_, m) in zip(self._b_off, self._shapes)) if self.bias
                         else tuple(np.zeros(0, dt) for _ in self._shapes)),
-            row_marked=tuple(np.zeros(n, np.uint8) for n, _ in self._shapes),
-            active_rows=tuple(np.zeros(n, np.int64) for n, _ in self._shapes),
-            n_active_rows=np.zeros(len(self._shapes), np.int64),
             batch_labels=np.zeros(batch_size, np.int64),
             layer_alive=np.zeros(max(len(self._shapes) - 1, 1), np.uint8),
             pixels=pixels,
@@ -232,7 +226,7 @@ class MLP:
             first_block_inputs=np.zeros((n_in, fb), dt),
             block_inputs=np.zeros((widest_in, fb), dt),
             block_units=np.zeros(widest_in, np.int64),
-            pixel_seen=np.zeros(n_in, np.int64),
+            row_seen=np.zeros(widest_in, np.int64),
             tile_samples=np.zeros(batch_size, np.int64),
             hidden_coef=np.zeros((batch_size, gb), dt),
             unit_max=np.zeros(max(widest_in, kernels.LANES), dt),
@@ -261,10 +255,15 @@ class MLP:
             ``grads[l]`` has the shape of ``weights[l]``: d loss / d W_l.
             When the network has biases, their gradients follow, one per layer.
         """
+        from .optimisers import make_optimiser
+
         data = self.sparse(x, y)
         n = data.y.shape[0]
         work = self.workspace(n)
-        loss = kernels.loss_and_grad(self.arrays(), work, data, np.arange(n, dtype=np.int64))
+        # The kernel takes an optimiser's arrays but takes no step with them.
+        sgd = make_optimiser("sgd")
+        no_step = sgd.arrays(sgd.init(self.params), 1.0)
+        loss = kernels.loss_and_grad(self.arrays(), no_step, work, data, np.arange(n, dtype=np.int64))
         grads = [g.copy() for g in work.weight_grads]
         if self.bias:
             grads += [g.copy() for g in work.bias_grads]

@@ -15,17 +15,36 @@ Reference: :func:`ex3lib.reference.loss_and_grad` (``h.T @ delta`` and
 additions. The products run in the register tiles of
 :mod:`ex3lib.kernels.tiles`, so each weight row is loaded once per batch.
 
-For plain SGD (and on-line momentum) each weight row takes its step as soon
-as its gradient is known, after its contribution to the error sent back has
-been taken with the old weights; no gradient is stored. The first layer's
-inputs are sparse, so its rows go pixel by pixel: :func:`gather_batch` lists
-the pixels a batch uses.
+Every weight row takes its optimiser step as soon as its gradient is known
+(after its contribution to the error sent back has been taken with the old
+weights), while the gradient is still in the cache: plain SGD folds the step
+into the gradient tiles themselves, the other rules apply
+:func:`~ex3lib.kernels.updates.update_range` to each block of rows the tiles
+have just summed. The first layer's inputs are sparse, so its rows go pixel
+by pixel: :func:`gather_batch` lists the pixels a batch uses.
 """
+
+from collections import namedtuple
 
 from numba import njit
 
 from .tiles import GRAD_BLOCK, dots_active, dots_tile, grad_one, grad_tile
-from .updates import NESTEROV, momentum_row
+from .updates import update_range
+
+#: What back-propagation does with a row's gradient: keep it (``GRADIENT``,
+#: for :func:`~ex3lib.kernels.evaluation.loss_and_grad`), add it scaled by
+#: ``-η/m`` to the weights (``SGD_FUSED``, plain SGD), or apply the
+#: optimiser's rule to the row (``RULE``).
+GRADIENT, SGD_FUSED, RULE = 0, 1, 2
+
+Stepping = namedtuple("Stepping", "mode opt params grad scale corrections count")
+Stepping.__doc__ = """How :func:`backward_batch` applies a batch's gradient.
+
+``mode`` is ``GRADIENT``, ``SGD_FUSED`` or ``RULE``; with ``RULE``, ``opt`` is
+the optimiser (``OptArrays``), ``scale`` turns the summed gradient in ``grad``
+into the mean (``1 / m``), ``corrections`` are Adam's bias corrections and
+``count`` the update count after this step.
+"""
 
 
 @njit(cache=True, inline="always", fastmath={"contract"})
@@ -81,17 +100,48 @@ def gather_batch(data, rows, pixels, scale):
     return n_used
 
 
+@njit(cache=True)
+def step_rows(how, base, n_out, rows, n):
+    """Apply the optimiser's rule to rows ``rows[:n]`` of a weight matrix at flat offset ``base``.
+
+    Their summed gradient is in ``how.grad`` (and is zeroed by the step).
+    """
+    for t in range(n):
+        lo = base + rows[t] * n_out
+        update_range(how.opt, how.params, how.grad, lo, lo + n_out, how.scale, how.corrections, True)
+
+
+@njit(cache=True)
+def step_unused_rows(how, base, n_out, n_rows, used, n_used, seen):
+    """The step of every row of a weight matrix not in ``used[:n_used]`` (their gradient is 0).
+
+    ``seen`` is scratch, all 0 before and after.
+    """
+    for t in range(n_used):
+        seen[used[t]] = 1
+    for j in range(n_rows):
+        if seen[j] == 0:
+            lo = base + j * n_out
+            update_range(how.opt, how.params, how.grad, lo, lo + n_out, how.scale, how.corrections, False)
+    for t in range(n_used):
+        seen[used[t]] = 0
+
+
 @njit(cache=True, fastmath={"contract"})
-def hidden_grad(deltas, inputs, B, scale, dest, work):
+def hidden_grad(deltas, inputs, B, scale, dest, work, how, base):
     """``dest[j] += scale * sum_s inputs[s, j] * deltas[s]`` for every input unit ``j`` some sample used.
 
     The units used go in blocks of ``GRAD_BLOCK`` through
     :func:`~ex3lib.kernels.tiles.grad_tile`, the rest one by one; each sum
     runs over the samples in ascending order. The inputs are ReLU outputs
     (never negative), so a unit is used where its largest input is positive.
-    The units used are left in ``work.block_units``; returns how many.
+    With ``how.mode == RULE`` each block of rows takes its optimiser step
+    (:func:`step_rows`; ``base``: the matrix's offset in the flat
+    parameters) as soon as it is summed. The units used are left in
+    ``work.block_units``; returns how many.
     """
     n_in = inputs.shape[1]
+    n_out = dest.shape[1]
     top = work.unit_max[:n_in]
     top[:] = 0.0
     for s in range(B):
@@ -128,7 +178,10 @@ def hidden_grad(deltas, inputs, B, scale, dest, work):
                     used |= a > 0.0
             samples[n_samples] = s
             n_samples += 1 if used else 0
-        grad_tile(deltas, samples, n_samples, coefs, dest, rows[b0:b0 + GRAD_BLOCK])
+        block = rows[b0:b0 + GRAD_BLOCK]
+        grad_tile(deltas, samples, n_samples, coefs, dest, block)
+        if how.mode == RULE:
+            step_rows(how, base, n_out, block, GRAD_BLOCK)
         b0 += GRAD_BLOCK
     one_samples = work.nonzero_index
     one_coef = work.nonzero_value
@@ -141,19 +194,24 @@ def hidden_grad(deltas, inputs, B, scale, dest, work):
             one_coef[n] = scale * a
             n += 1 if a != 0.0 else 0
         grad_one(deltas, one_samples, one_coef, 0, n, dest[j])
+        if how.mode == RULE:
+            step_rows(how, base, n_out, rows[t:t + 1], 1)
     return n_rows
 
 
 @njit(cache=True, fastmath={"contract"})
-def first_layer_grad(deltas, pixels, n_used, B, dest, work):
+def first_layer_grad(deltas, pixels, n_used, B, dest, work, how, base):
     """``dest[i] += sum_s c(s, i) * deltas[s]`` for every pixel ``i`` the batch uses (``c``: see :func:`gather_batch`).
 
     Full blocks of ``GRAD_BLOCK`` pixels go through
     :func:`~ex3lib.kernels.tiles.grad_tile` (over the samples using any of
     them), the rest one by one. Each sum runs over the pixel's samples in
     ascending order (a sample of the block that does not use the pixel adds
-    exactly 0), so how pixels are grouped does not change a bit of the result.
+    exactly 0), so how pixels are grouped does not change a bit of the
+    result. With ``how.mode == RULE`` each block of rows takes its optimiser
+    step as soon as it is summed.
     """
+    n_out = dest.shape[1]
     samples = work.tile_samples
     n_full = n_used // GRAD_BLOCK
     for k in range(n_full):
@@ -162,8 +220,10 @@ def first_layer_grad(deltas, pixels, n_used, B, dest, work):
         for s in range(B):
             samples[n_samples] = s
             n_samples += in_block[s]
-        grad_tile(deltas, samples, n_samples, pixels.coef[k], dest,
-                  pixels.pixels[k * GRAD_BLOCK:(k + 1) * GRAD_BLOCK])
+        block = pixels.pixels[k * GRAD_BLOCK:(k + 1) * GRAD_BLOCK]
+        grad_tile(deltas, samples, n_samples, pixels.coef[k], dest, block)
+        if how.mode == RULE:
+            step_rows(how, base, n_out, block, GRAD_BLOCK)
     one_samples = work.nonzero_index
     one_coef = work.nonzero_value
     for q in range(n_used - n_full * GRAD_BLOCK):
@@ -174,49 +234,51 @@ def first_layer_grad(deltas, pixels, n_used, B, dest, work):
             one_samples[n] = s
             one_coef[n] = a
             n += 1 if a != 0.0 else 0
-        grad_one(deltas, one_samples, one_coef, 0, n, dest[pixels.pixels[n_full * GRAD_BLOCK + q]])
-
-
-@njit(cache=True, inline="always")
-def _mark_row(work, l, j):
-    """List row ``j`` of layer ``l`` once in ``work.active_rows[l]``."""
-    if work.row_marked[l][j] == 0:
-        work.row_marked[l][j] = 1
-        work.active_rows[l][work.n_active_rows[l]] = j
-        work.n_active_rows[l] += 1
+        u = n_full * GRAD_BLOCK + q
+        grad_one(deltas, one_samples, one_coef, 0, n, dest[pixels.pixels[u]])
+        if how.mode == RULE:
+            step_rows(how, base, n_out, pixels.pixels[u:u + 1], 1)
 
 
 @njit(cache=True, fastmath={"contract"})
-def backward_batch(net, n_used, B, work, fused, step_scale):
-    """Back-propagate ``work.deltas[L-1]`` (softmax - onehot) through the batch.
+def backward_batch(net, n_used, B, work, how):
+    """Back-propagate ``work.deltas[L-1]`` (softmax - onehot) through the batch, and step every row.
 
-    With ``fused`` (plain SGD) each weight row takes its step
-    ``-step_scale * sum_s a_s d_s`` (``step_scale = η / m``) right after the
-    row's contribution to the previous layer's error has been taken with the
-    old weights; no gradient is stored. Otherwise the summed gradients go to
-    ``work.weight_grads``/``work.bias_grads`` and every row that received a
-    contribution is listed once in ``work.active_rows[l]``, so the optimiser
-    can skip the rest. For a hidden layer the error sent back is computed for
-    every unit first (:func:`~ex3lib.kernels.tiles.dots_tile`), then its
-    weights take their step or gradient (:func:`hidden_grad`); the first
-    layer's rows go pixel by pixel (:func:`gather_batch`,
-    :func:`first_layer_grad`; with ``fused``, ``gather_batch`` has already
-    scaled the inputs by ``-step_scale``).
+    ``how`` (a :class:`Stepping`) says what happens to a row's gradient
+    ``sum_s a_s d_s``: with ``SGD_FUSED`` the row takes its step
+    ``-η/m * sum_s a_s d_s`` inside the gradient tile (``gather_batch`` has
+    already scaled the first layer's inputs by ``-η/m``) and no gradient is
+    stored; with ``RULE`` it is summed into ``work.grad`` and the row takes
+    its optimiser step at once; with ``GRADIENT`` it is left in ``work.grad``.
+    Each row is stepped after its contribution to the previous layer's error
+    has been taken with the old weights. For a hidden layer the error sent
+    back is computed for every unit first
+    (:func:`~ex3lib.kernels.tiles.dots_tile`), then its rows' gradients
+    (:func:`hidden_grad`); the first layer's rows go pixel by pixel
+    (:func:`first_layer_grad`). Rows with no gradient are skipped where the
+    rule leaves them unchanged (``sparse_safe``) or steps them lazily
+    (``lazy_first_layer``), else stepped with a zero gradient.
     """
     L = len(net.weights)
     A, D = work.outputs, work.deltas
+    fused = how.mode == SGD_FUSED
+    step_scale = -how.scale if fused else 1.0
     for l in range(L - 1, -1, -1):
         Dl = D[l]
+        weights = net.weights[l]
+        n_in, n_out = weights.shape
+        base = net.weight_offsets[l]
         if net.has_bias:
             target = net.biases[l] if fused else work.bias_grads[l]
-            scale = -step_scale if fused else 1.0
             for s in range(B):
-                axpy(scale, Dl[s], target)
-        weights = net.weights[l]
+                axpy(step_scale, Dl[s], target)
+            if how.mode == RULE:
+                lo = net.bias_offsets[l]
+                update_range(how.opt, how.params, how.grad, lo, lo + n_out, how.scale, how.corrections, True)
+        dest = weights if fused else work.weight_grads[l]
         if l > 0:
             inputs = A[l - 1]
             Dprev = D[l - 1]
-            n_in = weights.shape[0]
             # The error sent back, with the old weights: the dot products of
             # pairs of samples in register tiles, then 0 where the unit was
             # off (ReLU); an odd sample out takes only the units it used.
@@ -229,52 +291,14 @@ def backward_batch(net, n_used, B, work, fused, step_scale):
                     Dprev[s, j] = Dprev[s, j] if inputs[s, j] != 0.0 else 0.0
             if pairs < B:
                 dots_active(weights, Dl, B - 1, inputs, Dprev, work.block_units, work.unit_max)
-            n_rows = hidden_grad(Dl, inputs, B, -step_scale if fused else 1.0,
-                                 weights if fused else work.weight_grads[l], work)
-            if not fused:
-                for t in range(n_rows):
-                    _mark_row(work, l, work.block_units[t])
+            n_rows = hidden_grad(Dl, inputs, B, step_scale, dest, work, how, base)
+            if how.mode == RULE and not how.opt.sparse_safe:
+                step_unused_rows(how, base, n_out, n_in, work.block_units, n_rows, work.row_seen)
         else:
-            first_layer_grad(Dl, work.pixels, n_used, B, weights if fused else work.weight_grads[l], work)
-            if not fused:
-                for u in range(n_used):
-                    _mark_row(work, l, work.pixels.pixels[u])
-
-
-@njit(cache=True, fastmath={"contract"})
-def backward_online_momentum(net, opt, n_used, work, step):
-    """Back-propagation fused with an on-line (m = 1) momentum or Nesterov step.
-
-    Like plain SGD in :func:`backward_batch`, each weight row takes its step
-    as soon as its gradient ``a * d`` is known, after its contribution to the
-    previous layer's error has been taken with the old weights. Hidden rows
-    whose input is 0 take the zero-gradient step; first-layer rows of zero
-    pixels are left to :func:`~ex3lib.kernels.updates.catch_up_rows`.
-    """
-    L = len(net.weights)
-    A, D = work.outputs, work.deltas
-    lr, alpha, nesterov = opt.learning_rate, opt.momentum, opt.kind == NESTEROV
-    velocity = opt.velocity
-    for l in range(L - 1, -1, -1):
-        d = D[l][0]
-        n_out = net.weights[l].shape[1]
-        if net.has_bias:
-            lo = net.bias_offsets[l]
-            momentum_row(net.biases[l], velocity[lo:lo + n_out], 1.0, d, lr, alpha, nesterov)
-        weights = net.weights[l]
-        base = net.weight_offsets[l]
-        if l > 0:
-            inputs = A[l - 1][0]
-            # The error sent back, with the old weights (as in backward_batch).
-            dots_active(weights, D[l], 0, A[l - 1], D[l - 1], work.block_units, work.unit_max)
-            for j in range(weights.shape[0]):
-                lo = base + j * n_out
-                momentum_row(weights[j], velocity[lo:lo + n_out], inputs[j], d, lr, alpha, nesterov)
-        else:
-            pixels = work.pixels
-            for u in range(n_used):
-                i = pixels.pixels[u]
-                lo = base + i * n_out
-                momentum_row(weights[i], velocity[lo:lo + n_out], pixels.coef[u // GRAD_BLOCK, 0, u % GRAD_BLOCK],
-                             d, lr, alpha, nesterov)
-                work.row_updated_at[i] = step
+            first_layer_grad(Dl, work.pixels, n_used, B, dest, work, how, base)
+            if how.mode == RULE:
+                if how.opt.lazy_first_layer:
+                    for u in range(n_used):
+                        work.row_updated_at[work.pixels.pixels[u]] = how.count
+                elif not how.opt.sparse_safe:
+                    step_unused_rows(how, base, n_out, n_in, work.pixels.pixels, n_used, work.row_seen)

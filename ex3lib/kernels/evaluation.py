@@ -9,7 +9,7 @@ the batch of back-propagation's (:mod:`ex3lib.kernels.backward`). Reference:
 
 from numba import njit
 
-from .backward import backward_batch, gather_batch
+from .backward import GRADIENT, Stepping, backward_batch, gather_batch
 from .forward import forward_loss
 
 
@@ -44,18 +44,15 @@ def evaluate(net, work, data, rows_all, out_pred):
 
 
 @njit(cache=True, fastmath={"contract"})
-def loss_and_grad(net, work, data, rows):
-    """Mean loss over ``rows`` and the mean gradient left in ``work.grad`` (one batch)."""
-    L = len(net.weights)
+def loss_and_grad(net, opt, work, data, rows):
+    """Mean loss over ``rows`` and the mean gradient left in ``work.grad`` (one batch).
+
+    ``opt`` is any ``OptArrays`` (it is not used: no step is taken).
+    """
     B = rows.shape[0]
     total = forward_loss(net, work, data, rows)
     n_used = gather_batch(data, rows, work.pixels, 1.0)
-    backward_batch(net, n_used, B, work, False, 0.0)
-    for l in range(L):
-        marked = work.row_marked[l]
-        for q in range(work.n_active_rows[l]):
-            marked[work.active_rows[l][q]] = 0
-        work.n_active_rows[l] = 0
+    backward_batch(net, n_used, B, work, Stepping(GRADIENT, opt, net.params, work.grad, 1.0, (1.0, 1.0), 0))
     inv = 1.0 / B
     for i in range(work.grad.shape[0]):
         work.grad[i] *= inv

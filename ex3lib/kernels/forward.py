@@ -115,10 +115,10 @@ def forward_batch(net, data, rows, work):
         block = work.first_block_inputs if l == 0 else work.block_inputs
         s0 = 0
         while B - s0 >= FWD_BLOCK:
-            n_used = _block_inputs(data, rows, l, inputs, s0, block, work.block_units, work.pixel_seen)
+            n_used = _block_inputs(data, rows, l, inputs, s0, block, work.block_units, work.row_seen)
             forward_tile(weights, work.block_units, n_used, block, out, s0)
             if l == 0:
-                _clear_block(block, work.block_units, n_used, work.pixel_seen)
+                _clear_block(block, work.block_units, n_used, work.row_seen)
             s0 += FWD_BLOCK
         for s in range(s0, B):
             if l == 0:

@@ -2,10 +2,9 @@
 
 Each mini-batch (report Algorithm 1) is: list the pixels it uses
 (:func:`~ex3lib.kernels.backward.gather_batch`), the forward pass and loss
-(:func:`~ex3lib.kernels.forward.forward_loss`), back-propagation
-(:func:`~ex3lib.kernels.backward.backward_batch`) and the optimiser's step
-(:func:`~ex3lib.kernels.updates.apply_update`, or folded into the
-back-propagation for plain SGD and on-line momentum). Logging, schedules,
+(:func:`~ex3lib.kernels.forward.forward_loss`), and back-propagation
+(:func:`~ex3lib.kernels.backward.backward_batch`), which takes the
+optimiser's step row by row as the gradient comes. Logging, schedules,
 divergence checks and progress bars stay in Python
 (:func:`ex3lib.training.train`), which calls :func:`train_window` once per
 logged point. The reference it must match batch by batch is
@@ -18,9 +17,9 @@ import math
 import numpy as np
 from numba import njit
 
-from .backward import backward_batch, backward_online_momentum, gather_batch
+from .backward import RULE, SGD_FUSED, Stepping, backward_batch, gather_batch
 from .forward import forward_loss
-from .updates import MOMENTUM, NESTEROV, SGD, apply_update, catch_up_rows
+from .updates import SGD, bias_corrections, catch_up_rows
 
 
 @njit(cache=True, fastmath={"contract"})
@@ -62,12 +61,12 @@ def train_window(net, opt, work, data, order, start, stop, batch_size, step):
         loss_sum += batch_loss
         n += B
         step += 1
-        if B == 1 and opt.lazy_first_layer and (opt.kind == MOMENTUM or opt.kind == NESTEROV):
-            backward_online_momentum(net, opt, n_used, work, step)
+        if fused:
+            how = Stepping(SGD_FUSED, opt, net.params, work.grad, opt.learning_rate / B, (1.0, 1.0), step)
         else:
-            backward_batch(net, n_used, B, work, fused, opt.learning_rate / B)
-            if not fused:
-                apply_update(net, opt, work, 1.0 / B, step)
+            how = Stepping(RULE, opt, net.params, work.grad, 1.0 / B, bias_corrections(opt.b1, opt.b2, step),
+                           step)
+        backward_batch(net, n_used, B, work, how)
         pos = end
     if opt.lazy_first_layer:
         every = np.arange(net.shapes[0, 0])

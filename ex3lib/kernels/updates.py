@@ -174,53 +174,6 @@ def update_range(opt, params, grad, lo, hi, scale, corrections, has_grad):
                 p[i], mu[i], nu[i] = adam_rule(p[i], mu[i], nu[i], 0.0, lr, opt.b1, opt.b2, opt.eps, c1, c2)
 
 
-@njit(cache=True)
-def momentum_row(w, v, a, d, learning_rate, momentum, nesterov):
-    """On-line (m = 1) momentum step of one weight row whose gradient is ``a * d`` (``a`` = 0: none)."""
-    for k in range(w.shape[0]):
-        lr_g = learning_rate * (a * d[k])
-        if nesterov:
-            w[k], v[k] = nesterov_rule(w[k], v[k], lr_g, momentum)
-        else:
-            w[k], v[k] = momentum_rule(w[k], v[k], lr_g, momentum)
-
-
-@njit(cache=True)
-def apply_update(net, opt, work, scale, step):
-    """One optimiser step over every parameter, skipping rows where that is exact or deferred.
-
-    For SGD and AdaGrad a zero gradient leaves weight and state bit-for-bit
-    unchanged, so only the rows listed in ``work.active_rows`` are visited
-    (when ``opt.sparse_safe``). With ``opt.lazy_first_layer`` the first
-    layer's untouched rows are deferred to :func:`catch_up_rows`. Every other
-    row is updated, reading the gradient only where there is one.
-    """
-    corrections = bias_corrections(opt.b1, opt.b2, step)
-    L = net.shapes.shape[0]
-    for l in range(L):
-        n_out = net.shapes[l, 1]
-        base = net.weight_offsets[l]
-        marked = work.row_marked[l]
-        active = work.active_rows[l]
-        if opt.sparse_safe or (opt.lazy_first_layer and l == 0):
-            for q in range(work.n_active_rows[l]):
-                j = active[q]
-                if opt.lazy_first_layer:
-                    work.row_updated_at[j] = step
-                lo = base + j * n_out
-                update_range(opt, net.params, work.grad, lo, lo + n_out, scale, corrections, True)
-                marked[j] = 0
-        else:
-            for j in range(net.shapes[l, 0]):
-                lo = base + j * n_out
-                update_range(opt, net.params, work.grad, lo, lo + n_out, scale, corrections, marked[j] != 0)
-                marked[j] = 0
-        work.n_active_rows[l] = 0
-        if net.has_bias:
-            lo = net.bias_offsets[l]
-            update_range(opt, net.params, work.grad, lo, lo + n_out, scale, corrections, True)
-
-
 @njit(cache=True, error_model="numpy")
 def catch_up_rows(opt, params, base, n_out, rows, n_rows, updated_at, step):
     """Apply the steps that first-layer rows skipped while their pixel was 0, in closed form.
