@@ -69,6 +69,57 @@ def test_training_steps_match_numpy_twin(small, name, hyper, lr, batch_size):
     assert hist.loss[-1] == pytest.approx(sum(losses) / 35, rel=1e-10)
 
 
+def _max_rel(a, b):
+    """Max-norm relative difference of ``a`` from the reference ``b``."""
+    scale = np.max(np.abs(b))
+    return float(np.max(np.abs(a - b)) / scale) if scale > 0 else float(np.max(np.abs(a)))
+
+
+@pytest.mark.parametrize("name, hyper, lr", TABLE, ids=IDS)
+@pytest.mark.parametrize("batch_size, bias", [(1, False), (7, False), (10, True)])
+def test_every_training_step_is_the_reference_rule_to_1e_12(small, name, hyper, lr, batch_size, bias):
+    """The compiled training path, batch by batch, against ex3lib.reference from the same state.
+
+    Each step starts the reference from the kernel's own weights and state, so
+    the comparison is of one step, not of a trajectory; both must agree to
+    1e-12 (max-norm relative) in the weights and in every state array.
+    """
+    from ex3lib import kernels
+
+    net = MLP((784, 24, 16, 10), seed=7, bias=bias)
+    if bias:
+        for b in net.biases:
+            b[:] = np.random.default_rng(3).normal(0, 0.1, b.shape)
+    opt = make_optimiser(name, **hyper)
+    state = opt.init(net.params)
+    arrays = opt.arrays(state, lr)
+    n_steps = 12
+    n = n_steps * batch_size
+    data = net.sparse(small.x_train[:n], small.y_train[:n])
+    work = net.workspace(batch_size)
+    order = np.arange(n, dtype=np.int64)
+    slots = {"sgd": ("velocity",), "adagrad": ("sum_sq",), "rmsprop": ("sum_sq",), "adam": ("mu", "nu")}[name]
+    step = 0
+    for k in range(n_steps):
+        w0 = net.params.copy()
+        ref_state = reference.init_state(w0)._replace(step=step, **{s: getattr(state, s).copy() for s in slots
+                                                                    if getattr(state, s).size})
+        weights = [w.copy() for w in net.weights]
+        biases = [b.copy() for b in net.biases] if bias else None
+        rows = slice(k * batch_size, (k + 1) * batch_size)
+        _, gw, gb = reference.loss_and_grad(weights, small.x_train[rows], small.y_train[rows], biases)
+        g = np.concatenate([x.ravel() for x in gw + list(gb)])
+        want_w, want_state = reference.update(name, w0, g, ref_state, learning_rate=lr, **_twin_kwargs(opt))
+        _, _, step, status = kernels.train_window(net.arrays(), arrays, work, data, order, k * batch_size,
+                                                  (k + 1) * batch_size, batch_size, step)
+        assert status == 0 and step == k + 1
+        assert _max_rel(net.params, want_w) <= 1e-12, (k, _max_rel(net.params, want_w))
+        for s in slots:
+            if getattr(state, s).size:
+                assert _max_rel(getattr(state, s), getattr(want_state, s)) <= 1e-12, (k, s)
+        assert _max_rel(net.params, w0) > 1e-6, "the step moved the weights"
+
+
 def _train_forcing(monkeypatch, field, value, net, data, **kwargs):
     """Train with one field of the kernels' optimiser arguments forced, e.g. ``sparse_safe=False``."""
     from ex3lib.optimisers import Optimiser
