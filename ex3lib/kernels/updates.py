@@ -34,7 +34,7 @@ check LLVM vectorises the loops that divide.
 
 from numba import njit
 
-from .simd import fma, sqrt
+from .simd import fma, rsqrt, sqrt
 
 SGD, MOMENTUM, NESTEROV, ADAGRAD, RMSPROP, ADAM = 0, 1, 2, 3, 4, 5
 
@@ -85,22 +85,22 @@ def momentum_coast(w, v, momentum, nesterov):
 def adagrad_rule(w, sum_sq, g, learning_rate, eps):
     """``G = G + g²``, ``w - η g / sqrt(G + ε)`` (report Algorithm 2); returns ``(w, G)``."""
     sum_sq = fma(g, g, sum_sq)
-    return fma(-(learning_rate / sqrt(sum_sq + eps)), g, w), sum_sq
+    return fma(-(learning_rate * rsqrt(sum_sq + eps)), g, w), sum_sq
 
 
 @njit(cache=True, inline="always")
 def rmsprop_rule(w, sum_sq, g, learning_rate, b2, eps):
     """``G = β₂ G + (1 - β₂) g²``, ``w - η g / sqrt(G + ε)``; returns ``(w, G)``."""
     sum_sq = fma(b2, sum_sq, (1.0 - b2) * g * g)
-    return fma(-(learning_rate / sqrt(sum_sq + eps)), g, w), sum_sq
+    return fma(-(learning_rate * rsqrt(sum_sq + eps)), g, w), sum_sq
 
 
 @njit(cache=True, inline="always")
-def adam_rule(w, mu, nu, g, learning_rate, b1, b2, eps, c1, c2):
-    """Adam with bias corrections ``c1 = 1 - β₁^t``, ``c2 = 1 - β₂^t``; returns ``(w, μ, ν)``."""
+def adam_rule(w, mu, nu, g, lr_c1, b1, b2, eps, inv_c2):
+    """Adam with bias corrections: ``lr_c1 = η / (1 - β₁^t)``, ``inv_c2 = 1 / (1 - β₂^t)``; returns ``(w, μ, ν)``."""
     mu = fma(b1, mu, (1.0 - b1) * g)
     nu = fma(b2, nu, (1.0 - b2) * g * g)
-    return w - learning_rate * (mu / c1) / (sqrt(nu / c2) + eps), mu, nu
+    return w - lr_c1 * mu / (sqrt(nu * inv_c2) + eps), mu, nu
 
 
 @njit(cache=True, error_model="numpy")
@@ -164,14 +164,15 @@ def update_range(opt, params, grad, lo, hi, scale, corrections, has_grad):
     else:
         mu, nu = opt.mu[lo:hi], opt.nu[lo:hi]
         c1, c2 = corrections
+        lr_c1, inv_c2 = lr / c1, 1.0 / c2
         if has_grad:
             for i in range(n):
-                p[i], mu[i], nu[i] = adam_rule(p[i], mu[i], nu[i], gr[i] * scale, lr, opt.b1, opt.b2, opt.eps,
-                                               c1, c2)
+                p[i], mu[i], nu[i] = adam_rule(p[i], mu[i], nu[i], gr[i] * scale, lr_c1, opt.b1, opt.b2, opt.eps,
+                                               inv_c2)
                 gr[i] = 0.0
         else:
             for i in range(n):
-                p[i], mu[i], nu[i] = adam_rule(p[i], mu[i], nu[i], 0.0, lr, opt.b1, opt.b2, opt.eps, c1, c2)
+                p[i], mu[i], nu[i] = adam_rule(p[i], mu[i], nu[i], 0.0, lr_c1, opt.b1, opt.b2, opt.eps, inv_c2)
 
 
 @njit(cache=True, error_model="numpy")
