@@ -46,6 +46,7 @@ Workspace = namedtuple("Workspace", [
     "row_seen",            # (widest fan_in,): scratch marks of rows (pixels, units), all 0 between uses
     "tile_samples",        # (batch,): the samples a gradient tile uses
     "hidden_coef",         # (batch, GRAD_BLOCK): a hidden gradient tile's coefficients
+    "tile_sums",           # (GRAD_BLOCK, widest fan_out): a gradient tile's sums for the optimiser's rule
     "unit_max",            # scratch: each input unit's largest value over the batch
 ])
 Workspace.__doc__ = """Scratch buffers of the kernels for batches of up to a given size (see :meth:`MLP.workspace`)."""
@@ -229,6 +230,7 @@ class MLP:
             row_seen=np.zeros(widest_in, np.int64),
             tile_samples=np.zeros(batch_size, np.int64),
             hidden_coef=np.zeros((batch_size, gb), dt),
+            tile_sums=np.zeros((gb, max(self.layers[1:])), dt),
             unit_max=np.zeros(max(widest_in, kernels.LANES), dt),
         )
 

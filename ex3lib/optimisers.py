@@ -138,9 +138,10 @@ class Optimiser:
             raise ValueError(f"params and grad must be flat arrays of the same shape and dtype, "
                              f"got {params.shape}/{params.dtype} and {grad.shape}/{grad.dtype}")
         step = state.step + 1
-        corrections = kernels.bias_corrections(self.b1, self.b2, step)
-        kernels.update_range(self.arrays(state, learning_rate), params, grad, 0, params.shape[0], 1.0,
-                             corrections, True)
+        how = kernels.Stepping(kernels.RULE, self.arrays(state, learning_rate), params, 1.0,
+                               kernels.bias_corrections(self.b1, self.b2, step), step)
+        kernels.step_rows(how, 0, params.shape[0], np.zeros(1, np.int64), 1, grad[None, :], grad, False)
+        grad[...] = 0.0
         return state._replace(step=step)
 
 

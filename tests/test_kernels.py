@@ -116,3 +116,20 @@ def test_rsqrt_is_one_over_sqrt_to_a_few_ulp():
     special = np.array([0.0, np.inf])
     many(special, out[:2])
     assert out[0] == np.inf and out[1] == 0.0
+
+
+def test_a_new_cache_folder_prunes_all_but_the_newest_old_ones(tmp_path, monkeypatch):
+    import numba
+
+    for i in range(5):
+        old = tmp_path / f"ex3-kernels-old{i}"
+        old.mkdir()
+        os.utime(old, (1_000_000 + i, 1_000_000 + i))
+    (tmp_path / "someone-elses").mkdir()
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path))
+    folder = kernels.cache_dir()
+    assert folder.parent == tmp_path
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted([folder.name, "ex3-kernels-old2", "ex3-kernels-old3", "ex3-kernels-old4",
+                           "someone-elses"])
+    assert kernels.cache_dir() == folder and len(list(tmp_path.iterdir())) == 5, "an existing folder prunes nothing"

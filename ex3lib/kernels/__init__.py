@@ -29,6 +29,7 @@ read-only).
 """
 
 import hashlib
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -49,8 +50,17 @@ def kernel_fingerprint() -> str:
     return h.hexdigest()
 
 
+#: Cache folders of earlier versions of the kernels kept beside the current one.
+KEEP_OLD_CACHES = 3
+
+
 def cache_dir() -> Path | None:
-    """The folder the kernels' compiled code is cached in (None: none of the candidates is writable)."""
+    """The folder the kernels' compiled code is cached in (None: none of the candidates is writable).
+
+    Creating it removes all but the ``KEEP_OLD_CACHES`` most recently used
+    folders of other kernel versions beside it, so editing the kernels does
+    not fill the disk with stale machine code.
+    """
     import platformdirs
 
     name = f"ex3-kernels-{kernel_fingerprint()[:20]}"
@@ -59,13 +69,23 @@ def cache_dir() -> Path | None:
     for base in bases:
         folder = base / name
         try:
+            fresh = not folder.exists()
             folder.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryFile(dir=folder):
                 pass
         except OSError:
             continue
+        if fresh:
+            _prune(base, keep=folder)
         return folder
     return None
+
+
+def _prune(base: Path, keep: Path) -> None:
+    others = [p for p in base.glob("ex3-kernels-*") if p != keep and p.is_dir()]
+    others.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in others[KEEP_OLD_CACHES:]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _use_cache_dir() -> str:
@@ -90,12 +110,12 @@ try:
     from .simd import LANES
     from .tiles import FWD_BLOCK, GRAD_BLOCK
     from .updates import (
-        ADAGRAD, ADAM, LAZY_FIRST_LAYER, MOMENTUM, NESTEROV, RMSPROP, SGD, SPARSE_SAFE, bias_corrections,
-        update_range,
+        ADAGRAD, ADAM, LAZY_FIRST_LAYER, MOMENTUM, NESTEROV, RMSPROP, RULE, SGD, SPARSE_SAFE, Stepping,
+        bias_corrections, step_rows,
     )
 finally:
     numba.config.CACHE_DIR = _saved_cache_dir
 
 __all__ = ["ADAGRAD", "ADAM", "FWD_BLOCK", "GRAD_BLOCK", "LANES", "LAZY_FIRST_LAYER", "MOMENTUM", "NESTEROV",
-           "RMSPROP", "SGD", "SPARSE_SAFE", "bias_corrections", "cache_dir", "evaluate", "kernel_fingerprint",
-           "loss_and_grad", "perturbed_losses", "sample_loss", "train_window", "update_range"]
+           "RMSPROP", "RULE", "SGD", "SPARSE_SAFE", "Stepping", "bias_corrections", "cache_dir", "evaluate",
+           "kernel_fingerprint", "loss_and_grad", "perturbed_losses", "sample_loss", "step_rows", "train_window"]

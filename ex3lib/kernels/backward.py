@@ -17,34 +17,19 @@ additions. The products run in the register tiles of
 
 Every weight row takes its optimiser step as soon as its gradient is known
 (after its contribution to the error sent back has been taken with the old
-weights), while the gradient is still in the cache: plain SGD folds the step
-into the gradient tiles themselves, the other rules apply
-:func:`~ex3lib.kernels.updates.update_range` to each block of rows the tiles
-have just summed. The first layer's inputs are sparse, so its rows go pixel
+weights), inside the register tile that sums its gradient: plain SGD adds
+the step to the weights there, the other rules hand each chunk of sums to
+:func:`~ex3lib.kernels.updates.step_rows`; no gradient is ever stored
+(on-line learning, one sample per step, skips the tiles: a row's gradient is
+its input times the error, :func:`backward_online`). The first layer's inputs are sparse, so its rows go pixel
 by pixel: :func:`gather_batch` lists the pixels a batch uses.
 """
 
-from collections import namedtuple
-
+import numpy as np
 from numba import njit
 
-from .tiles import GRAD_BLOCK, dots_active, dots_tile, grad_one, grad_tile
-from .updates import update_range
-
-#: What back-propagation does with a row's gradient: keep it (``GRADIENT``,
-#: for :func:`~ex3lib.kernels.evaluation.loss_and_grad`), add it scaled by
-#: ``-η/m`` to the weights (``SGD_FUSED``, plain SGD), or apply the
-#: optimiser's rule to the row (``RULE``).
-GRADIENT, SGD_FUSED, RULE = 0, 1, 2
-
-Stepping = namedtuple("Stepping", "mode opt params grad scale corrections count")
-Stepping.__doc__ = """How :func:`backward_batch` applies a batch's gradient.
-
-``mode`` is ``GRADIENT``, ``SGD_FUSED`` or ``RULE``; with ``RULE``, ``opt`` is
-the optimiser (``OptArrays``), ``scale`` turns the summed gradient in ``grad``
-into the mean (``1 / m``), ``corrections`` are Adam's bias corrections and
-``count`` the update count after this step.
-"""
+from .tiles import GRAD_BLOCK, dots_active, dots_tile, grad_one, grad_one_step, grad_tile, grad_tile_step
+from .updates import RULE, SGD_FUSED, coast_rows_except, step_rows
 
 
 @njit(cache=True, inline="always", fastmath={"contract"})
@@ -100,31 +85,11 @@ def gather_batch(data, rows, pixels, scale):
     return n_used
 
 
-@njit(cache=True)
-def step_rows(how, base, n_out, rows, n):
-    """Apply the optimiser's rule to rows ``rows[:n]`` of a weight matrix at flat offset ``base``.
-
-    Their summed gradient is in ``how.grad`` (and is zeroed by the step).
-    """
-    for t in range(n):
-        lo = base + rows[t] * n_out
-        update_range(how.opt, how.params, how.grad, lo, lo + n_out, how.scale, how.corrections, True)
-
-
-@njit(cache=True)
-def step_unused_rows(how, base, n_out, n_rows, used, n_used, seen):
-    """The step of every row of a weight matrix not in ``used[:n_used]`` (their gradient is 0).
-
-    ``seen`` is scratch, all 0 before and after.
-    """
-    for t in range(n_used):
-        seen[used[t]] = 1
-    for j in range(n_rows):
-        if seen[j] == 0:
-            lo = base + j * n_out
-            update_range(how.opt, how.params, how.grad, lo, lo + n_out, how.scale, how.corrections, False)
-    for t in range(n_used):
-        seen[used[t]] = 0
+@njit(cache=True, error_model="numpy")
+def _step_bias(how, lo, sums):
+    """The rule's step of a bias vector (at ``lo`` in the flat parameters) whose summed gradient is ``sums``."""
+    step_rows(how, lo, sums.shape[0], np.zeros(1, np.int64), 1, sums.reshape((1, sums.shape[0])), sums, False)
+    sums[:] = 0.0
 
 
 @njit(cache=True, fastmath={"contract"})
@@ -135,13 +100,11 @@ def hidden_grad(deltas, inputs, B, scale, dest, work, how, base):
     :func:`~ex3lib.kernels.tiles.grad_tile`, the rest one by one; each sum
     runs over the samples in ascending order. The inputs are ReLU outputs
     (never negative), so a unit is used where its largest input is positive.
-    With ``how.mode == RULE`` each block of rows takes its optimiser step
-    (:func:`step_rows`; ``base``: the matrix's offset in the flat
-    parameters) as soon as it is summed. The units used are left in
-    ``work.block_units``; returns how many.
+    With ``how.mode == RULE`` the rows take their optimiser step inside the
+    tiles instead (``base``: the matrix's offset in the flat parameters).
+    The units used are left in ``work.block_units``; returns how many.
     """
     n_in = inputs.shape[1]
-    n_out = dest.shape[1]
     top = work.unit_max[:n_in]
     top[:] = 0.0
     for s in range(B):
@@ -178,10 +141,10 @@ def hidden_grad(deltas, inputs, B, scale, dest, work, how, base):
                     used |= a > 0.0
             samples[n_samples] = s
             n_samples += 1 if used else 0
-        block = rows[b0:b0 + GRAD_BLOCK]
-        grad_tile(deltas, samples, n_samples, coefs, dest, block)
         if how.mode == RULE:
-            step_rows(how, base, n_out, block, GRAD_BLOCK)
+            grad_tile_step(deltas, samples, n_samples, coefs, rows[b0:b0 + GRAD_BLOCK], how, base, work.tile_sums)
+        else:
+            grad_tile(deltas, samples, n_samples, coefs, dest, rows[b0:b0 + GRAD_BLOCK])
         b0 += GRAD_BLOCK
     one_samples = work.nonzero_index
     one_coef = work.nonzero_value
@@ -193,9 +156,10 @@ def hidden_grad(deltas, inputs, B, scale, dest, work, how, base):
             one_samples[n] = s
             one_coef[n] = scale * a
             n += 1 if a != 0.0 else 0
-        grad_one(deltas, one_samples, one_coef, 0, n, dest[j])
         if how.mode == RULE:
-            step_rows(how, base, n_out, rows[t:t + 1], 1)
+            grad_one_step(deltas, one_samples, one_coef, 0, n, how, base, rows[t:t + 1], work.tile_sums)
+        else:
+            grad_one(deltas, one_samples, one_coef, 0, n, dest[j])
     return n_rows
 
 
@@ -208,10 +172,9 @@ def first_layer_grad(deltas, pixels, n_used, B, dest, work, how, base):
     them), the rest one by one. Each sum runs over the pixel's samples in
     ascending order (a sample of the block that does not use the pixel adds
     exactly 0), so how pixels are grouped does not change a bit of the
-    result. With ``how.mode == RULE`` each block of rows takes its optimiser
-    step as soon as it is summed.
+    result. With ``how.mode == RULE`` the rows take their optimiser step
+    inside the tiles instead.
     """
-    n_out = dest.shape[1]
     samples = work.tile_samples
     n_full = n_used // GRAD_BLOCK
     for k in range(n_full):
@@ -221,9 +184,10 @@ def first_layer_grad(deltas, pixels, n_used, B, dest, work, how, base):
             samples[n_samples] = s
             n_samples += in_block[s]
         block = pixels.pixels[k * GRAD_BLOCK:(k + 1) * GRAD_BLOCK]
-        grad_tile(deltas, samples, n_samples, pixels.coef[k], dest, block)
         if how.mode == RULE:
-            step_rows(how, base, n_out, block, GRAD_BLOCK)
+            grad_tile_step(deltas, samples, n_samples, pixels.coef[k], block, how, base, work.tile_sums)
+        else:
+            grad_tile(deltas, samples, n_samples, pixels.coef[k], dest, block)
     one_samples = work.nonzero_index
     one_coef = work.nonzero_value
     for q in range(n_used - n_full * GRAD_BLOCK):
@@ -234,22 +198,26 @@ def first_layer_grad(deltas, pixels, n_used, B, dest, work, how, base):
             one_samples[n] = s
             one_coef[n] = a
             n += 1 if a != 0.0 else 0
-        u = n_full * GRAD_BLOCK + q
-        grad_one(deltas, one_samples, one_coef, 0, n, dest[pixels.pixels[u]])
+        i = pixels.pixels[n_full * GRAD_BLOCK + q]
         if how.mode == RULE:
-            step_rows(how, base, n_out, pixels.pixels[u:u + 1], 1)
+            grad_one_step(deltas, one_samples, one_coef, 0, n, how, base, pixels.pixels[n_full * GRAD_BLOCK + q:
+                                                                                  n_full * GRAD_BLOCK + q + 1],
+                          work.tile_sums)
+        else:
+            grad_one(deltas, one_samples, one_coef, 0, n, dest[i])
 
 
 @njit(cache=True, fastmath={"contract"})
 def backward_batch(net, n_used, B, work, how):
     """Back-propagate ``work.deltas[L-1]`` (softmax - onehot) through the batch, and step every row.
 
-    ``how`` (a :class:`Stepping`) says what happens to a row's gradient
+    ``how`` (a ``Stepping``) says what happens to a row's gradient
     ``sum_s a_s d_s``: with ``SGD_FUSED`` the row takes its step
     ``-η/m * sum_s a_s d_s`` inside the gradient tile (``gather_batch`` has
-    already scaled the first layer's inputs by ``-η/m``) and no gradient is
-    stored; with ``RULE`` it is summed into ``work.grad`` and the row takes
-    its optimiser step at once; with ``GRADIENT`` it is left in ``work.grad``.
+    already scaled the first layer's inputs by ``-η/m``); with ``RULE`` the
+    tile hands each chunk of sums to the optimiser's rule, which steps the
+    row and its state at once; either way no gradient is stored. With
+    ``GRADIENT`` the gradient is left in ``work.grad``.
     Each row is stepped after its contribution to the previous layer's error
     has been taken with the old weights. For a hidden layer the error sent
     back is computed for every unit first
@@ -273,8 +241,7 @@ def backward_batch(net, n_used, B, work, how):
             for s in range(B):
                 axpy(step_scale, Dl[s], target)
             if how.mode == RULE:
-                lo = net.bias_offsets[l]
-                update_range(how.opt, how.params, how.grad, lo, lo + n_out, how.scale, how.corrections, True)
+                _step_bias(how, net.bias_offsets[l], work.bias_grads[l])
         dest = weights if fused else work.weight_grads[l]
         if l > 0:
             inputs = A[l - 1]
@@ -293,7 +260,7 @@ def backward_batch(net, n_used, B, work, how):
                 dots_active(weights, Dl, B - 1, inputs, Dprev, work.block_units, work.unit_max)
             n_rows = hidden_grad(Dl, inputs, B, step_scale, dest, work, how, base)
             if how.mode == RULE and not how.opt.sparse_safe:
-                step_unused_rows(how, base, n_out, n_in, work.block_units, n_rows, work.row_seen)
+                coast_rows_except(how, base, n_out, n_in, work.block_units, n_rows, work.row_seen)
         else:
             first_layer_grad(Dl, work.pixels, n_used, B, dest, work, how, base)
             if how.mode == RULE:
@@ -301,4 +268,52 @@ def backward_batch(net, n_used, B, work, how):
                     for u in range(n_used):
                         work.row_updated_at[work.pixels.pixels[u]] = how.count
                 elif not how.opt.sparse_safe:
-                    step_unused_rows(how, base, n_out, n_in, work.pixels.pixels, n_used, work.row_seen)
+                    coast_rows_except(how, base, n_out, n_in, work.pixels.pixels, n_used, work.row_seen)
+
+
+@njit(cache=True, fastmath={"contract"})
+def backward_online(net, n_used, work, how):
+    """:func:`backward_batch` for one sample (``how.mode == RULE``): each row's gradient is ``a * d``.
+
+    With one sample, row ``j`` of a layer's gradient is the sample's input
+    ``a_j`` times the layer's error ``d``, so each row takes the rule's step
+    straight from ``a_j`` and ``d`` (:func:`~ex3lib.kernels.updates.step_rows`),
+    after the error sent back has been taken with the old weights
+    (:func:`~ex3lib.kernels.tiles.dots_active`): the same numbers as the
+    tiles give, without them.
+    """
+    L = len(net.weights)
+    A, D = work.outputs, work.deltas
+    opt = how.opt
+    for l in range(L - 1, -1, -1):
+        d = D[l][0]
+        weights = net.weights[l]
+        n_in, n_out = weights.shape
+        base = net.weight_offsets[l]
+        if net.has_bias:
+            work.bias_grads[l][:] = d
+            _step_bias(how, net.bias_offsets[l], work.bias_grads[l])
+        if l > 0:
+            dots_active(weights, D[l], 0, A[l - 1], D[l - 1], work.block_units, work.unit_max)
+            # The rows of the units the sample used, each scaled by its input.
+            x = A[l - 1][0]
+            rows, scales = work.block_units, work.nonzero_value
+            n = 0
+            for j in range(n_in):
+                rows[n] = j
+                scales[n] = x[j]
+                n += 1 if x[j] != 0.0 else 0
+            step_rows(how, base, n_out, rows, n, D[l], scales, True)
+            coast_rows_except(how, base, n_out, n_in, rows, n, work.row_seen)
+        else:
+            pixels = work.pixels
+            coef = work.nonzero_value
+            for u in range(n_used):
+                coef[u] = pixels.coef[u // GRAD_BLOCK, 0, u % GRAD_BLOCK]
+            step_rows(how, base, n_out, pixels.pixels, n_used, D[l], coef, True)
+            if opt.lazy_first_layer:
+                for u in range(n_used):
+                    work.row_updated_at[pixels.pixels[u]] = how.count
+            elif not opt.sparse_safe:
+                coast_rows_except(how, base, n_out, n_in, pixels.pixels, n_used, work.row_seen)
+

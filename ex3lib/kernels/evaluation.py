@@ -9,8 +9,9 @@ the batch of back-propagation's (:mod:`ex3lib.kernels.backward`). Reference:
 
 from numba import njit
 
-from .backward import GRADIENT, Stepping, backward_batch, gather_batch
+from .backward import backward_batch, gather_batch
 from .forward import forward_loss
+from .updates import GRADIENT, Stepping
 
 
 @njit(cache=True, fastmath={"contract"})
@@ -52,7 +53,7 @@ def loss_and_grad(net, opt, work, data, rows):
     B = rows.shape[0]
     total = forward_loss(net, work, data, rows)
     n_used = gather_batch(data, rows, work.pixels, 1.0)
-    backward_batch(net, n_used, B, work, Stepping(GRADIENT, opt, net.params, work.grad, 1.0, (1.0, 1.0), 0))
+    backward_batch(net, n_used, B, work, Stepping(GRADIENT, opt, net.params, 1.0, (1.0, 1.0), 0))
     inv = 1.0 / B
     for i in range(work.grad.shape[0]):
         work.grad[i] *= inv

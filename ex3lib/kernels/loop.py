@@ -17,9 +17,9 @@ import math
 import numpy as np
 from numba import njit
 
-from .backward import RULE, SGD_FUSED, Stepping, backward_batch, gather_batch
+from .backward import backward_batch, backward_online, gather_batch
 from .forward import forward_loss
-from .updates import SGD, bias_corrections, catch_up_rows
+from .updates import RULE, SGD, SGD_FUSED, Stepping, bias_corrections, catch_up_rows
 
 
 @njit(cache=True, fastmath={"contract"})
@@ -62,11 +62,13 @@ def train_window(net, opt, work, data, order, start, stop, batch_size, step):
         n += B
         step += 1
         if fused:
-            how = Stepping(SGD_FUSED, opt, net.params, work.grad, opt.learning_rate / B, (1.0, 1.0), step)
+            how = Stepping(SGD_FUSED, opt, net.params, opt.learning_rate / B, (1.0, 1.0), step)
         else:
-            how = Stepping(RULE, opt, net.params, work.grad, 1.0 / B, bias_corrections(opt.b1, opt.b2, step),
-                           step)
-        backward_batch(net, n_used, B, work, how)
+            how = Stepping(RULE, opt, net.params, 1.0 / B, bias_corrections(opt.b1, opt.b2, step), step)
+        if B == 1 and not fused:
+            backward_online(net, n_used, work, how)
+        else:
+            backward_batch(net, n_used, B, work, how)
         pos = end
     if opt.lazy_first_layer:
         every = np.arange(net.shapes[0, 0])

@@ -31,6 +31,7 @@ while the weights are finite. Sums along a row are lane-wise (lane
 from numba import njit
 
 from .simd import LANES, vadd, vfma, vload, vmuladd, vstore, vsum8, vzero
+from .updates import step_rows
 
 #: Samples per block of the forward tile (:func:`forward_tile`).
 FWD_BLOCK = 5
@@ -60,6 +61,12 @@ def _fma2(c, x0, x1, a0, a1):
 def _add_store2(row, kc, n, a0, a1):
     vstore(row, kc, n, vadd(vload(row, kc, n), a0))
     vstore(row, kc + 8, n - 8, vadd(vload(row, kc + 8, n - 8), a1))
+
+
+@njit(cache=True, inline="always")
+def _store2(row, kc, n, a0, a1):
+    vstore(row, kc, n, a0)
+    vstore(row, kc + 8, n - 8, a1)
 
 
 @njit(cache=True, inline="always")
@@ -141,6 +148,28 @@ def forward_one(weights, index, value, n, out):
         vstore(out, kc, ncols, a0)
 
 
+@njit(cache=True, inline="always")
+def _grad_sums(deltas, samples, n_samples, coefs, kc, ncols):
+    """The tile's sums for columns ``kc .. kc + 15``: sixteen vectors, two per row (see :func:`grad_tile`)."""
+    a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = vzero(deltas[0])
+    a40 = a41 = a50 = a51 = a60 = a61 = a70 = a71 = a00
+    for t in range(n_samples):
+        s = samples[t]
+        d = deltas[s]
+        c = coefs[s]
+        d0 = vload(d, kc, ncols)
+        d1 = vload(d, kc + 8, ncols - 8)
+        a00, a01 = _fma2(c[0], d0, d1, a00, a01)
+        a10, a11 = _fma2(c[1], d0, d1, a10, a11)
+        a20, a21 = _fma2(c[2], d0, d1, a20, a21)
+        a30, a31 = _fma2(c[3], d0, d1, a30, a31)
+        a40, a41 = _fma2(c[4], d0, d1, a40, a41)
+        a50, a51 = _fma2(c[5], d0, d1, a50, a51)
+        a60, a61 = _fma2(c[6], d0, d1, a60, a61)
+        a70, a71 = _fma2(c[7], d0, d1, a70, a71)
+    return a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51, a60, a61, a70, a71
+
+
 @njit(cache=True)
 def grad_tile(deltas, samples, n_samples, coefs, dest, rows):
     """``dest[rows[q]] += sum_t coefs[samples[t], q] * deltas[samples[t]]`` for the eight rows ``q < 8``.
@@ -151,24 +180,11 @@ def grad_tile(deltas, samples, n_samples, coefs, dest, rows):
     coefficient for unit ``rows[q]`` (its input value, scaled; 0 when it does
     not use it).
     """
-    for kc in range(0, deltas.shape[1], 16):
-        ncols = deltas.shape[1] - kc
-        a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = vzero(deltas[0])
-        a40 = a41 = a50 = a51 = a60 = a61 = a70 = a71 = a00
-        for t in range(n_samples):
-            s = samples[t]
-            d = deltas[s]
-            c = coefs[s]
-            d0 = vload(d, kc, ncols)
-            d1 = vload(d, kc + 8, ncols - 8)
-            a00, a01 = _fma2(c[0], d0, d1, a00, a01)
-            a10, a11 = _fma2(c[1], d0, d1, a10, a11)
-            a20, a21 = _fma2(c[2], d0, d1, a20, a21)
-            a30, a31 = _fma2(c[3], d0, d1, a30, a31)
-            a40, a41 = _fma2(c[4], d0, d1, a40, a41)
-            a50, a51 = _fma2(c[5], d0, d1, a50, a51)
-            a60, a61 = _fma2(c[6], d0, d1, a60, a61)
-            a70, a71 = _fma2(c[7], d0, d1, a70, a71)
+    n_cols = deltas.shape[1]
+    for kc in range(0, n_cols, 16):
+        ncols = n_cols - kc
+        a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51, a60, a61, a70, a71 = _grad_sums(
+            deltas, samples, n_samples, coefs, kc, ncols)
         _add_store2(dest[rows[0]], kc, ncols, a00, a01)
         _add_store2(dest[rows[1]], kc, ncols, a10, a11)
         _add_store2(dest[rows[2]], kc, ncols, a20, a21)
@@ -179,16 +195,59 @@ def grad_tile(deltas, samples, n_samples, coefs, dest, rows):
         _add_store2(dest[rows[7]], kc, ncols, a70, a71)
 
 
+@njit(cache=True, error_model="numpy")
+def grad_tile_step(deltas, samples, n_samples, coefs, rows, how, base, sums):
+    """:func:`grad_tile` whose sums go to the optimiser's rule instead of a gradient array.
+
+    The eight rows' sums are written to the scratch ``sums`` (8 x row width,
+    small enough to stay in the L1 cache), then each row takes the rule's
+    step (:func:`~ex3lib.kernels.updates.step_rows`) in one pass over its
+    weights and state in the flat parameters (``base``: the matrix's offset).
+    """
+    n_cols = deltas.shape[1]
+    for kc in range(0, n_cols, 16):
+        ncols = n_cols - kc
+        a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51, a60, a61, a70, a71 = _grad_sums(
+            deltas, samples, n_samples, coefs, kc, ncols)
+        _store2(sums[0], kc, ncols, a00, a01)
+        _store2(sums[1], kc, ncols, a10, a11)
+        _store2(sums[2], kc, ncols, a20, a21)
+        _store2(sums[3], kc, ncols, a30, a31)
+        _store2(sums[4], kc, ncols, a40, a41)
+        _store2(sums[5], kc, ncols, a50, a51)
+        _store2(sums[6], kc, ncols, a60, a61)
+        _store2(sums[7], kc, ncols, a70, a71)
+    step_rows(how, base, n_cols, rows, 8, sums, sums[0], False)
+
+
+@njit(cache=True, inline="always")
+def _row_sums(deltas, samples, coef, lo, hi, kc, ncols):
+    a0 = a1 = vzero(deltas[0])
+    for t in range(lo, hi):
+        d = deltas[samples[t]]
+        a0, a1 = _fma2(coef[t], vload(d, kc, ncols), vload(d, kc + 8, ncols - 8), a0, a1)
+    return a0, a1
+
+
 @njit(cache=True)
 def grad_one(deltas, samples, coef, lo, hi, out):
     """``out += sum_{lo <= t < hi} coef[t] * deltas[samples[t]]``: one input unit's row, 16 columns at a time."""
-    for kc in range(0, deltas.shape[1], 16):
-        ncols = deltas.shape[1] - kc
-        a0 = a1 = vzero(deltas[0])
-        for t in range(lo, hi):
-            d = deltas[samples[t]]
-            a0, a1 = _fma2(coef[t], vload(d, kc, ncols), vload(d, kc + 8, ncols - 8), a0, a1)
+    n_cols = deltas.shape[1]
+    for kc in range(0, n_cols, 16):
+        ncols = n_cols - kc
+        a0, a1 = _row_sums(deltas, samples, coef, lo, hi, kc, ncols)
         _add_store2(out, kc, ncols, a0, a1)
+
+
+@njit(cache=True, error_model="numpy")
+def grad_one_step(deltas, samples, coef, lo, hi, how, base, row, sums):
+    """:func:`grad_one` whose sums (in ``sums[0]``) go to the optimiser's rule: row ``row[0]`` of the matrix at ``base``."""
+    n_cols = deltas.shape[1]
+    for kc in range(0, n_cols, 16):
+        ncols = n_cols - kc
+        a0, a1 = _row_sums(deltas, samples, coef, lo, hi, kc, ncols)
+        _store2(sums[0], kc, ncols, a0, a1)
+    step_rows(how, base, n_cols, row, 1, sums, sums[0], False)
 
 
 @njit(cache=True)

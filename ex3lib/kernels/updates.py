@@ -32,6 +32,8 @@ loop reports as divergence) instead of a Python exception, and without that
 check LLVM vectorises the loops that divide.
 """
 
+from collections import namedtuple
+
 from numba import njit
 
 from .simd import fma, rsqrt, sqrt
@@ -109,70 +111,110 @@ def bias_corrections(b1, b2, step):
     return 1.0 - b1**step, 1.0 - b2**step
 
 
-@njit(cache=True, error_model="numpy")
-def update_range(opt, params, grad, lo, hi, scale, corrections, has_grad):
-    """Apply one step of ``opt``'s rule to ``params[lo:hi]`` and zero the gradient read.
+#: What back-propagation does with a row's gradient: keep it (``GRADIENT``,
+#: for :func:`~ex3lib.kernels.evaluation.loss_and_grad`), add it scaled by
+#: ``-η/m`` to the weights (``SGD_FUSED``, plain SGD), or apply the
+#: optimiser's rule to the row (``RULE``).
+GRADIENT, SGD_FUSED, RULE = 0, 1, 2
 
-    ``g = grad * scale`` is the mean mini-batch gradient; with ``has_grad``
-    false the gradient is known to be 0 there and is not read: momentum
-    coasts (:func:`momentum_coast`), RMSProp's accumulator decays and its
-    weight does not move, and Adam takes its step with ``g = 0``. ``corrections`` is Adam's ``(c1, c2)``
-    (:func:`bias_corrections`).
+Stepping = namedtuple("Stepping", "mode opt params scale corrections count")
+Stepping.__doc__ = """How back-propagation applies a batch's gradient (see ``kernels.backward.backward_batch``).
+
+``mode`` is ``GRADIENT``, ``SGD_FUSED`` or ``RULE``; ``opt`` is the optimiser
+(``OptArrays``), ``params`` the flat parameters, ``scale`` turns a summed
+gradient into the step's: ``η / m`` for ``SGD_FUSED``, the mean's ``1 / m``
+for ``RULE``; ``corrections`` are Adam's bias corrections and ``count`` the
+update count after this step.
+"""
+
+
+@njit(cache=True, error_model="numpy")
+def step_rows(how, base, n_cols, rows, n_rows, grads, scales, shared):
+    """The rule's step of rows ``rows[:n_rows]`` of a weight matrix at ``base`` in the flat parameters.
+
+    Row ``rows[q]``'s gradient is ``grads[q] * how.scale`` (a tile's sums),
+    or with ``shared`` ``grads[0] * scales[q] * how.scale`` (on-line
+    learning: the layer's error times the row's input). Each rule has one
+    loop here, chosen once per call: the optimiser's arrays are taken out of
+    ``how`` once, and a row costs only its pass over weights and state.
     """
-    # Slices, looped from 0: with range(lo, hi) Numba keeps a negative-index
-    # check that stops LLVM from vectorising the loops.
-    p = params[lo:hi]
-    gr = grad[lo:hi]
-    n = hi - lo
+    opt, params, scale = how.opt, how.params, how.scale
     kind, lr = opt.kind, opt.learning_rate
-    if kind == SGD:
-        for i in range(n):
-            p[i] = sgd_rule(p[i], gr[i] * scale, lr)
-            gr[i] = 0.0
-    elif kind == MOMENTUM:
-        v = opt.velocity[lo:hi]
-        if has_grad:
-            for i in range(n):
-                p[i], v[i] = momentum_rule(p[i], v[i], lr * (gr[i] * scale), opt.momentum)
-                gr[i] = 0.0
+    velocity, sum_sq, mu_all, nu_all = opt.velocity, opt.sum_sq, opt.mu, opt.nu
+    alpha, b1, b2, eps = opt.momentum, opt.b1, opt.b2, opt.eps
+    c1, c2 = how.corrections
+    lr_c1, inv_c2 = lr / c1, 1.0 / c2
+    for q in range(n_rows):
+        lo = base + rows[q] * n_cols
+        hi = lo + n_cols
+        p = params[lo:hi]
+        g = grads[0] if shared else grads[q]
+        s = scales[q] * scale if shared else scale
+        if kind == SGD:
+            for i in range(n_cols):
+                p[i] = sgd_rule(p[i], g[i] * s, lr)
+        elif kind == MOMENTUM:
+            v = velocity[lo:hi]
+            for i in range(n_cols):
+                p[i], v[i] = momentum_rule(p[i], v[i], lr * (g[i] * s), alpha)
+        elif kind == NESTEROV:
+            v = velocity[lo:hi]
+            for i in range(n_cols):
+                p[i], v[i] = nesterov_rule(p[i], v[i], lr * (g[i] * s), alpha)
+        elif kind == ADAGRAD:
+            G = sum_sq[lo:hi]
+            for i in range(n_cols):
+                p[i], G[i] = adagrad_rule(p[i], G[i], g[i] * s, lr, eps)
+        elif kind == RMSPROP:
+            G = sum_sq[lo:hi]
+            for i in range(n_cols):
+                p[i], G[i] = rmsprop_rule(p[i], G[i], g[i] * s, lr, b2, eps)
         else:
-            for i in range(n):
-                p[i], v[i] = momentum_coast(p[i], v[i], opt.momentum, False)
-    elif kind == NESTEROV:
-        v = opt.velocity[lo:hi]
-        if has_grad:
-            for i in range(n):
-                p[i], v[i] = nesterov_rule(p[i], v[i], lr * (gr[i] * scale), opt.momentum)
-                gr[i] = 0.0
+            mu, nu = mu_all[lo:hi], nu_all[lo:hi]
+            for i in range(n_cols):
+                p[i], mu[i], nu[i] = adam_rule(p[i], mu[i], nu[i], g[i] * s, lr_c1, b1, b2, eps, inv_c2)
+
+
+@njit(cache=True, error_model="numpy")
+def coast_rows_except(how, base, n_cols, n_rows, used, n_used, seen):
+    """The step of every row of a matrix not in ``used[:n_used]``, whose gradient is 0 (the rule with ``g = 0``).
+
+    SGD and AdaGrad leave such rows unchanged; momentum coasts
+    (:func:`momentum_coast`), RMSProp's accumulator decays while its weight
+    stays, and Adam moves by its first moment. ``seen`` is scratch, all 0
+    before and after.
+    """
+    opt, params = how.opt, how.params
+    kind = opt.kind
+    if kind == SGD or kind == ADAGRAD:
+        return
+    velocity, sum_sq, mu_all, nu_all = opt.velocity, opt.sum_sq, opt.mu, opt.nu
+    alpha, b1, b2, eps = opt.momentum, opt.b1, opt.b2, opt.eps
+    c1, c2 = how.corrections
+    lr_c1, inv_c2 = opt.learning_rate / c1, 1.0 / c2
+    nesterov = kind == NESTEROV
+    for t in range(n_used):
+        seen[used[t]] = 1
+    for j in range(n_rows):
+        if seen[j]:
+            continue
+        lo = base + j * n_cols
+        hi = lo + n_cols
+        p = params[lo:hi]
+        if kind == MOMENTUM or kind == NESTEROV:
+            v = velocity[lo:hi]
+            for i in range(n_cols):
+                p[i], v[i] = momentum_coast(p[i], v[i], alpha, nesterov)
+        elif kind == RMSPROP:
+            G = sum_sq[lo:hi]
+            for i in range(n_cols):
+                G[i] = b2 * G[i]
         else:
-            for i in range(n):
-                p[i], v[i] = momentum_coast(p[i], v[i], opt.momentum, True)
-    elif kind == ADAGRAD:
-        G = opt.sum_sq[lo:hi]
-        for i in range(n):
-            p[i], G[i] = adagrad_rule(p[i], G[i], gr[i] * scale, lr, opt.eps)
-            gr[i] = 0.0
-    elif kind == RMSPROP:
-        G = opt.sum_sq[lo:hi]
-        if has_grad:
-            for i in range(n):
-                p[i], G[i] = rmsprop_rule(p[i], G[i], gr[i] * scale, lr, opt.b2, opt.eps)
-                gr[i] = 0.0
-        else:
-            for i in range(n):
-                G[i] = opt.b2 * G[i]
-    else:
-        mu, nu = opt.mu[lo:hi], opt.nu[lo:hi]
-        c1, c2 = corrections
-        lr_c1, inv_c2 = lr / c1, 1.0 / c2
-        if has_grad:
-            for i in range(n):
-                p[i], mu[i], nu[i] = adam_rule(p[i], mu[i], nu[i], gr[i] * scale, lr_c1, opt.b1, opt.b2, opt.eps,
-                                               inv_c2)
-                gr[i] = 0.0
-        else:
-            for i in range(n):
-                p[i], mu[i], nu[i] = adam_rule(p[i], mu[i], nu[i], 0.0, lr_c1, opt.b1, opt.b2, opt.eps, inv_c2)
+            mu, nu = mu_all[lo:hi], nu_all[lo:hi]
+            for i in range(n_cols):
+                p[i], mu[i], nu[i] = adam_rule(p[i], mu[i], nu[i], 0.0, lr_c1, b1, b2, eps, inv_c2)
+    for t in range(n_used):
+        seen[used[t]] = 0
 
 
 @njit(cache=True, error_model="numpy")
