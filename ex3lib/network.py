@@ -7,7 +7,7 @@ from collections import namedtuple
 import numpy as np
 
 from . import kernels
-from ._validate import check_int, check_labels, check_inputs
+from ._validate import check_int, check_labels, check_inputs, check_widths
 
 REPORT_LAYERS = (784, 300, 100, 100, 10)
 #: Bytes: every weight row of the training kernels' working copy starts on such a
@@ -90,16 +90,15 @@ class MLP:
     """
 
     def __init__(self, layers=REPORT_LAYERS, *, bias=False, dtype=np.float64, seed=0):
-        layers = tuple(layers)
-        if len(layers) < 2:
-            raise ValueError(f"layers must name at least an input and an output width, got {layers!r}")
-        for width in layers:
-            check_int("layers", width, 1)
+        layers = check_widths("layers", layers)
         if layers[-1] < 2:
             raise ValueError(f"layers: the output layer needs at least 2 classes, got {layers[-1]}")
         if not isinstance(bias, (bool, np.bool_)):
             raise TypeError(f"bias must be True or False, got {bias!r}")
-        dtype = np.dtype(dtype)
+        try:
+            dtype = np.dtype(dtype)
+        except TypeError:
+            raise TypeError(f"dtype must be float64 or float32, got {dtype!r}") from None
         if dtype not in (np.float64, np.float32):
             raise TypeError(f"dtype must be float64 or float32, got {dtype}")
         check_int("seed", seed, 0)
@@ -239,7 +238,11 @@ class MLP:
         )
 
     def sparse(self, x, y=None) -> SparseData:
-        """``x`` (n x fan_in) as CSR rows in this network's dtype, with labels ``y``."""
+        """``x`` (n x fan_in) as CSR rows in this network's dtype, with labels ``y``.
+
+        Without ``y`` every label is 0: enough for predictions, meaningless
+        for a loss or an accuracy.
+        """
         x = check_inputs("x", x, self.layers[0])
         n = x.shape[0]
         y = np.zeros(n, np.int64) if y is None else check_labels("y", y, n, self.layers[-1])
@@ -252,6 +255,7 @@ class MLP:
         ----------
         x : ndarray, shape (n, fan_in)
         y : ndarray of int, shape (n,)
+            The labels of ``x``; required.
 
         Returns
         -------
@@ -261,6 +265,7 @@ class MLP:
             ``grads[l]`` has the shape of ``weights[l]``: d loss / d W_l.
             When the network has biases, their gradients follow, one per layer.
         """
+        _require_labels("loss_and_grad", y)
         data = self.sparse(x, y)
         n = data.y.shape[0]
         work = self.workspace(n)
@@ -271,11 +276,21 @@ class MLP:
         return float(loss), grads
 
     def evaluate(self, x, y, *, chunk=500):
-        """Mean loss and accuracy on ``(x, y)``: returns ``(loss, accuracy, predictions)``."""
+        """Mean loss and accuracy on ``(x, y)``: returns ``(loss, accuracy, predictions)``.
+
+        ``y`` (the labels) is required; ``chunk`` (an int >= 1) is the number
+        of samples evaluated at a time.
+        """
+        _require_labels("evaluate", y)
+        check_int("chunk", chunk, 1)
         return self.evaluate_sparse(self.sparse(x, y), chunk=chunk)
 
     def evaluate_sparse(self, data: SparseData, *, chunk=500, work=None):
         """:meth:`evaluate` for data already in CSR form (see :meth:`sparse`)."""
+        if not isinstance(data, SparseData):
+            raise TypeError(f"data must be an ex3lib.network.SparseData (see MLP.sparse), "
+                            f"got {type(data).__name__}")
+        check_int("chunk", chunk, 1)
         n = data.y.shape[0]
         if work is None:
             work = self.workspace(min(chunk, max(n, 1)))
@@ -286,10 +301,11 @@ class MLP:
 
     def predict(self, x):
         """The most probable class of every row of ``x`` (ties go to the lower class)."""
-        return self.evaluate(x, None)[2]
+        return self.evaluate_sparse(self.sparse(x))[2]
 
     def accuracy(self, x, y) -> float:
         """Fraction of the rows of ``x`` whose predicted class equals ``y``."""
+        _require_labels("accuracy", y)
         return float(self.evaluate(x, y)[1])
 
     def forward_trace(self, x):
@@ -307,6 +323,13 @@ class MLP:
             Z.append(z)
             H.append(h)
         return Z, H
+
+
+def _require_labels(method, y):
+    """Refuse ``y=None`` where labels give the result its meaning (a loss, an accuracy)."""
+    if y is None:
+        raise TypeError(f"y must be the integer labels of x, one per row; MLP.{method} needs them "
+                        f"(got None, which would score every sample against label 0)")
 
 
 def aligned_zeros(n, dtype):

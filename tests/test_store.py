@@ -1,6 +1,7 @@
 """Tests for the source fingerprint (ex3lib.fingerprint), the on-disk results store (ex3lib.store) and
 run_many (ex3lib.runner)."""
 
+import hashlib
 import json
 import multiprocessing
 import os
@@ -164,9 +165,11 @@ def test_file_layout_and_contents(store, trained):
     path = store.root / key[:2] / f"{key}.json"
     assert store.path(config) == path and path.is_file()
     stored = json.loads(path.read_text(encoding="utf-8"))
-    assert stored == {"format": 1, "fingerprint": source_fingerprint(),
-                      "config": json.loads(json.dumps(config.to_dict())),
-                      "history": json.loads(json.dumps(trained.to_dict()))}
+    content = {"format": store_mod.FORMAT, "fingerprint": source_fingerprint(),
+               "config": json.loads(json.dumps(config.to_dict())),
+               "history": json.loads(json.dumps(trained.to_dict()))}
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
+    assert stored == {**content, "sha256": hashlib.sha256(canonical).hexdigest()}
 
 
 def test_other_config_is_a_miss(store, trained):
@@ -193,12 +196,15 @@ def test_file_with_wrong_fingerprint_is_ignored(store, trained):
         assert store.get(tiny()) is None
 
 
+FORMAT = store_mod.FORMAT
+
+
 @pytest.mark.parametrize("damage, problem", [
     (lambda text: text[: len(text) // 2], "not valid JSON"),
     (lambda text: "{corrupt", "not valid JSON"),
     (lambda text: "", "not valid JSON"),
-    (lambda text: "[1, 2]", "not a format-1"),
-    (lambda text: text.replace('"format": 1', '"format": 2'), "not a format-1"),
+    (lambda text: "[1, 2]", f"not a format-{FORMAT}"),
+    (lambda text: text.replace(f'"format": {FORMAT}', f'"format": {FORMAT + 1}'), f"not a format-{FORMAT}"),
     (lambda text: text.replace('"loss"', '"lost"'), "malformed history"),
 ])
 def test_damaged_file_is_a_miss_with_one_warning(store, trained, damage, problem):
