@@ -63,6 +63,7 @@ __all__ = [
     "cache_path",
     "clear_memo",
     "fetch_mnist",
+    "is_immutable",
     "load_mnist",
     "load_mnist_uint8",
     "pixels_to_float",
@@ -467,14 +468,47 @@ def _stamp(paths: Iterable[Path]) -> tuple | None:
         return None
 
 
-def _frozen(data: MNIST) -> MNIST:
-    """``data`` with every array copied into a ``bytes`` object, which nothing can change.
+def is_immutable(array: np.ndarray) -> bool:
+    """Whether nothing can change ``array``'s values: it is read-only and its memory is a ``bytes`` object.
 
-    Memoised arrays are shared, and :func:`ex3lib.train` keeps what it derives
-    from arrays only while they are certain not to change; read-only is not
-    enough, since an array that owns its memory can be made writable again.
+    A read-only array that owns its memory can be made writable again, and a
+    read-only view shows whatever its base is changed to; only memory that
+    Python itself cannot change, such as the ``bytes`` that the arrays of
+    :func:`load_mnist` live in, makes an array's values certain for as long as
+    it exists (so :func:`ex3lib.train` may reuse what it derived from them).
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> is_immutable(np.frombuffer(bytes(8), np.uint8)), is_immutable(np.zeros(8))
+    (True, False)
+    """
+    if not isinstance(array, np.ndarray) or array.flags.writeable:
+        return False
+    base = array
+    while isinstance(base, np.ndarray):
+        base = base.base
+    if isinstance(base, memoryview):
+        base = base.obj if base.readonly else None
+    return isinstance(base, bytes)
+
+
+def _frozen(data: MNIST) -> MNIST:
+    """``data`` with every array not immutable yet copied into a ``bytes`` object (see :func:`is_immutable`).
+
+    Memoised arrays are shared, and read-only is not enough to keep them as
+    they are: an array that owns its memory can be made writable again.
     """
     def freeze(array):
+        if is_immutable(array):
+            return array
         array = np.ascontiguousarray(array)
         return np.frombuffer(array.tobytes(), array.dtype).reshape(array.shape)
 

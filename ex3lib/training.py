@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from . import kernels
 from ._validate import (check_bool, check_choice, check_int, check_inputs, check_labels, check_widths,
                         did_you_mean)
-from .data import N_TRAIN
+from .data import N_TRAIN, is_immutable
 from .network import MLP, REPORT_LAYERS, to_sparse
 from .optimisers import make_optimiser
 from .schedules import make_schedule
@@ -403,36 +403,18 @@ def _decode_array(name: str, values) -> np.ndarray:
 _SPARSE_MEMO: dict = {}
 
 
-def _immutable(a: np.ndarray) -> bool:
-    """Whether nothing can change ``a``'s values: it is read-only and its memory is a ``bytes`` object.
-
-    A read-only array that owns its memory can be made writable again, and a
-    read-only view shows whatever its base is changed to; only memory that
-    Python itself cannot change (``bytes``, which :func:`ex3lib.load_mnist`'s
-    arrays live in) makes an array's values certain for as long as it exists.
-    """
-    if a.flags.writeable:
-        return False
-    base = a
-    while isinstance(base, np.ndarray):
-        base = base.base
-    if isinstance(base, memoryview):
-        base = base.obj if base.readonly else None
-    return isinstance(base, bytes)
-
-
 def _layout(a: np.ndarray) -> tuple:
     """Where and how ``a`` lies in memory (an array's shape and strides can be reassigned in place)."""
     return a.__array_interface__["data"][0], a.shape, a.strides, a.dtype.str
 
 
 def _sparse_memo(x, y, dtype):
-    """CSR form of a dataset, computed once per pair of immutable arrays (see :func:`_immutable`).
+    """CSR form of a dataset, computed once per pair of immutable arrays (:func:`ex3lib.data.is_immutable`).
 
     Other arrays are converted on every call: proving that their content is
     unchanged (hashing them) costs about 60 % of converting them.
     """
-    if not (_immutable(x) and _immutable(y)):
+    if not (is_immutable(x) and is_immutable(y)):
         return to_sparse(x, y, dtype)
     key = (id(x), id(y), np.dtype(dtype).str)
     hit = _SPARSE_MEMO.get(key)

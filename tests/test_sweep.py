@@ -193,8 +193,14 @@ def test_rerun_skips_complete_points_and_reruns_stale_ones(toy, tmp_path):
     assert second.returncode == 0
     assert "2 point(s), 2 complete, 0 to run" in second.stdout
     assert {p: p.stat().st_mtime_ns for p in records} == stamps
-    # A changed fixed parameter is a different computation: both points run again.
-    third = cli(toy, "-p", "x", "1,2", "-p", "n", "5", "--out", runs, cwd=tmp_path)
+    # A changed fixed parameter is another configuration, whose results are only replaced with --force.
+    refused = cli(toy, "-p", "x", "1,2", "-p", "n", "5", "--out", runs, cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "holds the results of other parameters for 2 point(s)" in refused.stderr
+    assert "x=1.0: ran with n = the notebook's default; this sweep has n = 5" in refused.stderr
+    assert "--force" in refused.stderr and "nothing was run or changed" in refused.stderr
+    assert {p: p.stat().st_mtime_ns for p in records} == stamps
+    third = cli(toy, "-p", "x", "1,2", "-p", "n", "5", "--force", "--out", runs, cwd=tmp_path)
     assert "0 complete, 2 to run" in third.stdout and "its parameters changed" in third.stdout
     assert [float(r["y"]) for r in read_csv(runs / "toy" / "results.csv")] == [5.0, 10.0]
     # So is an edited notebook.
@@ -219,7 +225,7 @@ def test_second_sweep_into_same_folder_refused(toy, tmp_path):
             sw.run_sweep(sweep, out=tmp_path / "runs", progress=False, log=lambda s: None)
 
 
-@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT])
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT], ids=lambda how: how.name)
 def test_kill_and_resume(toy, tmp_path, how):
     runs = tmp_path / "runs"
     out = runs / "toy"

@@ -188,8 +188,8 @@ def read_grid_file(path) -> tuple[dict, dict]:
     Raises
     ------
     SweepError
-        The file cannot be read, is not YAML, has keys other than ``grid`` and
-        ``parameters``, a value that is no list, or a name both swept and fixed.
+        The file cannot be read, is not UTF-8 YAML, has keys other than ``grid``
+        and ``parameters``, a value that is no list, or a name both swept and fixed.
     """
     import yaml
 
@@ -198,6 +198,9 @@ def read_grid_file(path) -> tuple[dict, dict]:
         content = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as err:
         raise SweepError(f"cannot read the grid file {path}: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise SweepError(f"the grid file {path} is not UTF-8 text (byte {err.object[err.start]:#04x} "
+                         f"at position {err.start}); save it as UTF-8 YAML") from None
     except yaml.YAMLError as err:
         raise SweepError(f"the grid file {path} is not valid YAML: {err}") from None
     if content is None:
