@@ -193,7 +193,8 @@ def h_sweep(net: MLP, x, y, *, hs=None, layers=None):
         if isinstance(hs, (str, bytes)) or not isinstance(hs, (list, tuple, np.ndarray)):
             raise TypeError(f"hs must be a sequence of finite steps > 0 (e.g. [1e-4, 1e-6, 1e-8]), "
                             f"got {hs!r:.60} ({type(hs).__name__})")
-        hs = [check_float(f"hs[{i}]", h, low=0.0, low_open=True) for i, h in enumerate(np.ravel(hs))]
+        items = hs.ravel().tolist() if isinstance(hs, np.ndarray) else hs
+        hs = [check_float(f"hs[{i}]", h, low=0.0, low_open=True) for i, h in enumerate(items)]
     x, y, layers = _check_args(net, x, y, layers)
     hs = np.logspace(-1, -12, 12) if hs is None else np.asarray(hs, dtype=np.float64)
     if hs.ndim != 1 or hs.size == 0 or not np.all(np.isfinite(hs)) or np.any(hs <= 0):

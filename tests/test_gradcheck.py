@@ -96,3 +96,25 @@ def test_bad_gradcheck_arguments(small, kwargs, exc, word):
 def test_float32_network_is_refused(small):
     with pytest.raises(ValueError, match="float64"):
         gradcheck(MLP((784, 8, 10), dtype=np.float32), *_sample(small))
+
+
+@pytest.mark.parametrize("hs, exc, message", [
+    ("abc", TypeError, r"hs must be a sequence of finite steps > 0 .* got 'abc' \(str\)"),
+    (1e-3, TypeError, r"hs must be a sequence of finite steps > 0"),
+    ([1e-3, "x"], TypeError, r"hs\[1\] must be a real number, got 'x'"),
+    ([1e-3, 0.0], ValueError, r"hs\[1\] must be a finite number in \(0, inf\), got 0\.0"),
+    ([1e-3, float("nan")], ValueError, r"hs\[1\] must be a finite number"),
+    ([], ValueError, "hs must be a non-empty list"),
+])
+def test_h_sweep_refuses_bad_steps_naming_them(hs, exc, message):
+    net = MLP((784, 8, 10), seed=0)
+    x = np.zeros(784)
+    x[300:320] = 0.5
+    with pytest.raises(exc, match=message):
+        h_sweep(net, x, 3, hs=hs)
+
+
+@pytest.mark.parametrize("x", ["abc", [None] * 784, {"a": 1}])
+def test_gradcheck_refuses_a_sample_that_is_no_numbers(x):
+    with pytest.raises(TypeError, match="x must be one sample: an array of 784 real numbers"):
+        gradcheck(MLP((784, 8, 10)), x, 3)
