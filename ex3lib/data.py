@@ -462,8 +462,9 @@ def _check_folder(folder: Path, what: str) -> None:
 
 def _stamp(paths: Iterable[Path]) -> tuple | None:
     """Identify the current version of files, or return None if one is missing."""
+    # ctime too: a write changes it even when the modification time is set back (touch -r, cp -p).
     try:
-        return tuple((s.st_ino, s.st_size, s.st_mtime_ns) for s in map(os.stat, paths))
+        return tuple((s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns) for s in map(os.stat, paths))
     except FileNotFoundError:
         return None
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import namedtuple
 
+import warnings
+
 import numpy as np
 
 from . import kernels
@@ -241,12 +243,15 @@ class MLP:
         """``x`` (n x fan_in) as CSR rows in this network's dtype, with labels ``y``.
 
         Without ``y`` every label is 0: enough for predictions, meaningless
-        for a loss or an accuracy.
+        for a loss or an accuracy. Integer pixels above 1 are refused and
+        float ones outside [0, 1] warned about (see :func:`check_pixels`).
         """
         x = check_inputs("x", x, self.layers[0])
         n = x.shape[0]
         y = np.zeros(n, np.int64) if y is None else check_labels("y", y, n, self.layers[-1])
-        return to_sparse(x, y, self.dtype)
+        data = to_sparse(x, y, self.dtype)
+        check_pixels("x", x, data.values)
+        return data
 
     def loss_and_grad(self, x, y):
         """Mean cross-entropy over the samples and its gradient.
@@ -330,6 +335,27 @@ def _require_labels(method, y):
     if y is None:
         raise TypeError(f"y must be the integer labels of x, one per row; MLP.{method} needs them "
                         f"(got None, which would score every sample against label 0)")
+
+
+def check_pixels(name, x, values):
+    """Refuse integer pixels above 1, warn about float ones outside [0, 1]; both say how to scale.
+
+    ``values`` are the non-zero entries of ``x`` (its CSR values).
+    """
+    if values.size == 0:
+        return
+    low, high = float(values.min()), float(values.max())
+    if x.size > values.size:  # some entries are 0
+        low, high = min(low, 0.0), max(high, 0.0)
+    if 0.0 <= low and high <= 1.0:
+        return
+    scale = ("divide them by 255 (ex3lib.data.pixels_to_float does, and ex3lib.load_mnist() returns "
+             "them so)" if 0.0 <= low and high <= 255.0 else "scale them into [0, 1]")
+    if np.issubdtype(x.dtype, np.integer):
+        raise ValueError(f"{name} holds integer pixels from {low:g} to {high:g}; the network expects "
+                         f"floating-point pixels in [0, 1]: {scale}")
+    warnings.warn(f"{name} has values from {low:g} to {high:g}, outside [0, 1], where the network "
+                  f"expects pixels (training on unscaled pixels diverges): {scale}", stacklevel=3)
 
 
 def aligned_zeros(n, dtype):

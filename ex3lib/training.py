@@ -16,7 +16,7 @@ from . import kernels
 from ._validate import (check_bool, check_choice, check_int, check_inputs, check_labels, check_widths,
                         did_you_mean)
 from .data import N_TRAIN, is_immutable
-from .network import MLP, REPORT_LAYERS, to_sparse
+from .network import MLP, REPORT_LAYERS, check_pixels, to_sparse
 from .optimisers import make_optimiser
 from .schedules import make_schedule
 
@@ -427,27 +427,6 @@ def _sparse_memo(x, y, dtype):
     return data
 
 
-def _check_pixels(name, x, values):
-    """Refuse integer pixels above 1, warn about float ones outside [0, 1]; both say how to scale.
-
-    ``values`` are the non-zero entries of ``x`` (its CSR values).
-    """
-    if values.size == 0:
-        return
-    low, high = float(values.min()), float(values.max())
-    if x.size > values.size:  # some entries are 0
-        low, high = min(low, 0.0), max(high, 0.0)
-    if 0.0 <= low and high <= 1.0:
-        return
-    scale = ("divide them by 255 (ex3lib.data.pixels_to_float does, and ex3lib.load_mnist() returns "
-             "them so)" if 0.0 <= low and high <= 255.0 else "scale them into [0, 1]")
-    if np.issubdtype(x.dtype, np.integer):
-        raise ValueError(f"{name} holds integer pixels from {low:g} to {high:g}; the network expects "
-                         f"floating-point pixels in [0, 1]: {scale}")
-    warnings.warn(f"{name} has values from {low:g} to {high:g}, outside [0, 1], where the network "
-                  f"expects pixels (training on unscaled pixels diverges): {scale}", stacklevel=3)
-
-
 def _subset(a, n):
     return a if n is None or n >= a.shape[0] else a[:n]
 
@@ -546,7 +525,7 @@ def train(net: MLP, data, config: RunConfig | None = None, *, progress=True, **h
     x_test = check_inputs("data.x_test", data.x_test, net.layers[0])
     y_test = check_labels("data.y_test", data.y_test, x_test.shape[0], net.layers[-1])
     train_data = _sparse_memo(x_train, y_train, net.dtype)
-    _check_pixels("data.x_train", x_train, train_data.values)
+    check_pixels("data.x_train", x_train, train_data.values)
     if config.train_size is not None and config.train_size >= x_train.shape[0]:
         config = config.replace(train_size=None)  # what was used: all of it
     if config.train_size is not None:
@@ -557,7 +536,7 @@ def train(net: MLP, data, config: RunConfig | None = None, *, progress=True, **h
         raise ValueError(f"batch_size must be from 1 to the number of training samples ({n_train}), "
                          f"got {config.batch_size}")
     test_data = _sparse_memo(x_test, y_test, net.dtype)
-    _check_pixels("data.x_test", x_test, test_data.values)
+    check_pixels("data.x_test", x_test, test_data.values)
     return _train(net, config, train_data, test_data, progress)
 
 

@@ -489,3 +489,18 @@ class TestFolders:
             write_idx(None, np.zeros(3, np.uint8))
         with pytest.raises(TypeError, match=r"dtype must be a floating numpy dtype .*'no-such-type'"):
             pixels_to_float(np.zeros(3, np.uint8), "no-such-type")
+
+
+def test_a_cache_rewritten_with_its_old_modification_time_is_reloaded(tmp_path, real_uint8, monkeypatch):
+    path = tmp_path / "mnist.npz"
+    shutil.copyfile(cache_path(), path)
+    first = load_mnist_uint8(cache_dir=tmp_path)
+    stat = path.stat()
+    corrupt_swapped_labels(path)  # same size, other content
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    monkeypatch.setattr(data, "fetch_mnist", lambda: data.MNIST(
+        *(getattr(real_uint8, k).copy() for k in ("x_train", "y_train", "x_test", "y_test"))))
+    with pytest.warns(UserWarning, match="unusable"):
+        again = load_mnist_uint8(cache_dir=tmp_path)
+    assert again is not first
+    assert_same(again, real_uint8)

@@ -258,3 +258,11 @@ def test_evaluate_sparse_takes_sparse_data(small):
         net.evaluate_sparse(small.x_test)
     assert net.evaluate_sparse(net.sparse(small.x_test, small.y_test), chunk=7)[1] == net.accuracy(
         small.x_test, small.y_test)
+
+
+def test_unscaled_pixels_are_refused_or_warned_about(small):
+    net = MLP((784, 8, 10))
+    with pytest.raises(ValueError, match=r"x holds integer pixels from 0 to \d+; .*divide them by 255"):
+        net.evaluate((small.x_test * 255).astype(np.uint8), small.y_test)
+    with pytest.warns(UserWarning, match=r"x has values from 0 to .*outside \[0, 1\].*divide them by 255"):
+        net.loss_and_grad(small.x_train[:5] * 255, small.y_train[:5])
