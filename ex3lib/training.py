@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import numbers
 import time
-import warnings
 import weakref
 from dataclasses import asdict, dataclass, field, fields
 
