@@ -15,6 +15,7 @@ from .network import MLP, REPORT_LAYERS
 from .optimisers import OPTIMISERS, Optimiser, OptState, make_optimiser
 from .schedules import SCHEDULES, Schedule, make_schedule
 from .fingerprint import source_fingerprint
+from .params import check_parameters
 from .runner import run_many
 from .store import ResultsStore
 from .training import History, RunConfig, run, train
@@ -24,5 +25,5 @@ __version__ = "0.1.0"
 __all__ = [
     "MNIST", "load_mnist", "MLP", "REPORT_LAYERS", "OPTIMISERS", "Optimiser", "OptState",
     "make_optimiser", "SCHEDULES", "Schedule", "make_schedule", "History", "RunConfig", "run",
-    "train", "ResultsStore", "run_many", "source_fingerprint", "__version__",
+    "train", "ResultsStore", "run_many", "source_fingerprint", "check_parameters", "__version__",
 ]

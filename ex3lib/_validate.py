@@ -1,7 +1,9 @@
 """Argument checks shared by the public entry points: each error names the parameter and what is allowed."""
 
+import difflib
 import math
 import numbers
+import os
 
 import numpy as np
 
@@ -33,11 +35,42 @@ def check_float(name, value, *, low=None, high=None, low_open=False, high_open=F
     return value
 
 
+def did_you_mean(value, choices) -> str:
+    """`` (did you mean 'sgd'?)`` for a near miss of one of ``choices`` (strings), else ``""``."""
+    if not isinstance(value, str):
+        return ""
+    close = difflib.get_close_matches(value, [str(c) for c in choices], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def check_choice(name, value, choices):
-    """``value`` if it is one of ``choices`` (strings)."""
+    """``value`` if it is one of ``choices`` (strings); a near miss gets a did-you-mean."""
     if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}")
+        shown = repr(value) if isinstance(value, str) else f"{value!r} ({type(value).__name__})"
+        raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {shown}"
+                         f"{did_you_mean(value, choices)}")
     return value
+
+
+def check_path(name, value, *, optional=True):
+    """``value`` if it is a path (str or os.PathLike), or None when ``optional``."""
+    if value is None and optional:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (str, os.PathLike)):
+        allowed = "a path (str or os.PathLike)" + (" or None" if optional else "")
+        raise TypeError(f"{name} must be {allowed}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def check_widths(name, value, *, min_len=2):
+    """``value`` as a tuple of int widths >= 1 (input to output), at least ``min_len`` of them."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, np.ndarray)):
+        raise TypeError(f"{name} must be a sequence of layer widths from input to output, "
+                        f"e.g. (784, 300, 100, 100, 10); got {value!r} ({type(value).__name__})")
+    widths = tuple(check_int(name, w, 1) for w in value)
+    if len(widths) < min_len:
+        raise ValueError(f"{name} must name at least an input and an output width, got {widths!r}")
+    return widths
 
 
 def check_bool(name, value):

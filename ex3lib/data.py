@@ -9,8 +9,15 @@ Sources are tried in this order:
    downloaded with pip, checked against a pinned SHA-256, decoded with an
    unpickler that can build numpy arrays and nothing else, and then cached.
 
-Loaded arrays are memoised per source and marked read-only, so repeated calls
-are free; :func:`clear_memo` releases them.
+Whatever the source, the decoded arrays are checked against the canonical
+MNIST: shapes, digit counts and the SHA-256 of every decoded array
+(:data:`CANONICAL_SHA256`), so a cache with permuted labels or blank images
+is refetched (with a warning) and IDX files that differ are refused.
+
+Loaded arrays are memoised per source and immutable (their memory is a
+``bytes`` object, so not even a read-only view of them can change), so
+repeated calls are free and training can reuse what it derives from them;
+:func:`clear_memo` releases them.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from typing import IO, Any
 import numpy as np
 import platformdirs
 
+from ._validate import check_path
 from .sysutil import atomic_write
 
 try:
@@ -46,6 +54,7 @@ except ImportError:  # numpy < 2 has no numpy._core
 
 __all__ = [
     "CACHE_ENV_VAR",
+    "CANONICAL_SHA256",
     "IDX_ENV_VAR",
     "IDX_FILENAMES",
     "MNIST",
@@ -54,6 +63,7 @@ __all__ = [
     "cache_path",
     "clear_memo",
     "fetch_mnist",
+    "is_immutable",
     "load_mnist",
     "load_mnist_uint8",
     "pixels_to_float",
@@ -61,6 +71,17 @@ __all__ = [
     "write_idx",
 ]
 
+#: SHA-256 of the canonical MNIST's decoded arrays, as stored by this module:
+#: the images as uint8 of shape (n, 784) in C order (row-major 28x28 pixels),
+#: the labels as uint8 of shape (n,). Computed once from the pinned wheel's
+#: data, which agrees with the canonical IDX files (order, digit counts and the
+#: well-known mean 0.1307 and standard deviation 0.3081 of the pixels / 255).
+CANONICAL_SHA256 = {
+    "x_train": "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757",
+    "y_train": "1feba77c54802fa5339a11837ea4b2866434b83314ec45192930f1df69120c13",
+    "x_test": "6d87418db22cc8025d05968bec9bd5c3932904b23485740db143a061a2c9d161",
+    "y_test": "ddeff807876a9661a1110d45c266c86239a3a1b7d37da0c3716a7a683c852ff5",
+}
 TRAIN_LABEL_COUNTS = (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949)
 TEST_LABEL_COUNTS = (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)
 N_TRAIN = 60000
@@ -147,17 +168,21 @@ def load_mnist(idx_dir: str | os.PathLike | None = None,
 
     Raises
     ------
+    TypeError
+        ``idx_dir`` or ``cache_dir`` is not a path.
     FileNotFoundError
         ``idx_dir`` does not exist or lacks one of the files.
     ValueError
-        An IDX file is malformed or has the wrong shape or labels.
+        An IDX file is malformed, has the wrong shape or labels, or decodes
+        to other arrays than the canonical MNIST's; or the cache folder is a
+        file.
     RuntimeError
         The data had to be fetched and the fetch failed.
     """
     entry = _load_entry(idx_dir, cache_dir)
     if entry.floats is None:
         raw = entry.raw
-        entry.floats = _read_only(MNIST(
+        entry.floats = _frozen(MNIST(
             x_train=pixels_to_float(raw.x_train),
             y_train=raw.y_train,
             x_test=pixels_to_float(raw.x_test),
@@ -185,7 +210,7 @@ def load_mnist_uint8(idx_dir: str | os.PathLike | None = None,
 
     Raises
     ------
-    FileNotFoundError, ValueError, RuntimeError
+    TypeError, FileNotFoundError, ValueError, RuntimeError
         As for :func:`load_mnist`.
     """
     return _load_entry(idx_dir, cache_dir).raw
@@ -213,11 +238,14 @@ def pixels_to_float(pixels: np.ndarray, dtype: Any = np.float64) -> np.ndarray:
         ``pixels`` is not uint8, or ``dtype`` is not a floating dtype.
     """
     pixels = np.asarray(pixels)
-    dtype = np.dtype(dtype)
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be a floating numpy dtype (e.g. np.float32), got {dtype!r}") from None
     if pixels.dtype != np.uint8:
-        raise TypeError(f"expected uint8 pixels, got {pixels.dtype}")
+        raise TypeError(f"pixels must be uint8 (expected uint8 pixels, 0..255), got {pixels.dtype}")
     if dtype.kind != "f":
-        raise TypeError(f"expected a floating dtype, got {dtype}")
+        raise TypeError(f"dtype must be a floating numpy dtype (expected a floating dtype), got {dtype}")
     out = np.empty(pixels.shape, dtype)
     # Dividing in the target dtype rounds once; dividing in float64 and then
     # casting to float32 would round twice.
@@ -244,6 +272,7 @@ def cache_path(cache_dir: str | os.PathLike | None = None) -> Path:
     pathlib.Path
         ``<cache folder>/mnist.npz``; the file may not exist yet.
     """
+    check_path("cache_dir", cache_dir)
     if cache_dir is None:
         cache_dir = os.environ.get(CACHE_ENV_VAR) or platformdirs.user_cache_dir("ex3")
     return Path(cache_dir) / CACHE_FILENAME
@@ -269,7 +298,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         other than unsigned byte, or a payload whose size differs from the
         product of its dimensions.
     """
-    path = Path(path)
+    path = Path(check_path("path", path, optional=False))
     data = path.read_bytes()
     if path.suffix == ".gz":
         try:
@@ -319,7 +348,7 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
     ValueError
         ``array`` has a rank or dimension IDX cannot store.
     """
-    path = Path(path)
+    path = Path(check_path("path", path, optional=False))
     array = np.ascontiguousarray(array)
     if array.dtype != np.uint8:
         raise TypeError(f"write_idx supports only uint8 arrays, got {array.dtype}")
@@ -381,6 +410,8 @@ def fetch_mnist() -> MNIST:
 def _load_entry(idx_dir: str | os.PathLike | None,
                 cache_dir: str | os.PathLike | None) -> _MemoEntry:
     """Return the memo entry for the selected source, loading it when new or changed."""
+    check_path("idx_dir", idx_dir)
+    check_path("cache_dir", cache_dir)
     if idx_dir is None:
         idx_dir = os.environ.get(IDX_ENV_VAR) or None
     if idx_dir is not None:
@@ -389,10 +420,13 @@ def _load_entry(idx_dir: str | os.PathLike | None,
         stamp = _stamp(key)
         entry = _memo.get(key)
         if entry is None or entry.stamp != stamp:
-            entry = _memo[key] = _MemoEntry(stamp, _read_only(_read_idx_files(files)))
+            entry = _memo[key] = _MemoEntry(stamp, _frozen(_read_idx_files(files)))
         return entry
 
     path = cache_path(cache_dir).absolute()
+    origin = ("cache_dir" if cache_dir is not None else
+              f"${CACHE_ENV_VAR}" if os.environ.get(CACHE_ENV_VAR) else "the user cache folder")
+    _check_folder(path.parent, f"the MNIST cache folder {path.parent} (from {origin})")
     key = (path,)
     stamp = _stamp(key)
     entry = _memo.get(key)
@@ -412,23 +446,74 @@ def _load_entry(idx_dir: str | os.PathLike | None,
         except OSError as err:
             warnings.warn(f"could not write MNIST cache {path}: {err}", stacklevel=3)
         stamp = _stamp(key)
-    entry = _memo[key] = _MemoEntry(stamp, _read_only(data))
+    entry = _memo[key] = _MemoEntry(stamp, _frozen(data))
     return entry
+
+
+def _check_folder(folder: Path, what: str) -> None:
+    """Raise ValueError naming ``what`` if ``folder``, or the nearest of its parents that exists, is no folder."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                raise ValueError(f"{what} cannot be used: {candidate} is a file, not a folder; "
+                                 f"choose a folder (it is created if missing)")
+            return
 
 
 def _stamp(paths: Iterable[Path]) -> tuple | None:
     """Identify the current version of files, or return None if one is missing."""
+    # ctime too: a write changes it even when the modification time is set back (touch -r, cp -p).
     try:
-        return tuple((s.st_ino, s.st_size, s.st_mtime_ns) for s in map(os.stat, paths))
+        return tuple((s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns) for s in map(os.stat, paths))
     except FileNotFoundError:
         return None
 
 
-def _read_only(data: MNIST) -> MNIST:
-    """Mark every array of ``data`` read-only, since memoised arrays are shared."""
-    for name in _SPLIT_KEYS:
-        getattr(data, name).flags.writeable = False
-    return data
+def is_immutable(array: np.ndarray) -> bool:
+    """Whether nothing can change ``array``'s values: it is read-only and its memory is a ``bytes`` object.
+
+    A read-only array that owns its memory can be made writable again, and a
+    read-only view shows whatever its base is changed to; only memory that
+    Python itself cannot change, such as the ``bytes`` that the arrays of
+    :func:`load_mnist` live in, makes an array's values certain for as long as
+    it exists (so :func:`ex3lib.train` may reuse what it derived from them).
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> is_immutable(np.frombuffer(bytes(8), np.uint8)), is_immutable(np.zeros(8))
+    (True, False)
+    """
+    if not isinstance(array, np.ndarray) or array.flags.writeable:
+        return False
+    base = array
+    while isinstance(base, np.ndarray):
+        base = base.base
+    if isinstance(base, memoryview):
+        base = base.obj if base.readonly else None
+    return isinstance(base, bytes)
+
+
+def _frozen(data: MNIST) -> MNIST:
+    """``data`` with every array not immutable yet copied into a ``bytes`` object (see :func:`is_immutable`).
+
+    Memoised arrays are shared, and read-only is not enough to keep them as
+    they are: an array that owns its memory can be made writable again.
+    """
+    def freeze(array):
+        if is_immutable(array):
+            return array
+        array = np.ascontiguousarray(array)
+        return np.frombuffer(array.tobytes(), array.dtype).reshape(array.shape)
+
+    return MNIST(**{name: freeze(getattr(data, name)) for name in _SPLIT_KEYS})
 
 
 def _find_idx_files(idx_dir: Path) -> dict[str, Path]:
@@ -465,9 +550,20 @@ def _read_idx_files(files: dict[str, Path]) -> MNIST:
             raise ValueError(f"{labels_path}: expected labels of shape ({n},), got {labels.shape}")
         if labels.max() > 9:
             raise ValueError(f"{labels_path}: expected digit labels 0..9, found {labels.max()}")
+        for key, path, array in ((f"x_{split}", images_path, images), (f"y_{split}", labels_path, labels)):
+            digest = _sha256(array)
+            if digest != CANONICAL_SHA256[key]:
+                raise ValueError(f"{path}: its decoded {'images' if key[0] == 'x' else 'labels'} are not "
+                                 f"the canonical MNIST's (SHA-256 {digest}, expected "
+                                 f"{CANONICAL_SHA256[key]}); replace it with the original file")
         arrays[f"x_{split}"] = images.reshape(n, N_PIXELS)
         arrays[f"y_{split}"] = labels.astype(np.int64)
     return MNIST(**arrays)
+
+
+def _sha256(array: np.ndarray) -> str:
+    """The SHA-256 of an array of values 0..255 as uint8 bytes in C order (see :data:`CANONICAL_SHA256`)."""
+    return hashlib.sha256(np.ascontiguousarray(array, dtype=np.uint8)).hexdigest()
 
 
 def _read_cache(path: Path) -> MNIST:
@@ -507,7 +603,7 @@ def _write_cache(path: Path, data: MNIST) -> None:
 
 
 def _check_dataset(data: MNIST, source: str) -> None:
-    """Check shapes, dtypes and the canonical per-digit counts of uint8 MNIST data."""
+    """Check shapes, dtypes, the per-digit counts and the SHA-256 of uint8 MNIST data against the canonical."""
     splits = (("train", data.x_train, data.y_train, N_TRAIN, TRAIN_LABEL_COUNTS),
               ("test", data.x_test, data.y_test, N_TEST, TEST_LABEL_COUNTS))
     for name, images, labels, n, counts in splits:
@@ -523,6 +619,11 @@ def _check_dataset(data: MNIST, source: str) -> None:
         if found != counts:
             raise ValueError(f"{source}: {name} label counts {found} differ from "
                              f"the canonical MNIST counts {counts}")
+        for what, key, array in (("images", f"x_{name}", images), ("labels", f"y_{name}", labels)):
+            digest = _sha256(array)
+            if digest != CANONICAL_SHA256[key]:
+                raise ValueError(f"{source}: the {name} {what} differ from the canonical MNIST's "
+                                 f"(SHA-256 {digest}, expected {CANONICAL_SHA256[key]})")
 
 
 def _pip_download(dest: Path) -> Path:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 
+from ._validate import check_int, did_you_mean
 from .optimisers import OPTIMISERS
 from .plots import plot_metric
-from .training import RunConfig, run
+from .training import History, RunConfig, run
 
 CONTROLS = ("learning_rate", "batch_size", "epochs", "momentum", "nesterov", "lr_final", "optimiser")
 
@@ -76,6 +77,19 @@ def explorer(data, base: RunConfig, *, controls=("learning_rate", "batch_size", 
 
     if not isinstance(base, RunConfig):
         raise TypeError(f"base must be a RunConfig, got {type(base).__name__}")
+    if isinstance(controls, str) or not isinstance(controls, (list, tuple)):
+        raise TypeError(f"controls must be a list of names from {', '.join(CONTROLS)}, got {controls!r}")
+    for name in controls:
+        if name not in CONTROLS:
+            raise ValueError(f"controls must be taken from {', '.join(CONTROLS)}; got {name!r}"
+                             f"{did_you_mean(name, CONTROLS)}")
+    check_int("max_epochs", max_epochs, 1)
+    if isinstance(batch_sizes, str) or not isinstance(batch_sizes, (list, tuple)) or not batch_sizes:
+        raise TypeError(f"batch_sizes must be a non-empty list of batch sizes, got {batch_sizes!r}")
+    for i, m in enumerate(batch_sizes):
+        check_int(f"batch_sizes[{i}]", m, 1)
+    if reference is not None and not isinstance(reference, History):
+        raise TypeError(f"reference must be an ex3lib.History or None, got {type(reference).__name__}")
     knobs = {name: _widget(name, base, max_epochs, batch_sizes) for name in controls}
     out = w.Output()
     status = w.HTML("Move a control to train with that setting.")

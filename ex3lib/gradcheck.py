@@ -98,6 +98,8 @@ def _check_method(method):
 def _check_args(net, x, y, layers):
     if not isinstance(net, MLP):
         raise TypeError(f"net must be an ex3lib.MLP, got {type(net).__name__}")
+    if isinstance(x, (str, bytes)) or not _real_array(x):
+        raise TypeError(f"x must be one sample: an array of {net.layers[0]} real numbers, got {x!r:.60}")
     if net.dtype != np.float64:
         raise ValueError(f"gradient checks need a float64 network (round-off would swamp them), "
                          f"got {net.dtype}")
@@ -116,6 +118,14 @@ def _check_args(net, x, y, layers):
     if not layers or len(set(layers)) != len(layers):
         raise ValueError(f"layers must list distinct layer indices from 0 to {n_layers - 1}, got {layers}")
     return x, y, layers
+
+
+def _real_array(values) -> bool:
+    """Whether ``values`` converts to an array of real numbers (and not of text or objects)."""
+    try:
+        return np.asarray(values).dtype.kind in "biuf"
+    except (TypeError, ValueError):
+        return False
 
 
 def _perturbed(net, x, y, layers, hs):
@@ -209,6 +219,12 @@ def h_sweep(net: MLP, x, y, *, hs=None, layers=None) -> HSweep:
     >>> bool(sweep.median["central"][1] < sweep.median["forward"][0])
     True
     """
+    if hs is not None:
+        if isinstance(hs, (str, bytes)) or not isinstance(hs, (list, tuple, np.ndarray)):
+            raise TypeError(f"hs must be a sequence of finite steps > 0 (e.g. [1e-4, 1e-6, 1e-8]), "
+                            f"got {hs!r:.60} ({type(hs).__name__})")
+        items = hs.ravel().tolist() if isinstance(hs, np.ndarray) else hs
+        hs = [check_float(f"hs[{i}]", h, low=0.0, low_open=True) for i, h in enumerate(items)]
     x, y, layers = _check_args(net, x, y, layers)
     hs = np.logspace(-1, -12, 12) if hs is None else np.asarray(hs, dtype=np.float64)
     if hs.ndim != 1 or hs.size == 0 or not np.all(np.isfinite(hs)) or np.any(hs <= 0):

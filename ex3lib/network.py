@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections import namedtuple
 
+import warnings
+
 import numpy as np
 
 from . import kernels
-from ._validate import check_int, check_labels, check_inputs
+from ._validate import check_int, check_labels, check_inputs, check_widths
 
 REPORT_LAYERS = (784, 300, 100, 100, 10)
 #: Bytes: every weight row of the training kernels' working copy starts on such a
@@ -88,16 +90,15 @@ class MLP:
     """
 
     def __init__(self, layers=REPORT_LAYERS, *, bias=False, dtype=np.float64, seed=0):
-        layers = tuple(layers)
-        if len(layers) < 2:
-            raise ValueError(f"layers must name at least an input and an output width, got {layers!r}")
-        for width in layers:
-            check_int("layers", width, 1)
+        layers = check_widths("layers", layers)
         if layers[-1] < 2:
             raise ValueError(f"layers: the output layer needs at least 2 classes, got {layers[-1]}")
         if not isinstance(bias, (bool, np.bool_)):
             raise TypeError(f"bias must be True or False, got {bias!r}")
-        dtype = np.dtype(dtype)
+        try:
+            dtype = np.dtype(dtype)
+        except TypeError:
+            raise TypeError(f"dtype must be float64 or float32, got {dtype!r}") from None
         if dtype not in (np.float64, np.float32):
             raise TypeError(f"dtype must be float64 or float32, got {dtype}")
         check_int("seed", seed, 0)
@@ -235,11 +236,18 @@ class MLP:
         )
 
     def sparse(self, x, y=None) -> SparseData:
-        """``x`` (n x fan_in) as CSR rows in this network's dtype, with labels ``y``."""
+        """``x`` (n x fan_in) as CSR rows in this network's dtype, with labels ``y``.
+
+        Without ``y`` every label is 0: enough for predictions, meaningless
+        for a loss or an accuracy. Integer pixels above 1 are refused and
+        float ones outside [0, 1] warned about (see :func:`check_pixels`).
+        """
         x = check_inputs("x", x, self.layers[0])
         n = x.shape[0]
         y = np.zeros(n, np.int64) if y is None else check_labels("y", y, n, self.layers[-1])
-        return to_sparse(x, y, self.dtype)
+        data = to_sparse(x, y, self.dtype)
+        check_pixels("x", x, data.values)
+        return data
 
     def loss_and_grad(self, x, y):
         """Mean cross-entropy over the samples and its gradient.
@@ -248,6 +256,7 @@ class MLP:
         ----------
         x : ndarray, shape (n, fan_in)
         y : ndarray of int, shape (n,)
+            The labels of ``x``; required.
 
         Returns
         -------
@@ -259,6 +268,7 @@ class MLP:
         """
         from .optimisers import make_optimiser
 
+        _require_labels("loss_and_grad", y)
         data = self.sparse(x, y)
         n = data.y.shape[0]
         work = self.workspace(n)
@@ -272,11 +282,21 @@ class MLP:
         return float(loss), grads
 
     def evaluate(self, x, y, *, chunk=500):
-        """Mean loss and accuracy on ``(x, y)``: returns ``(loss, accuracy, predictions)``."""
+        """Mean loss and accuracy on ``(x, y)``: returns ``(loss, accuracy, predictions)``.
+
+        ``y`` (the labels) is required; ``chunk`` (an int >= 1) is the number
+        of samples evaluated at a time.
+        """
+        _require_labels("evaluate", y)
+        check_int("chunk", chunk, 1)
         return self.evaluate_sparse(self.sparse(x, y), chunk=chunk)
 
     def evaluate_sparse(self, data: SparseData, *, chunk=500, work=None):
         """:meth:`evaluate` for data already in CSR form (see :meth:`sparse`)."""
+        if not isinstance(data, SparseData):
+            raise TypeError(f"data must be an ex3lib.network.SparseData (see MLP.sparse), "
+                            f"got {type(data).__name__}")
+        check_int("chunk", chunk, 1)
         n = data.y.shape[0]
         if work is None:
             work = self.workspace(min(chunk, max(n, 1)))
@@ -287,10 +307,11 @@ class MLP:
 
     def predict(self, x):
         """The most probable class of every row of ``x`` (ties go to the lower class)."""
-        return self.evaluate(x, None)[2]
+        return self.evaluate_sparse(self.sparse(x))[2]
 
     def accuracy(self, x, y) -> float:
         """Fraction of the rows of ``x`` whose predicted class equals ``y``."""
+        _require_labels("accuracy", y)
         return float(self.evaluate(x, y)[1])
 
     def forward_trace(self, x):
@@ -308,6 +329,34 @@ class MLP:
             Z.append(z)
             H.append(h)
         return Z, H
+
+
+def _require_labels(method, y):
+    """Refuse ``y=None`` where labels give the result its meaning (a loss, an accuracy)."""
+    if y is None:
+        raise TypeError(f"y must be the integer labels of x, one per row; MLP.{method} needs them "
+                        f"(got None, which would score every sample against label 0)")
+
+
+def check_pixels(name, x, values):
+    """Refuse integer pixels above 1, warn about float ones outside [0, 1]; both say how to scale.
+
+    ``values`` are the non-zero entries of ``x`` (its CSR values).
+    """
+    if values.size == 0:
+        return
+    low, high = float(values.min()), float(values.max())
+    if x.size > values.size:  # some entries are 0
+        low, high = min(low, 0.0), max(high, 0.0)
+    if 0.0 <= low and high <= 1.0:
+        return
+    scale = ("divide them by 255 (ex3lib.data.pixels_to_float does, and ex3lib.load_mnist() returns "
+             "them so)" if 0.0 <= low and high <= 255.0 else "scale them into [0, 1]")
+    if np.issubdtype(x.dtype, np.integer):
+        raise ValueError(f"{name} holds integer pixels from {low:g} to {high:g}; the network expects "
+                         f"floating-point pixels in [0, 1]: {scale}")
+    warnings.warn(f"{name} has values from {low:g} to {high:g}, outside [0, 1], where the network "
+                  f"expects pixels (training on unscaled pixels diverges): {scale}", stacklevel=3)
 
 
 def aligned_zeros(n, dtype):

@@ -27,7 +27,6 @@ import re
 import warnings
 from pathlib import Path
 
-import numpy as np
 import platformdirs
 
 from .fingerprint import source_fingerprint
@@ -37,7 +36,10 @@ from .training import History, RunConfig
 __all__ = ["FORMAT", "RESULTS_ENV_VAR", "ResultsStore"]
 
 RESULTS_ENV_VAR = "EX3_RESULTS_DIR"
-FORMAT = 1
+#: The result files' format: 2 added the ``sha256`` of the content and
+#: non-finite numbers as the texts "nan", "inf" and "-inf" (see History.to_dict).
+FORMAT = 2
+_FIELDS = ("format", "fingerprint", "config", "history", "sha256")
 
 _KEY_RE = re.compile(r"[0-9a-f]{64}")
 
@@ -46,17 +48,22 @@ class ResultsStore:
     """Training histories on disk, one JSON file per run config and library version.
 
     A run's key is the sha256 of its config and of :func:`source_fingerprint`;
-    its history lives in ``<root>/<key[:2]>/<key>.json``. Files are written
-    atomically and validated when read: an unreadable, malformed or mismatched
-    file counts as missing (with a warning), so :meth:`get` never returns a
-    result that may be stale or wrong. Only JSON is read, never pickle, so a
-    store from elsewhere cannot run code.
+    its history lives in ``<root>/<key[:2]>/<key>.json``, with the sha256 of
+    its content. Files are written atomically and validated when read: a file
+    that is unreadable, not UTF-8, not JSON, of the wrong shape (a field
+    missing, unknown or of the wrong type), of another format, fingerprint or
+    config, or whose content does not match its checksum (edited by hand or
+    damaged) counts as missing, with a warning, so :meth:`get` never returns a
+    result that may be stale or wrong, and the next :meth:`put` replaces it.
+    Non-finite numbers (nan, +inf, -inf) come back as they were stored. Only
+    JSON is read, never pickle, so a store from elsewhere cannot run code.
 
     Parameters
     ----------
     root : str or path-like, optional
         Folder of the store; defaults to ``$EX3_RESULTS_DIR``, then
-        ``<user cache folder>/ex3/results``. Created on the first :meth:`put`.
+        ``<user cache folder>/ex3/results``. Created on the first :meth:`put`;
+        an existing file there is refused (ValueError).
 
     Examples
     --------
@@ -69,11 +76,20 @@ class ResultsStore:
     """
 
     def __init__(self, root: str | os.PathLike | None = None):
+        origin = "root"
         if root is None:
+            if os.environ.get(RESULTS_ENV_VAR):
+                origin = f"${RESULTS_ENV_VAR}"
             root = os.environ.get(RESULTS_ENV_VAR) or Path(platformdirs.user_cache_dir("ex3")) / "results"
         elif not isinstance(root, (str, os.PathLike)):
             raise TypeError(f"root must be a path (str or os.PathLike) or None, got {type(root).__name__}")
         self.root = Path(root).expanduser()
+        for candidate in (self.root, *self.root.parents):
+            if candidate.exists():
+                if not candidate.is_dir():
+                    raise ValueError(f"{origin} {str(self.root)!r} cannot hold a results store: "
+                                     f"{candidate} is a file, not a folder")
+                break
         self._warned: set[Path] = set()
 
     def __repr__(self) -> str:
@@ -103,9 +119,10 @@ class ResultsStore:
     def get(self, config: RunConfig) -> History | None:
         """The stored history of ``config``, or None if there is no valid one.
 
-        A file that cannot be read or parsed, has another format or
-        fingerprint, or belongs to another config is treated as missing, with
-        one warning per file; the next :meth:`put` of the config replaces it.
+        A file that cannot be read or decoded (UTF-8, then JSON), has another
+        format, fingerprint or config, holds a malformed history, or whose
+        content does not match its ``sha256`` is treated as missing, with one
+        warning per file; the next :meth:`put` of the config replaces it.
 
         Parameters
         ----------
@@ -122,32 +139,45 @@ class ResultsStore:
         """
         path = self.path(config)
         try:
-            text = path.read_text(encoding="utf-8")
+            raw = path.read_bytes()
         except FileNotFoundError:
             return None
         except OSError as err:
             return self._invalid(path, f"cannot be read ({err})")
         try:
-            stored = json.loads(text)
-        except ValueError as err:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            return self._invalid(path, f"is not UTF-8 text ({err})")
+        try:
+            stored = json.loads(text, parse_constant=_refuse_constant)
+        except (ValueError, RecursionError) as err:
             return self._invalid(path, f"is not valid JSON ({err})")
-        if not isinstance(stored, dict) or stored.get("format") != FORMAT:
-            return self._invalid(path, f"is not a format-{FORMAT} result file")
-        if stored.get("fingerprint") != source_fingerprint():
+        if (not isinstance(stored, dict) or stored.get("format") != FORMAT
+                or sorted(stored) != sorted(_FIELDS)):
+            return self._invalid(path, f"is not a format-{FORMAT} result file (an object with the "
+                                       f"fields {', '.join(_FIELDS)})")
+        if stored["fingerprint"] != source_fingerprint():
             return self._invalid(path, "was written by another version of ex3lib")
         # Through JSON and back, so that the comparison sees what a file can hold.
-        if stored.get("config") != json.loads(json.dumps(config.to_dict())):
+        if stored["config"] != json.loads(json.dumps(config.to_dict())):
             return self._invalid(path, "holds the result of another config")
         try:
-            return History.from_dict(stored["history"])
-        except (KeyError, TypeError, ValueError, AttributeError) as err:
-            return self._invalid(path, f"holds a malformed history ({type(err).__name__}: {err})")
+            history = History.from_dict(stored["history"])
+        except ValueError as err:
+            return self._invalid(path, f"holds a malformed history ({err})")
+        if stored["sha256"] != _checksum(stored):
+            return self._invalid(path, "does not match its checksum (sha256): it was edited or damaged "
+                                       "after it was written")
+        return history
 
     def put(self, config: RunConfig, history: History) -> None:
         """Save ``history`` as the result of ``config``, replacing any earlier one.
 
-        The file is written to a temporary sibling and renamed over the target,
-        so readers (and an interrupted write) never see a partial file.
+        The history is checked first (:meth:`History.to_dict`), so that what
+        is stored is what :meth:`get` returns, non-finite numbers included.
+        The file, with the sha256 of its content, is written to a temporary
+        sibling and renamed over the target, so readers (and an interrupted
+        write) never see a partial file.
 
         Parameters
         ----------
@@ -156,8 +186,17 @@ class ResultsStore:
 
         Raises
         ------
+        TypeError
+            ``config`` is not a RunConfig or ``history`` not a History.
+        ValueError
+            ``history`` cannot be stored faithfully (e.g. an array in
+            ``history.extra``, arrays of different lengths); the message names
+            the field. Nothing is written.
         OSError
             The file could not be written; an earlier result of ``config`` is kept.
+
+        These three are the only exceptions ``put`` raises (besides
+        KeyboardInterrupt and the like).
 
         Examples
         --------
@@ -165,14 +204,16 @@ class ResultsStore:
         >>> config = RunConfig(epochs=1)
         >>> ResultsStore().put(config, run(config, load_mnist()))        # doctest: +SKIP
         """
+        _check_config("config", config)
         if not isinstance(history, History):
             raise TypeError(f"history must be an ex3lib.History, got {type(history).__name__}")
-        path = self.path(config)
         payload = {"format": FORMAT, "fingerprint": source_fingerprint(),
-                   "config": config.to_dict(), "history": history.to_dict()}
+                   "config": json.loads(json.dumps(config.to_dict())), "history": history.to_dict()}
+        payload["sha256"] = _checksum(payload)
+        path = self.path(config)
         path.parent.mkdir(parents=True, exist_ok=True)
-        # allow_nan=False: NaN is not JSON, and History.to_dict already maps it to None.
-        atomic_write(path, lambda f: json.dump(payload, f, allow_nan=False, default=_json_scalar), "w")
+        # allow_nan=False cannot fail: History.to_dict wrote every non-finite number as text.
+        atomic_write(path, lambda f: json.dump(payload, f, allow_nan=False), "w")
         self._warned.discard(path)
 
     def __contains__(self, config) -> bool:
@@ -238,8 +279,13 @@ def _check_config(name, config):
         raise TypeError(f"{name} must be an ex3lib.RunConfig, got {type(config).__name__}")
 
 
-def _json_scalar(value):
-    """Numpy scalars as Python numbers, for json.dump; anything else is an error."""
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+def _refuse_constant(name):
+    """For json.loads: NaN and Infinity are not JSON (a result file writes them as text)."""
+    raise ValueError(f"{name} is not JSON")
+
+
+def _checksum(stored: dict) -> str:
+    """The sha256 of a result file's content: every field but ``sha256``, as canonical JSON."""
+    content = {k: v for k, v in stored.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":"),
+                                     allow_nan=False).encode()).hexdigest()

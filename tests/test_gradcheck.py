@@ -149,3 +149,25 @@ def test_slope_and_sweep_summary():
     assert s["best_h_central"] > s["best_h_forward"] and s["slope_round_forward"] == pytest.approx(-1.0, abs=0.01)
     assert s["slope_trunc_central"] == pytest.approx(2.0, abs=0.05) and s["at_h"]["central"] == pytest.approx(1e-2, rel=0.01)
     assert s["decades"] == pytest.approx(np.log10(s["best_h_central"] / 1e-8))
+
+
+@pytest.mark.parametrize("hs, exc, message", [
+    ("abc", TypeError, r"hs must be a sequence of finite steps > 0 .* got 'abc' \(str\)"),
+    (1e-3, TypeError, r"hs must be a sequence of finite steps > 0"),
+    ([1e-3, "x"], TypeError, r"hs\[1\] must be a real number, got 'x'"),
+    ([1e-3, 0.0], ValueError, r"hs\[1\] must be a finite number in \(0, inf\), got 0\.0"),
+    ([1e-3, float("nan")], ValueError, r"hs\[1\] must be a finite number"),
+    ([], ValueError, "hs must be a non-empty list"),
+])
+def test_h_sweep_refuses_bad_steps_naming_them(hs, exc, message):
+    net = MLP((784, 8, 10), seed=0)
+    x = np.zeros(784)
+    x[300:320] = 0.5
+    with pytest.raises(exc, match=message):
+        h_sweep(net, x, 3, hs=hs)
+
+
+@pytest.mark.parametrize("x", ["abc", [None] * 784, {"a": 1}])
+def test_gradcheck_refuses_a_sample_that_is_no_numbers(x):
+    with pytest.raises(TypeError, match="x must be one sample: an array of 784 real numbers"):
+        gradcheck(MLP((784, 8, 10)), x, 3)

@@ -204,3 +204,65 @@ def test_kernels_stay_inside_their_arrays(tmp_path):
     out = subprocess.run([sys.executable, "-c", BOUNDS_SCRIPT], env=env, cwd=Path(__file__).parent,
                          capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
+
+
+@pytest.mark.parametrize("kwargs, exc, message", [
+    ({"layers": 5}, TypeError, r"layers must be a sequence of layer widths .* got 5 \(int\)"),
+    ({"layers": "784,10"}, TypeError, r"layers must be a sequence of layer widths"),
+    ({"layers": None}, TypeError, r"layers must be a sequence of layer widths"),
+    ({"dtype": "float16"}, TypeError, "dtype must be float64 or float32, got float16"),
+    ({"dtype": "no-such-type"}, TypeError, "dtype must be float64 or float32, got 'no-such-type'"),
+    ({"seed": 1.5}, TypeError, "seed must be an integer"),
+])
+def test_network_refusals_name_the_parameter(kwargs, exc, message):
+    with pytest.raises(exc, match=message):
+        MLP(**kwargs)
+
+
+def test_mlp_of_one_int_names_layers():
+    # The example: MLP(5) said "'int' object is not iterable".
+    with pytest.raises(TypeError, match=r"layers must be a sequence of layer widths from input to output, "
+                                        r"e\.g\. \(784, 300, 100, 100, 10\); got 5"):
+        MLP(5)
+
+
+@pytest.mark.parametrize("call", [
+    lambda net, x: net.loss_and_grad(x, None),
+    lambda net, x: net.evaluate(x, None),
+    lambda net, x: net.accuracy(x, None),
+], ids=["loss_and_grad", "evaluate", "accuracy"])
+def test_labels_are_required_where_they_give_the_result_its_meaning(small, call):
+    # loss_and_grad(x, None) used to score every sample against label 0.
+    with pytest.raises(TypeError, match=r"y must be the integer labels of x.*got None"):
+        call(MLP((784, 8, 10)), small.x_train[:5])
+
+
+def test_predict_needs_no_labels(small):
+    net = MLP((784, 8, 10), seed=1)
+    assert np.array_equal(net.predict(small.x_test), net.evaluate(small.x_test, small.y_test)[2])
+
+
+@pytest.mark.parametrize("chunk, exc, message", [
+    (0, ValueError, "chunk must be an integer >= 1, got 0"),
+    (-5, ValueError, "chunk must be an integer >= 1"),
+    (2.5, TypeError, "chunk must be an integer"),
+])
+def test_evaluate_chunk_is_checked(small, chunk, exc, message):
+    with pytest.raises(exc, match=message):
+        MLP((784, 8, 10)).evaluate(small.x_test, small.y_test, chunk=chunk)
+
+
+def test_evaluate_sparse_takes_sparse_data(small):
+    net = MLP((784, 8, 10))
+    with pytest.raises(TypeError, match="data must be an ex3lib.network.SparseData"):
+        net.evaluate_sparse(small.x_test)
+    assert net.evaluate_sparse(net.sparse(small.x_test, small.y_test), chunk=7)[1] == net.accuracy(
+        small.x_test, small.y_test)
+
+
+def test_unscaled_pixels_are_refused_or_warned_about(small):
+    net = MLP((784, 8, 10))
+    with pytest.raises(ValueError, match=r"x holds integer pixels from 0 to \d+; .*divide them by 255"):
+        net.evaluate((small.x_test * 255).astype(np.uint8), small.y_test)
+    with pytest.warns(UserWarning, match=r"x has values from 0 to .*outside \[0, 1\].*divide them by 255"):
+        net.loss_and_grad(small.x_train[:5] * 255, small.y_train[:5])

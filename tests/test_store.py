@@ -1,6 +1,7 @@
 """Tests for the source fingerprint (ex3lib.fingerprint), the on-disk results store (ex3lib.store) and
 run_many (ex3lib.runner)."""
 
+import hashlib
 import json
 import multiprocessing
 import os
@@ -164,9 +165,11 @@ def test_file_layout_and_contents(store, trained):
     path = store.root / key[:2] / f"{key}.json"
     assert store.path(config) == path and path.is_file()
     stored = json.loads(path.read_text(encoding="utf-8"))
-    assert stored == {"format": 1, "fingerprint": source_fingerprint(),
-                      "config": json.loads(json.dumps(config.to_dict())),
-                      "history": json.loads(json.dumps(trained.to_dict()))}
+    content = {"format": store_mod.FORMAT, "fingerprint": source_fingerprint(),
+               "config": json.loads(json.dumps(config.to_dict())),
+               "history": json.loads(json.dumps(trained.to_dict()))}
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
+    assert stored == {**content, "sha256": hashlib.sha256(canonical).hexdigest()}
 
 
 def test_other_config_is_a_miss(store, trained):
@@ -193,12 +196,15 @@ def test_file_with_wrong_fingerprint_is_ignored(store, trained):
         assert store.get(tiny()) is None
 
 
+FORMAT = store_mod.FORMAT
+
+
 @pytest.mark.parametrize("damage, problem", [
     (lambda text: text[: len(text) // 2], "not valid JSON"),
     (lambda text: "{corrupt", "not valid JSON"),
     (lambda text: "", "not valid JSON"),
-    (lambda text: "[1, 2]", "not a format-1"),
-    (lambda text: text.replace('"format": 1', '"format": 2'), "not a format-1"),
+    (lambda text: "[1, 2]", f"not a format-{FORMAT}"),
+    (lambda text: text.replace(f'"format": {FORMAT}', f'"format": {FORMAT + 1}'), f"not a format-{FORMAT}"),
     (lambda text: text.replace('"loss"', '"lost"'), "malformed history"),
 ])
 def test_damaged_file_is_a_miss_with_one_warning(store, trained, damage, problem):
@@ -421,3 +427,162 @@ def test_default_workers_from_the_environment(monkeypatch):
             runner_mod.default_workers()
     with pytest.raises(ValueError, match="EX3_WORKERS"):
         run_many([RunConfig(epochs=1)], progress=False)
+
+
+# ---------------------------------------------------------------------------- stored files validated
+
+
+def rewrite(store, config, edit):
+    """Edit a stored result's JSON with ``edit`` and give it a valid checksum: a file of the wrong
+    shape that no checksum can catch, as an older or buggy writer would leave it."""
+    path = store.path(config)
+    stored = json.loads(path.read_text(encoding="utf-8"))
+    stored = edit(stored) or stored
+    if isinstance(stored, dict) and "sha256" in stored:
+        stored["sha256"] = store_mod._checksum(stored)
+    path.write_text(json.dumps(stored), encoding="utf-8")
+
+
+def assert_miss_then_replaced(store, config, history, problem):
+    with pytest.warns(UserWarning, match=problem) as record:
+        assert store.get(config) is None
+        assert config not in store
+    assert len(record) == 1
+    store.put(config, history)
+    assert_same_history(store.get(config), history)
+
+
+def test_non_utf8_file_is_a_miss(store, trained):
+    store.put(tiny(), trained)
+    store.path(tiny()).write_bytes(b'{"format": 2, "history": "\xff\xfe"}')
+    assert_miss_then_replaced(store, tiny(), trained, "is not UTF-8 text")
+
+
+@pytest.mark.parametrize("edit, problem", [
+    (lambda s: s["history"].update(diverged="false"), r"malformed history \(history.diverged must be true or false"),
+    (lambda s: s["history"].update(loss=[]), r"malformed history \(history.loss must be a non-empty list"),
+    (lambda s: s["history"].update(test_accuracy=[0.5]), "history's arrays must have one point each"),
+    (lambda s: s["history"].update(extra=[1, 2]), "history.extra must be a dict"),
+    (lambda s: s.update(history=[s["history"]]), "a history must be a dict, got list"),
+    (lambda s: [s], f"not a format-{FORMAT} result file"),
+    (lambda s: s.update(extra_field=1), f"not a format-{FORMAT} result file"),
+    (lambda s: s.pop("sha256") and None, f"not a format-{FORMAT} result file"),
+], ids=["diverged-as-text", "empty-loss", "short-array", "extra-list", "history-list", "list-not-object",
+        "unknown-field", "no-checksum"])
+def test_file_of_the_wrong_shape_is_a_miss(store, trained, edit, problem):
+    store.put(tiny(), trained)
+    rewrite(store, tiny(), edit)
+    assert_miss_then_replaced(store, tiny(), trained, problem)
+
+
+@pytest.mark.parametrize("edit", [
+    lambda s: s["history"]["loss"].__setitem__(-1, s["history"]["loss"][-1] / 2),   # a better result, by hand
+    lambda s: s["history"].update(diverged=not s["history"]["diverged"]),
+    lambda s: s["history"]["extra"].update(updates=1),
+], ids=["loss", "diverged", "extra"])
+def test_hand_edited_file_is_a_miss(store, trained, edit):
+    store.put(tiny(), trained)
+    path = store.path(tiny())
+    stored = json.loads(path.read_text())
+    edit(stored)
+    path.write_text(json.dumps(stored))
+    assert_miss_then_replaced(store, tiny(), trained, "does not match its checksum")
+
+
+def test_bit_rot_is_a_miss(store, trained):
+    store.put(tiny(), trained)
+    path = store.path(tiny())
+    text = path.read_text()
+    i = text.index('"test_accuracy": [') + len('"test_accuracy": [') + 3  # a digit of the first value
+    digit = text[i]
+    assert digit.isdigit()
+    path.write_text(text[:i] + str((int(digit) + 1) % 10) + text[i + 1:])
+    assert_miss_then_replaced(store, tiny(), trained, "does not match its checksum")
+
+
+def test_nan_and_infinity_literals_are_not_json(store, trained):
+    store.put(tiny(), trained)
+    rewrite(store, tiny(), lambda s: s["history"].update(seconds="nan"))
+    path = store.path(tiny())
+    path.write_text(path.read_text().replace('"seconds": "nan"', '"seconds": NaN'))
+    assert_miss_then_replaced(store, tiny(), trained, "NaN is not JSON")
+
+
+def test_run_many_reruns_and_rewrites_a_damaged_result(store, small_mnist, monkeypatch):
+    # What used to raise out of every later run_many until the file was deleted by hand.
+    run_many([tiny()], small_mnist, store=store, workers=1, progress=False)
+    rewrite(store, tiny(), lambda s: s["history"].update(diverged="false"))
+    calls = counting_run(monkeypatch)
+    with pytest.warns(UserWarning, match="malformed history"):
+        (again,) = run_many([tiny()], small_mnist, store=store, workers=1, progress=False)
+    assert calls == [tiny()] and again.diverged is False
+    assert_same_history(store.get(tiny()), again)
+
+
+def test_non_finite_numbers_round_trip(store, diverged):
+    diverged.loss[1] = np.inf
+    diverged.test_loss[1] = -np.inf
+    diverged.extra["effective_step"] = [[[np.inf, np.nan, -np.inf]]]
+    store.put(tiny(seed=1), diverged)
+    json.loads(store.path(tiny(seed=1)).read_text(), parse_constant=pytest.fail)  # strict JSON on disk
+    back = store.get(tiny(seed=1))
+    assert back.loss[1] == np.inf and back.test_loss[1] == -np.inf and np.isnan(back.loss[2])
+    steps = back.extra["effective_step"][0][0]
+    assert steps[0] == np.inf and np.isnan(steps[1]) and steps[2] == -np.inf
+    assert json.dumps(back.extra) == json.dumps(diverged.extra)  # NaN != NaN, but prints alike
+    back.extra = diverged.extra
+    assert_same_history(back, diverged)
+
+
+def test_an_infinite_effective_step_is_stored(store, small_mnist):
+    # The issue's example: an eps that validation accepts gives an infinite step in History.extra,
+    # which json refused, so the store raised out of run_many.
+    config = tiny(optimiser="adam", eps=5e-324, learning_rate=0.001)
+    with np.errstate(over="ignore", invalid="ignore"):
+        hist = run(config, small_mnist, progress=False)
+    by_input = np.array(hist.extra["first_layer_step_by_input"])
+    assert np.isinf(by_input).any() and np.isnan(hist.extra["effective_step"][0]).all()
+    store.put(config, hist)
+    back = store.get(config)
+    assert np.array_equal(back.extra["first_layer_step_by_input"], by_input)
+    assert json.dumps(back.extra) == json.dumps(hist.extra)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda h: h.extra.update(steps=np.zeros(3)), r"history.extra\['steps'\] holds a ndarray"),
+    (lambda h: h.extra.update({3: 1}), r"history.extra has a key 3 that is not text"),
+    (lambda h: h.extra.update(note="inf"), r"history.extra\['note'\] is the text 'inf'"),
+    (lambda h: setattr(h, "loss", h.loss[:-1]), "history's arrays must have one point each"),
+    (lambda h: setattr(h, "loss", np.array([])), "history.loss must be a non-empty 1-D array"),
+    (lambda h: setattr(h, "diverged", "no"), "history.diverged must be True or False"),
+    (lambda h: setattr(h, "seconds", None), "history.seconds must be a number"),
+    (lambda h: setattr(h, "config", [1]), "history.config must be a dict"),
+])
+def test_put_refuses_what_it_cannot_store_faithfully(store, trained, damage, message):
+    import copy
+
+    bad = copy.deepcopy(trained)
+    damage(bad)
+    with pytest.raises(ValueError, match=message):
+        store.put(tiny(), bad)
+    assert files_under(store.root) == []
+
+
+def test_put_raises_only_the_documented_exceptions(store, trained):
+    with pytest.raises(TypeError, match="config must be an ex3lib.RunConfig"):
+        store.put({"seed": 0}, trained)
+    store.path(tiny()).parent.parent.mkdir(parents=True)
+    store.path(tiny()).parent.write_text("a file where the store's folder goes")
+    with pytest.raises(OSError):
+        store.put(tiny(), trained)
+
+
+def test_store_root_that_is_a_file_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match=r"root .*file.* cannot hold a results store: .* is a file"):
+        ResultsStore(tmp_path / "file")
+    with pytest.raises(ValueError, match=r"is a file, not a folder"):
+        ResultsStore(tmp_path / "file" / "below")
+    monkeypatch.setenv("EX3_RESULTS_DIR", str(tmp_path / "file"))
+    with pytest.raises(ValueError, match=r"\$EX3_RESULTS_DIR .* cannot hold a results store"):
+        ResultsStore()

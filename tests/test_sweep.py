@@ -1,6 +1,7 @@
 """The papermill sweep command: grids, validation, failures, resuming after a kill, Dask."""
 
 import json
+import math
 import os
 import re
 import signal
@@ -193,8 +194,14 @@ def test_rerun_skips_complete_points_and_reruns_stale_ones(toy, tmp_path):
     assert second.returncode == 0
     assert "2 point(s), 2 complete, 0 to run" in second.stdout
     assert {p: p.stat().st_mtime_ns for p in records} == stamps
-    # A changed fixed parameter is a different computation: both points run again.
-    third = cli(toy, "-p", "x", "1,2", "-p", "n", "5", "--out", runs, cwd=tmp_path)
+    # A changed fixed parameter is another configuration, whose results are only replaced with --force.
+    refused = cli(toy, "-p", "x", "1,2", "-p", "n", "5", "--out", runs, cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "holds the results of other parameters for 2 point(s)" in refused.stderr
+    assert "x=1.0: ran with n = the notebook's default; this sweep has n = 5" in refused.stderr
+    assert "--force" in refused.stderr and "nothing was run or changed" in refused.stderr
+    assert {p: p.stat().st_mtime_ns for p in records} == stamps
+    third = cli(toy, "-p", "x", "1,2", "-p", "n", "5", "--force", "--out", runs, cwd=tmp_path)
     assert "0 complete, 2 to run" in third.stdout and "its parameters changed" in third.stdout
     assert [float(r["y"]) for r in read_csv(runs / "toy" / "results.csv")] == [5.0, 10.0]
     # So is an edited notebook.
@@ -219,7 +226,7 @@ def test_second_sweep_into_same_folder_refused(toy, tmp_path):
             sw.run_sweep(sweep, out=tmp_path / "runs", progress=False, log=lambda s: None)
 
 
-@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT])
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT], ids=lambda how: how.name)
 def test_kill_and_resume(toy, tmp_path, how):
     runs = tmp_path / "runs"
     out = runs / "toy"
@@ -381,3 +388,184 @@ def test_kernel_start_timeouts_are_retried_and_cell_errors_are_not(monkeypatch, 
     monkeypatch.setattr(papermill, "execute_notebook", broken)
     outcome = sw.execute_point(text, {"x": 2.0}, retries=2)
     assert outcome["status"] == "failed" and len(calls) == 1 and "OSError: disk full" in outcome["error"]
+
+
+# ---------------------------------------------------------------------------- records validated, nothing destroyed
+
+
+def _recorded_point(toy, tmp_path):
+    """A toy point with a valid record (as run_sweep writes it) and its notebook, in a SweepFolder."""
+    sweep = sw.make_sweep(toy, {"x": [1.0, 2.0]}, {})
+    point = sweep.points[0]
+    folder = sw.SweepFolder(tmp_path / "runs" / "toy")
+    folder.root.mkdir(parents=True)
+    identity = sw.point_identity(toy.read_bytes())
+    record = {**identity, "point": point.name, "notebook": str(toy), "parameters": point.parameters,
+              "swept": point.swept, "finished": "2026-12-01T00:00:00+00:00", "status": "ok", "error": None,
+              "results": {"y": 2.0, "label_out": "a!", "total": 3, "nan": float("nan"), "inf": float("inf")},
+              "seconds": 1.5, "attempts": 1, "host": "here"}
+    folder.write_point(point, record, toy.read_text())
+    return folder, point, identity
+
+
+def test_a_valid_record_is_complete_and_keeps_non_finite_results(toy, tmp_path):
+    folder, point, identity = _recorded_point(toy, tmp_path)
+    record = folder.read_record(point)
+    assert sw.point_status(record, point, identity, folder) == ("done", None)
+    assert record["results"]["inf"] == float("inf") and math.isnan(record["results"]["nan"])
+    assert record["sha256"] == sw.record_checksum(record)
+
+
+def _edit_json(edit):
+    def damage(path):
+        record = json.loads(path.read_text())
+        record = edit(record) or record
+        path.write_text(json.dumps(record))
+    return damage
+
+
+def _edit_json_rechecksummed(edit):
+    """A record of the wrong shape that carries a valid checksum, as a buggy writer would leave it."""
+    def damage(path):
+        record = json.loads(path.read_text())
+        record = edit(record) or record
+        if isinstance(record, dict):
+            record["sha256"] = sw.record_checksum(record)
+        path.write_text(json.dumps(record))
+    return damage
+
+
+@pytest.mark.parametrize("damage, problem", [
+    # corrupt
+    (lambda p: p.write_text(p.read_text()[:40]), "not valid JSON"),
+    (lambda p: p.write_bytes(b""), "not valid JSON"),
+    # non-UTF-8
+    (lambda p: p.write_bytes(p.read_bytes().replace(b'"a!"', b'"\xff!"')), "not UTF-8 text"),
+    # wrong shape (each gave a traceback)
+    (_edit_json_rechecksummed(lambda r: [r]), "is not a record (a JSON object), but a list"),
+    (_edit_json_rechecksummed(lambda r: r.update(results=[1, 2])), "has a results of the wrong type (list"),
+    (_edit_json_rechecksummed(lambda r: r.update(status="done")), "has the status 'done', not one of ok, failed"),
+    (_edit_json_rechecksummed(lambda r: r.update(seconds="1.5")), "has a seconds of the wrong type"),
+    (_edit_json_rechecksummed(lambda r: r["results"].update(y=[1])), "has a result 'y' that is not a number"),
+    (_edit_json_rechecksummed(lambda r: r.pop("parameters") and None), "has no parameters"),
+    (_edit_json_rechecksummed(lambda r: r.update(version=1)), "was written in record format 1, not 2"),
+    # edited by hand, or bit rot
+    (_edit_json(lambda r: r["results"].update(y=3.0)), "does not match its checksum"),
+    (_edit_json(lambda r: r.update(status="ok", error=None, attempts=2)), "does not match its checksum"),
+], ids=["truncated", "empty", "non-utf8", "list", "results-list", "bad-status", "seconds-text",
+        "result-list", "no-parameters", "old-format", "edited-result", "edited-attempts"])
+def test_a_damaged_record_is_never_trusted(toy, tmp_path, damage, problem):
+    folder, point, identity = _recorded_point(toy, tmp_path)
+    damage(folder.record_path(point))
+    record = folder.read_record(point)
+    assert record["status"] == "unreadable" and problem in record["problem"], record
+    state, why = sw.point_status(record, point, identity, folder)
+    assert state == "todo" and why.startswith("its record could not be read (") and problem in why
+
+
+def test_a_damaged_record_reruns_from_the_command_line(toy, tmp_path):
+    runs = tmp_path / "runs"
+    assert cli(toy, "-p", "x", "1,2,3", "--out", runs, cwd=tmp_path).returncode == 0
+    out = runs / "toy"
+    _edit_json_rechecksummed(lambda r: [r])(out / "x=1.0.json")                 # wrong shape
+    (out / "x=2.0.json").write_bytes(b"\xff\xfe{}")                                # non-UTF-8
+    _edit_json(lambda r: r["results"].update(y=-1.0))(out / "x=3.0.json")       # edited
+    again = cli(toy, "-p", "x", "1,2,3", "--out", runs, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "3 point(s), 0 complete, 3 to run" in again.stdout
+    assert "x=1.0: running again (its record could not be read (is not a record" in again.stdout
+    assert "x=2.0: running again (its record could not be read (is not UTF-8 text))" in again.stdout
+    assert "x=3.0: running again (its record could not be read (does not match its checksum" in again.stdout
+    assert [float(r["y"]) for r in read_csv(out / "results.csv")] == [2.0, 4.0, 6.0]
+    assert all(sw.record_problem(json.loads(p.read_text())) is None for p in out.glob("*.json"))
+
+
+def test_non_utf8_grid_file_is_refused_with_status_2(toy, tmp_path):
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_bytes(b"grid:\n  x: [1, \xe9]\n")
+    with pytest.raises(sw.SweepError, match=r"grid file .*grid\.yaml is not UTF-8 text \(byte 0xe9"):
+        sw.read_grid_file(grid_file)
+    result = cli(toy, "--grid", grid_file, "--out", tmp_path / "runs", cwd=tmp_path)
+    assert result.returncode == 2 and "is not UTF-8 text" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("text", ["[1,", "[1, 2", "1]", "'a"])
+def test_unbalanced_brackets_are_refused_naming_the_parameter(toy, tmp_path, text):
+    result = cli(toy, "-p", "values", text, "--out", tmp_path / "runs", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "values:" in result.stderr and "is not a list" in result.stderr
+    assert "brackets or quotes do not pair up" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_misspelt_metric_is_refused_before_anything_is_touched(toy, tmp_path):
+    out = tmp_path / "runs" / "toy"
+    out.mkdir(parents=True)
+    (out / "summary.png").write_bytes(b"an earlier figure")
+    result = cli(toy, "-p", "x", "1,2", "--metric", "yy", "--out", tmp_path / "runs", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "--metric 'yy' (did you mean 'y'?)" in result.stderr and "Nothing was run or changed" in result.stderr
+    assert (out / "summary.png").read_bytes() == b"an earlier figure"
+    assert sorted(p.name for p in out.iterdir()) == ["summary.png"]
+    dry = cli(toy, "-p", "x", "1,2", "--metric", "yy", "--dry-run", "--out", tmp_path / "runs", cwd=tmp_path)
+    assert dry.returncode == 2 and "--metric 'yy'" in dry.stderr
+    with pytest.raises(sw.SweepError, match="metrics must be a non-empty list"):
+        sw.check_metrics(sw.make_sweep(toy, {}, {}), "y")
+
+
+def test_glued_names_are_read_from_the_notebook(toy, tmp_path):
+    names, dynamic = sw.glued_names(sw.make_sweep(toy, {}, {}))
+    assert names == {"y", "label_out", "total"} and not dynamic
+    nb = nbformat.read(toy, 4)
+    nb.cells[1].source += "\nfor m in (1, 2):\n    glue(f'acc_{m}', m, display=False)\n%matplotlib inline"
+    nbformat.write(nb, toy)
+    names, dynamic = sw.glued_names(sw.make_sweep(toy, {}, {}))
+    assert "y" in names and dynamic
+    sw.check_metrics(sw.make_sweep(toy, {}, {}), ["acc_3"])  # may be glued at run time: checked later
+
+
+def test_a_metric_no_point_glued_keeps_the_old_figure(toy, tmp_path):
+    sweep = sw.make_sweep(toy, {"x": [1.0, 2.0]}, {})
+    records = {p.name: {"status": "ok", "results": {"y": p.swept["x"] * 2}} for p in sweep.points}
+    figure = tmp_path / "summary.png"
+    figure.write_bytes(b"an earlier figure")
+    with pytest.raises(sw.SweepError, match=r"no point glued 'acc_3' as a number, so .* was not drawn "
+                                            r"\(an old one is kept\); numeric glued values: y"):
+        sw.write_summary_figure(sweep, records, figure, ["y", "acc_3"])
+    assert figure.read_bytes() == b"an earlier figure"
+    assert sw.write_summary_figure(sweep, records, figure, ["y"]) == figure
+    assert figure.read_bytes().startswith(b"\x89PNG")
+
+
+def test_records_of_other_parameters_are_listed_by_dry_run(toy, tmp_path):
+    folder, point, _ = _recorded_point(toy, tmp_path)
+    dry = cli(toy, "-p", "x", "1,2", "-p", "n", "3", "--dry-run", "--out", tmp_path / "runs", cwd=tmp_path)
+    assert dry.returncode == 0
+    assert ("x=1.0: to run (its parameters changed since it ran; the sweep refuses to replace it without "
+            "--force)") in dry.stdout
+    sweep = sw.make_sweep(toy, {"x": [1.0, 2.0]}, {"n": 3})
+    before = folder.record_path(point).read_bytes()
+    with pytest.raises(sw.SweepError, match=r"holds the results of other parameters for 1 point\(s\)"):
+        sw.run_sweep(sweep, out=tmp_path / "runs", progress=False, log=lambda s: None)
+    assert folder.record_path(point).read_bytes() == before
+    assert not (folder.root / "results.csv").exists()
+
+
+def test_sigint_stops_a_sweep_that_started_with_sigint_ignored(toy, tmp_path):
+    # As in a sweep started by a script in the background (`cmd &`), or by nohup: whatever
+    # pytest itself was started with, the sweep starts with SIGINT ignored here.
+    runs = tmp_path / "runs"
+    out = runs / "toy"
+    args = [sys.executable, "-m", "ex3lib.sweep", str(toy), "-p", "x", "1,2,3,4,5,6", "-p", "sleep", "1.5",
+            "--workers", "2", "--out", str(runs), "--no-progress"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    deadline = time.monotonic() + 240
+    while not list(out.glob("*.json")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the sweep finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    stdout, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in stdout
+    assert "pending" in [r["status"] for r in read_csv(out / "results.csv")]

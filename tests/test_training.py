@@ -1,5 +1,6 @@
 import json
 import math
+import re
 import subprocess
 import sys
 
@@ -272,3 +273,233 @@ def test_an_interrupted_run_leaves_the_network_as_trained_so_far(mnist, monkeypa
     train(one_window, mnist, train_size=200, log_every=200, epochs=1, progress=False)
     assert not np.array_equal(one_window.params, MLP(seed=2).params)
     np.testing.assert_array_equal(net.params, one_window.params)
+
+
+# ---------------------------------------------------------------------------- divergence in every form
+
+
+@pytest.fixture(scope="module")
+def mnist_3000(mnist):
+    """The first 3,000 training and 1,000 test images: enough for each blow-up to show in a window."""
+    return ex3lib.MNIST(mnist.x_train[:3000], mnist.y_train[:3000], mnist.x_test[:1000], mnist.y_test[:1000])
+
+
+@pytest.mark.parametrize("kwargs, reason", [
+    # The issue's examples, each reported diverged=False before: NaN weights, or a loss of 1e4-1e14.
+    ({"learning_rate": 1e308}, r"non-finite parameters: \d+ weight\(s\) are nan or infinite at epoch 0\.3333"),
+    ({"optimiser": "adam", "learning_rate": 1.0, "batch_size": 1}, "training loss of the window .* exceeds"),
+    ({"optimiser": "adagrad", "learning_rate": 100.0}, "training loss of the window .* exceeds"),
+    ({"optimiser": "rmsprop", "learning_rate": 10.0, "batch_size": 1}, "training loss of the window .* exceeds"),
+], ids=["sgd-1e308", "adam-1-m1", "adagrad-100", "rmsprop-10-m1"])
+def test_blown_up_runs_are_flagged_with_a_reason(mnist_3000, kwargs, reason):
+    hist = train(MLP(seed=0), mnist_3000, epochs=1, log_every=1000, progress=False, **kwargs)
+    assert hist.diverged and re.search(reason, hist.reason), hist.reason
+    assert len(hist.epoch) == 2  # stopped at the first window that blew up
+    if "exceeds" in reason:
+        assert hist.loss[-1] > ex3lib.training.LOSS_BOUND and "LOSS_BOUND" in hist.reason
+
+
+def test_unscaled_float_pixels_warn_and_the_run_is_flagged(mnist_3000):
+    data = ex3lib.MNIST(np.asarray(mnist_3000.x_train) * 255, mnist_3000.y_train, mnist_3000.x_test,
+                        mnist_3000.y_test)
+    with pytest.warns(UserWarning, match=r"data\.x_train has values from 0 to 255, outside \[0, 1\].*"
+                                         r"divide them by 255"):
+        hist = train(MLP(seed=0), data, epochs=1, log_every=1000, progress=False)
+    assert hist.diverged and "exceeds the divergence bound" in hist.reason
+
+
+def test_integer_pixels_are_refused_with_how_to_scale_them(small):
+    pixels = (small.x_train * 255).astype(np.uint8)
+    for x_train, name in ((pixels, "x_train"),):
+        data = ex3lib.MNIST(x_train, small.y_train, small.x_test, small.y_test)
+        with pytest.raises(ValueError, match=rf"data\.{name} holds integer pixels from 0 to \d+; .*"
+                                             r"divide them by 255"):
+            train(MLP((784, 8, 10)), data, progress=False)
+    data = ex3lib.MNIST(small.x_train, small.y_train, (small.x_test * 255).astype(np.int64), small.y_test)
+    with pytest.raises(ValueError, match=r"data\.x_test holds integer pixels"):
+        train(MLP((784, 8, 10)), data, progress=False)
+    # Binary integer images are pixels in [0, 1] already.
+    binary = ex3lib.MNIST((small.x_train > 0.5).astype(np.uint8), small.y_train, small.x_test, small.y_test)
+    assert not train(MLP((784, 8, 10)), binary, epochs=1, progress=False).diverged
+
+
+def test_negative_inputs_warn(small):
+    data = ex3lib.MNIST(small.x_train - 0.5, small.y_train, small.x_test, small.y_test)
+    with pytest.warns(UserWarning, match=r"data\.x_train has values from -0\.5 .*scale them into \[0, 1\]"):
+        train(MLP((784, 8, 10)), data, epochs=1, progress=False)
+
+
+def test_divergence_bound_on_a_finite_loss(small):
+    # Weights 300 times too large: the loss is huge (about 3e4 nats) but finite, and so is every weight.
+    net = MLP((784, 16, 10), seed=0)
+    net.params *= 300
+    hist = train(net, small, progress=False, **TINY)
+    assert np.isfinite(hist.loss).all() and np.isfinite(net.params).all()
+    assert hist.diverged and "exceeds the divergence bound of 1000 nats" in hist.reason
+
+
+@pytest.mark.parametrize("loss, test_loss, expected", [
+    (ex3lib.training.LOSS_BOUND, 2.3, ""),
+    (np.nextafter(ex3lib.training.LOSS_BOUND, np.inf), 2.3, "training loss of the window 1000 nats .* exceeds"),
+    (2.3, 1e10, "test loss 1e\\+10 nats .* exceeds"),
+    (2.3, np.inf, r"non-finite test loss \(inf\)"),
+    (np.nan, 2.3, r"non-finite training loss of the window \(nan\)"),
+])
+def test_divergence_bound_is_the_documented_one(loss, test_loss, expected):
+    reason = ex3lib.training._divergence(np.zeros(3), {"loss": [loss], "test_loss": [test_loss]},
+                                         np.ones(1, np.uint8), 1.0, 10)
+    assert (re.search(expected, reason) if expected else reason == ""), reason
+    assert ex3lib.training.LOSS_BOUND == 1000.0
+    params = np.array([0.0, np.nan, np.inf])
+    assert "non-finite parameters: 2 weight(s)" in ex3lib.training._divergence(
+        params, {"loss": [2.3], "test_loss": [2.3]}, np.ones(1, np.uint8), 1.0, 10)
+
+
+def test_summaries_count_the_newly_flagged_runs(mnist_3000):
+    from ex3lib.experiments import summarise
+
+    runs = [train(MLP(seed=s), mnist_3000, optimiser="adagrad", learning_rate=100.0, epochs=1,
+                  log_every=1000, seed=s, progress=False) for s in (0, 1)]
+    assert summarise(runs)["diverged"].tolist() == [2]
+
+
+# ---------------------------------------------------------------------------- no stale or misrecorded data
+
+
+def test_a_read_only_view_whose_base_changes_trains_on_the_new_data(small):
+    base_x, base_y = small.x_train.copy(), small.y_train.copy()
+    view_x, view_y = base_x[:], base_y[:]
+    view_x.flags.writeable = view_y.flags.writeable = False
+    data = ex3lib.MNIST(view_x, view_y, small.x_test, small.y_test)
+    train(MLP((784, 16, 10)), data, progress=False, **TINY)
+    base_x[:] = base_x[::-1]
+    base_y[:] = base_y[::-1]
+    changed = train(MLP((784, 16, 10)), data, progress=False, **TINY)
+    fresh = train(MLP((784, 16, 10)), ex3lib.MNIST(base_x.copy(), base_y.copy(), small.x_test, small.y_test),
+                  progress=False, **TINY)
+    _same(changed, fresh)
+
+
+def test_a_read_only_array_made_writable_again_is_not_reused(small):
+    x = small.x_train.copy()
+    x.flags.writeable = False
+    y = small.y_train.copy()
+    y.flags.writeable = False
+    data = ex3lib.MNIST(x, y, small.x_test, small.y_test)
+    train(MLP((784, 16, 10)), data, progress=False, **TINY)
+    x.flags.writeable = True
+    x[:] = 0.0
+    x.flags.writeable = False
+    hist = train(MLP((784, 16, 10)), data, progress=False, **TINY)
+    assert hist.loss[-1] == pytest.approx(math.log(10))  # all-zero images: nothing to learn
+
+
+def test_only_immutable_arrays_have_their_sparse_form_reused(mnist, small):
+    from ex3lib.data import is_immutable
+    from ex3lib.training import _sparse_memo
+
+    assert is_immutable(mnist.x_train) and is_immutable(mnist.y_train)
+    assert _sparse_memo(mnist.x_test, mnist.y_test, np.float64) is _sparse_memo(mnist.x_test, mnist.y_test,
+                                                                                 np.float64)
+    x = small.x_train.copy()
+    x.flags.writeable = False
+    assert not is_immutable(x) and not is_immutable(x[:10])
+    assert _sparse_memo(x, small.y_train, np.float64) is not _sparse_memo(x, small.y_train, np.float64)
+
+
+def test_train_size_at_or_above_the_data_is_recorded_as_all_of_it(small, tmp_path):
+    assert RunConfig(train_size=100_000) == RunConfig(train_size=60_000) == RunConfig()
+    assert RunConfig(train_size=100_000).train_size is None
+    store = ex3lib.ResultsStore(tmp_path)
+    assert store.key(RunConfig(train_size=100_000)) == store.key(RunConfig(train_size=60_000)) == store.key(
+        RunConfig())
+    assert RunConfig(train_size=59_999).train_size == 59_999
+    hist = train(MLP((784, 8, 10)), small, train_size=500, epochs=1, progress=False)
+    assert hist.config["train_size"] is None and hist.extra["n_train"] == 200
+    assert RunConfig.from_history(hist).train_size is None
+
+
+@pytest.mark.parametrize("optimiser, ignored", [
+    ("sgd", {"b1": 0.5, "b2": 0.5, "eps": 1e-3}),
+    ("adagrad", {"b1": 0.5, "b2": 0.5}),
+    ("rmsprop", {"b1": 0.5}),
+])
+def test_hyper_parameters_an_optimiser_ignores_do_not_change_the_run(optimiser, ignored, tmp_path):
+    plain = RunConfig(optimiser=optimiser)
+    given = RunConfig(optimiser=optimiser, **ignored)
+    assert given == plain and given.to_dict() == plain.to_dict()
+    store = ex3lib.ResultsStore(tmp_path)
+    assert store.key(given) == store.key(plain)
+
+
+def test_hyper_parameters_an_optimiser_uses_still_count():
+    assert RunConfig(optimiser="adam", b1=0.5) != RunConfig(optimiser="adam")
+    assert RunConfig(optimiser="adam", b2=0.9) != RunConfig(optimiser="adam")
+    assert RunConfig(optimiser="rmsprop", b2=0.99) != RunConfig(optimiser="rmsprop")
+    assert RunConfig(optimiser="adagrad", eps=1e-6) != RunConfig(optimiser="adagrad")
+    assert RunConfig(momentum=0.9) != RunConfig()
+    # A changed optimiser takes its own default b2, not the one the other recorded.
+    assert RunConfig().replace(optimiser="rmsprop").b2 == 0.9
+    assert RunConfig(optimiser="rmsprop").replace(optimiser="adam").b2 == 0.999
+
+
+@pytest.mark.parametrize("kwargs, exc, message", [
+    ({"b1": 1.5}, ValueError, "b1 must be a finite number in"),  # ignored by SGD, still checked
+    ({"optimiser": "adam", "momentum": 0.9}, ValueError, "momentum applies to optimiser 'sgd' only"),
+    ({"optimiser": "sdg"}, ValueError, r"optimiser must be one of .*; got 'sdg' \(did you mean 'sgd'\?\)"),
+    ({"schedule": "linear_dacay", "lr_final": 0.01}, ValueError, r"did you mean 'linear_decay'\?"),
+    ({"order": "shufle"}, ValueError, r"order must be one of .* \(did you mean 'shuffle'\?\)"),
+    ({"dtype": "float16"}, ValueError, "dtype must be one of 'float64', 'float32'"),
+    ({"layers": 5}, TypeError, r"layers must be a sequence of layer widths .* got 5 \(int\)"),
+    ({"layers": "784,10"}, TypeError, "layers must be a sequence of layer widths"),
+    ({"layers": (784, 1)}, ValueError, "layers: the output layer needs at least 2 classes"),
+])
+def test_run_config_refusals_name_the_parameter(kwargs, exc, message):
+    with pytest.raises(exc, match=message):
+        RunConfig(**kwargs)
+
+
+def test_near_miss_names_get_a_did_you_mean(small):
+    with pytest.raises(TypeError, match=r"'learning_rat' \(did you mean 'learning_rate'\?\)"):
+        train(MLP((784, 8, 10)), small, learning_rat=0.1)
+    with pytest.raises(ValueError, match=r"unknown RunConfig field\(s\) \['lr_finl'\] \(did you mean 'lr_final'\?\)"):
+        RunConfig.from_dict({"lr_finl": 0.1})
+    with pytest.raises(TypeError, match="d must be a dict of RunConfig fields"):
+        RunConfig.from_dict([("epochs", 1)])
+
+
+# ---------------------------------------------------------------------------- histories as stored
+
+
+def test_history_round_trips_non_finite_numbers_exactly():
+    hist = ex3lib.History(config={"seed": 0}, epoch=np.array([0.0, 0.5, 1.0]),
+                          loss=np.array([2.3, np.inf, np.nan]), test_loss=np.array([2.3, -np.inf, 1.0]),
+                          test_accuracy=np.array([0.1, 0.2, 0.3]), learning_rate=np.array([np.nan, 0.1, 0.1]),
+                          time=np.array([0.0, 1.0, 2.0]), seconds=2.0, diverged=True, reason="r",
+                          extra={"effective_step": [[[np.inf, 1.0, -np.inf]]], "n": np.int64(3)})
+    text = json.dumps(hist.to_dict(), allow_nan=False)  # strict JSON
+    back = ex3lib.History.from_dict(json.loads(text))
+    assert back.loss[1] == np.inf and np.isnan(back.loss[2]) and back.test_loss[1] == -np.inf
+    assert np.isnan(back.learning_rate[0])
+    assert back.extra["effective_step"][0][0][0] == np.inf and back.extra["effective_step"][0][0][2] == -np.inf
+    assert back.extra["n"] == 3 and type(back.extra["n"]) is int
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d.update(diverged="false"), "history.diverged must be true or false, got 'false'"),
+    (lambda d: d.update(loss=[]), "history.loss must be a non-empty list of numbers"),
+    (lambda d: d.update(loss=d["loss"][:-1]), "history's arrays must have one point each"),
+    (lambda d: d.update(loss=["abc"] * len(d["loss"])), r"history.loss\[0\] must be a number, got 'abc'"),
+    (lambda d: d.update(seconds="1"), "history.seconds must be a number"),
+    (lambda d: d.update(reason=3), "history.reason must be text"),
+    (lambda d: d.update(extra=[]), "history.extra must be a dict"),
+    (lambda d: d.pop("time"), "missing: time"),
+    (lambda d: d.update(lost=1), "unknown: lost"),
+])
+def test_history_from_dict_refuses_the_wrong_shape_naming_the_field(small, edit, message):
+    d = train(MLP((784, 8, 10)), small, progress=False, **TINY).to_dict()
+    edit(d)
+    with pytest.raises(ValueError, match=re.escape(message) if "\\" not in message else message):
+        ex3lib.History.from_dict(d)
+    with pytest.raises(ValueError, match="a history must be a dict, got list"):
+        ex3lib.History.from_dict([d])

@@ -47,13 +47,15 @@ The package, one concern a module:
 from .cli import SCHEDULER_ENV_VAR, build_parser, main
 from .grid import (Point, Sweep, SweepError, declared_parameters, make_sweep, parse_values, point_name,
                    read_grid_file)
-from .point import RECORD_VERSION, SweepFolder, execute_point, glued_values, point_identity, point_status
-from .results import default_metrics, write_csv, write_summary_figure
+from .point import (RECORD_VERSION, SweepFolder, execute_point, glued_values, point_identity, point_status,
+                    record_checksum, record_problem)
+from .results import check_metrics, default_metrics, glued_names, write_csv, write_summary_figure
 from .runner import DEFAULT_OUT, SweepResult, run_sweep
 
 __all__ = [
     "DEFAULT_OUT", "RECORD_VERSION", "SCHEDULER_ENV_VAR", "Point", "Sweep", "SweepError", "SweepFolder",
-    "SweepResult", "build_parser", "declared_parameters", "default_metrics", "execute_point",
-    "glued_values", "main", "make_sweep", "parse_values", "point_identity", "point_name", "point_status",
-    "read_grid_file", "run_sweep", "write_csv", "write_summary_figure",
+    "SweepResult", "build_parser", "check_metrics", "declared_parameters", "default_metrics", "execute_point",
+    "glued_names", "glued_values", "main", "make_sweep", "parse_values", "point_identity", "point_name",
+    "point_status", "read_grid_file", "record_checksum", "record_problem", "run_sweep", "write_csv",
+    "write_summary_figure",
 ]

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from .grid import Sweep, SweepError, declared_parameters, make_sweep, parse_values, read_grid_file
-from .point import SweepFolder, point_identity, point_status
+from .point import PARAMETERS_CHANGED, SweepFolder, point_identity, point_status
+from .results import check_metrics
 from .runner import DEFAULT_OUT, run_sweep
 
 __all__ = ["SCHEDULER_ENV_VAR", "build_parser", "main"]
@@ -75,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--all-results", action="store_true",
                         help="every value the notebook glues as a CSV column (default: the ones its "
                              "ex3.sweep_results metadata lists, if any)")
-    parser.add_argument("--force", action="store_true", help="run every point again, even complete ones")
+    parser.add_argument("--force", action="store_true",
+                        help="run every point again, even complete ones, and replace the records of "
+                             "points that ran with other parameters (refused without it)")
     parser.add_argument("--dry-run", action="store_true",
                         help="check the grid and list its points and their state; run nothing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -120,7 +123,8 @@ def main(argv=None) -> int:
                 grid[name] = values
         sweep = make_sweep(args.notebook, grid, fixed)
         if args.dry_run:
-            return _dry_run(sweep, args.out)
+            check_metrics(sweep, args.metric)
+            return _dry_run(sweep, args.out, args.force)
         result = run_sweep(sweep, out=args.out, workers=args.workers, scheduler=args.scheduler,
                            retries=args.retries, start_timeout=args.start_timeout, force=args.force,
                            metrics=args.metric, all_results=args.all_results,
@@ -131,7 +135,7 @@ def main(argv=None) -> int:
     return result.exit_code
 
 
-def _dry_run(sweep: Sweep, out) -> int:
+def _dry_run(sweep: Sweep, out, force=False) -> int:
     """``--dry-run``: list the points and whether each is complete; run nothing."""
     root = Path(out) / sweep.chapter
     outputs = SweepFolder(root)
@@ -139,6 +143,8 @@ def _dry_run(sweep: Sweep, out) -> int:
     print(f"{sweep.notebook}: {len(sweep.points)} point(s) -> {root}/")
     for point in sweep.points:
         state, why = point_status(outputs.read_record(point), point, identity, outputs)
+        if why == PARAMETERS_CHANGED and not force:
+            why += "; the sweep refuses to replace it without --force"
         print(f"  {point.name}: {'complete' if state == 'done' else 'to run'}"
               + (f" ({why})" if why else ""))
     return 0

@@ -156,10 +156,28 @@ def _literal(text: str):
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
-        value = None
+        return _Text(text)  # not YAML either (e.g. "[0.1,"): text, which only a str parameter takes
     if isinstance(value, (bool, type(None))) and text:
         return value
     return _Text(text)
+
+
+def _unbalanced(text: str) -> bool:
+    """Whether ``text`` has an unclosed quote or brackets that do not pair up."""
+    depth, quote = [], None
+    pairs = {")": "(", "]": "[", "}": "{"}
+    for ch in text:
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth.append(ch)
+        elif ch in pairs:
+            if not depth or depth.pop() != pairs[ch]:
+                return True
+    return bool(depth or quote)
 
 
 def read_grid_file(path) -> tuple[dict, dict]:
@@ -188,8 +206,8 @@ def read_grid_file(path) -> tuple[dict, dict]:
     Raises
     ------
     SweepError
-        The file cannot be read, is not YAML, has keys other than ``grid`` and
-        ``parameters``, a value that is no list, or a name both swept and fixed.
+        The file cannot be read, is not UTF-8 YAML, has keys other than ``grid``
+        and ``parameters``, a value that is no list, or a name both swept and fixed.
     """
     import yaml
 
@@ -198,6 +216,9 @@ def read_grid_file(path) -> tuple[dict, dict]:
         content = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as err:
         raise SweepError(f"cannot read the grid file {path}: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise SweepError(f"the grid file {path} is not UTF-8 text (byte {err.object[err.start]:#04x} "
+                         f"at position {err.start}); save it as UTF-8 YAML") from None
     except yaml.YAMLError as err:
         raise SweepError(f"the grid file {path} is not valid YAML: {err}") from None
     if content is None:
@@ -272,8 +293,12 @@ def _coerce(name, value, spec, notebook):
 
     def wrong():
         article = "an" if kind[:1] in "aeiou" else "a"
+        hint = ""
+        if isinstance(value, _Text) and _unbalanced(value):
+            hint = (" (its brackets or quotes do not pair up; a list is written [0.1,0.01], "
+                    "several lists [0.1],[0.01])")
         return _WrongType(f"{name}: {shown} is not {article} {kind}, the type {notebook} declares "
-                          f"for {name}")
+                          f"for {name}{hint}")
 
     if kind == "str":
         if isinstance(value, str):

@@ -26,10 +26,22 @@ from ..fingerprint import chapter_fingerprint
 from ..sysutil import atomic_write
 from .grid import Point
 
-__all__ = ["RECORD_VERSION", "SweepFolder", "execute_point", "glued_values", "point_identity",
-           "point_status"]
+__all__ = ["PARAMETERS_CHANGED", "RECORD_VERSION", "SweepFolder", "as_stored", "execute_point", "glued_values",
+           "point_identity", "point_status", "record_checksum", "record_problem"]
 
-RECORD_VERSION = 1
+#: The records' format: 2 added the ``sha256`` of the record's content.
+RECORD_VERSION = 2
+
+# Every field of a record, and the types its value may have (None: null).
+_RECORD_FIELDS = {
+    "notebook_sha256": (str,), "ex3lib_fingerprint": (str,), "version": (int,), "point": (str,),
+    "notebook": (str,), "parameters": (dict,), "swept": (dict,), "finished": (str,),
+    "status": (str,), "error": (str, type(None)), "results": (dict,), "seconds": (int, float),
+    "attempts": (int,), "host": (str, type(None)), "sha256": (str,),
+}
+_STATUSES = ("ok", "failed")
+#: What :func:`point_status` says of a point whose record holds other parameters.
+PARAMETERS_CHANGED = "its parameters changed since it ran"
 
 # Errors worth a second try: the kernel did not start in time or died under it.
 _TRANSIENT = re.compile(r"kernel didn't respond|kernel died|dead kernel|timed? ?out waiting|"
@@ -190,20 +202,36 @@ class SweepFolder:
         return self.root / f"{point.name}.ipynb"
 
     def read_record(self, point: Point):
-        """The point's record; None if it has none, ``{"status": "unreadable"}`` if it cannot be read."""
+        """The point's record, validated; None if it has none.
+
+        A record that cannot be read, is not UTF-8 JSON, has a field missing,
+        unknown or of the wrong type, was written in another record format, or
+        does not match its ``sha256`` (edited or damaged) is never trusted: it
+        comes back as ``{"status": "unreadable", "problem": <what is wrong>}``,
+        so the point runs again and its files are rewritten.
+        """
         try:
-            return json.loads(self.record_path(point).read_text(encoding="utf-8"))
+            raw = self.record_path(point).read_bytes()
         except FileNotFoundError:
             return None
-        except (OSError, ValueError):
-            return {"status": "unreadable"}
+        except OSError as err:
+            return _unreadable(f"cannot be read: {err.strerror or err}")
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            return _unreadable("is not UTF-8 text")
+        except (ValueError, RecursionError) as err:
+            return _unreadable(f"is not valid JSON: {err}")
+        problem = record_problem(record)
+        return _unreadable(problem) if problem else record
 
     def write_point(self, point: Point, record: dict, notebook_json: str | None) -> None:
-        """Write the point's executed notebook (unless None), then its record, each atomically."""
+        """Write the point's executed notebook (unless None), then its record with its sha256, each atomically."""
         # The notebook first, the record last: a record that says "ok" always
         # has its notebook beside it.
         if notebook_json is not None:
             atomic_write(self.notebook_path(point), lambda f: f.write(notebook_json), mode="w")
+        record = {**record, "sha256": record_checksum(record)}
         atomic_write(self.record_path(point),
                      lambda f: json.dump(record, f, indent=1, sort_keys=True, allow_nan=True),
                      mode="w")
@@ -239,9 +267,9 @@ def point_status(record, point: Point, identity: dict, outputs: SweepFolder):
     if record is None:
         return "todo", None
     if record.get("status") == "unreadable":
-        return "todo", "its record could not be read"
-    if _jsonable(record.get("parameters")) != _jsonable(point.parameters):
-        return "todo", "its parameters changed since it ran"
+        return "todo", f"its record could not be read ({record.get('problem', 'unknown problem')})"
+    if as_stored(record.get("parameters")) != as_stored(point.parameters):
+        return "todo", PARAMETERS_CHANGED
     for key, what in (("notebook_sha256", "the notebook"), ("ex3lib_fingerprint", "the ex3lib source"),
                       ("version", "the record format")):
         if record.get(key) != identity[key]:
@@ -253,6 +281,54 @@ def point_status(record, point: Point, identity: dict, outputs: SweepFolder):
     return "done", None
 
 
-def _jsonable(obj):
-    """``obj`` as it comes back from a JSON file (tuples as lists, keys as text)."""
+def record_checksum(record: dict) -> str:
+    """The sha256 of a record's content: every field but ``sha256``, as canonical JSON."""
+    content = {k: v for k, v in record.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":"),
+                                     allow_nan=True).encode()).hexdigest()
+
+
+def record_problem(record) -> str | None:
+    """What is wrong with a point's record as read from its file (a phrase), or None if it is valid.
+
+    Parameters
+    ----------
+    record
+        The decoded JSON of a record file.
+
+    Returns
+    -------
+    str or None
+    """
+    if not isinstance(record, dict):
+        return f"is not a record (a JSON object), but a {type(record).__name__}"
+    if record.get("version") != RECORD_VERSION:
+        return f"was written in record format {record.get('version')!r}, not {RECORD_VERSION}"
+    missing = [k for k in _RECORD_FIELDS if k not in record]
+    unknown = sorted(str(k) for k in record if k not in _RECORD_FIELDS)
+    if missing or unknown:
+        return ("has " + ", ".join(([f"no {', '.join(missing)}"] if missing else [])
+                                  + ([f"unknown field(s) {', '.join(unknown)}"] if unknown else [])))
+    for key, types in _RECORD_FIELDS.items():
+        value = record[key]
+        if isinstance(value, bool) or not isinstance(value, types):
+            return f"has a {key} of the wrong type ({type(value).__name__}: {value!r:.40})"
+    if record["status"] not in _STATUSES:
+        return f"has the status {record['status']!r}, not one of {', '.join(_STATUSES)}"
+    bad = [name for name, value in record["results"].items()
+           if value is not None and not isinstance(value, (bool, int, float, str))]
+    if bad:
+        return f"has a result {bad[0]!r} that is not a number, text, bool or null"
+    if record["sha256"] != record_checksum(record):
+        return "does not match its checksum (sha256): it was edited or damaged after it was written"
+    return None
+
+
+def _unreadable(problem: str) -> dict:
+    """The stand-in :meth:`SweepFolder.read_record` returns for a record it cannot trust."""
+    return {"status": "unreadable", "problem": problem}
+
+
+def as_stored(obj):
+    """``obj`` as it comes back from a record file (tuples as lists, keys as text)."""
     return json.loads(json.dumps(obj, sort_keys=True, allow_nan=True))

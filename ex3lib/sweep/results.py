@@ -8,17 +8,19 @@ columns and which are plotted, the notebook says in its ``ex3`` metadata
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import csv
+import difflib
 import io
 import json
 import math
 from pathlib import Path
 
 from ..sysutil import atomic_write
-from .grid import Sweep
+from .grid import Sweep, SweepError
 
-__all__ = ["default_metrics", "write_csv", "write_summary_figure"]
+__all__ = ["check_metrics", "default_metrics", "glued_names", "write_csv", "write_summary_figure"]
 
 
 def _cell(value):
@@ -119,12 +121,94 @@ def default_metrics(sweep: Sweep, records: dict) -> list:
     return names[:4]
 
 
+def glued_names(sweep: Sweep) -> tuple[set, bool]:
+    """The names the notebook's code glues, and whether it also glues names only known when it runs.
+
+    A ``glue("name", ...)`` (or ``myst_nb.glue``) call with a literal name
+    counts; one whose name is computed (``glue(f"acc_{m}", ...)``), or a cell
+    that is not plain Python, makes the second value True. The notebook's
+    ``ex3.sweep_results`` and ``ex3.sweep_metrics`` metadata count as glued.
+
+    Parameters
+    ----------
+    sweep : Sweep
+
+    Returns
+    -------
+    names : set of str
+    dynamic : bool
+    """
+    nb = json.loads(sweep.notebook.read_text(encoding="utf-8"))
+    meta = (nb.get("metadata") or {}).get("ex3") or {}
+    names = {str(n) for key in ("sweep_results", "sweep_metrics") for n in (meta.get(key) or [])}
+    dynamic = False
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") != "code":
+            continue
+        source = cell.get("source", "")
+        source = "".join(source) if isinstance(source, list) else str(source)
+        # IPython magics and shell lines are no Python; they never glue.
+        lines = ["" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines()]
+        try:
+            tree = ast.parse("\n".join(lines))
+        except SyntaxError:
+            dynamic = True
+            continue
+        for node in ast.walk(tree):
+            func = getattr(node, "func", None)
+            if not isinstance(node, ast.Call) or getattr(func, "id", getattr(func, "attr", None)) != "glue":
+                continue
+            first = node.args[0] if node.args else next((k.value for k in node.keywords if k.arg == "name"), None)
+            if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                names.add(first.value)
+            else:
+                dynamic = True
+    return names, dynamic
+
+
+def check_metrics(sweep: Sweep, metrics) -> None:
+    """Refuse ``--metric`` names the notebook does not glue, before the sweep touches any file.
+
+    Parameters
+    ----------
+    sweep : Sweep
+    metrics : list of str or None
+        The requested metrics; None for the default.
+
+    Raises
+    ------
+    SweepError
+        ``metrics`` is not a list of names, or names one the notebook cannot
+        glue (with a did-you-mean). A notebook that computes some glued names
+        at run time is checked again when the figure is drawn.
+    """
+    if metrics is None:
+        return
+    if isinstance(metrics, str) or not isinstance(metrics, (list, tuple)) or not metrics:
+        raise SweepError(f"metrics must be a non-empty list of glued names, got {metrics!r}")
+    bad_type = [m for m in metrics if not isinstance(m, str) or not m]
+    if bad_type:
+        raise SweepError(f"--metric must name a glued value, got {bad_type[0]!r}")
+    names, dynamic = glued_names(sweep)
+    if dynamic:
+        return
+    unknown = [m for m in metrics if m not in names]
+    if unknown:
+        problems = []
+        for m in unknown:
+            close = difflib.get_close_matches(m, sorted(names), n=1)
+            problems.append(f"--metric {m!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise SweepError(f"{'; '.join(problems)}: {sweep.notebook} glues no such value; it glues: "
+                         f"{', '.join(sorted(names)) or 'nothing'}. Nothing was run or changed.")
+
+
 def write_summary_figure(sweep: Sweep, records: dict, path: Path, metrics=None):
     """Each metric against the first swept parameter, one line per setting of the others.
 
     Only the points that finished ok are drawn; a glued ``<metric>_std`` becomes
-    an error bar. With no such point or no numeric metric, no figure is made and
-    an old one at ``path`` is removed.
+    an error bar. With no such point, or (by default) no numeric metric, no
+    figure is made and an old one at ``path`` is removed. A requested metric
+    that no ok point glued as a number is an error, and an old figure is kept.
 
     Parameters
     ----------
@@ -140,12 +224,24 @@ def write_summary_figure(sweep: Sweep, records: dict, path: Path, metrics=None):
     -------
     pathlib.Path or None
         ``path``, or None if there was nothing to draw.
+
+    Raises
+    ------
+    SweepError
+        Some of the requested ``metrics`` are glued as a number by no point
+        that finished ok; ``path`` is left as it was.
     """
     from matplotlib.figure import Figure
 
     ok = [p for p in sweep.points if (records.get(p.name) or {}).get("status") == "ok"]
+    requested = list(metrics or [])
     metrics = list(metrics or default_metrics(sweep, records))
     metrics = [m for m in metrics if any(_numeric(records[p.name]["results"].get(m)) for p in ok)]
+    missing = [m for m in requested if m not in metrics]
+    if ok and missing:
+        glued = sorted({n for p in ok for n, v in records[p.name]["results"].items() if _numeric(v)})
+        raise SweepError(f"no point glued {', '.join(map(repr, missing))} as a number, so {path} was "
+                         f"not drawn (an old one is kept); numeric glued values: {', '.join(glued)}")
     if not ok or not metrics:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # an old figure would show results this sweep does not have

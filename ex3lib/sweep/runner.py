@@ -3,8 +3,12 @@
 :func:`run_sweep` holds a lock on the output folder, skips the complete
 points, executes the others on an engine (:class:`_LocalEngine`, a pool of
 spawned processes, or :class:`_DaskEngine`), writes each point's record as it
-finishes, and then the CSV and the summary figure. Ctrl-C and SIGTERM stop the
-workers and still write the CSV, with the unfinished points as pending.
+finishes, and then the CSV and the summary figure. Ctrl-C, SIGINT and SIGTERM
+stop the workers and still write the CSV, with the unfinished points as
+pending; the handlers are installed explicitly, so that a sweep started in the
+background (where SIGINT starts out ignored) stops on ``kill -INT`` too.
+Nothing is written before the options are checked, and a point whose record
+holds other parameters is only replaced with ``force``.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ from pathlib import Path
 
 from ..sysutil import PINNED_THREADS, terminate_workers
 from .grid import Sweep, SweepError
-from .point import SweepFolder, execute_point, point_identity, point_status
-from .results import write_csv, write_summary_figure
+from .point import (PARAMETERS_CHANGED, SweepFolder, as_stored, execute_point, point_identity,
+                    point_status)
+from .results import check_metrics, write_csv, write_summary_figure
 
 __all__ = ["DEFAULT_OUT", "SweepResult", "run_sweep"]
 
@@ -55,7 +60,10 @@ class SweepResult:
     pending : int
         Points with no record (the sweep was interrupted).
     interrupted : bool
-        Ctrl-C or SIGTERM stopped the sweep.
+        Ctrl-C, SIGINT or SIGTERM stopped the sweep.
+    figure_error : str or None
+        Why ``summary.png`` could not be drawn with the requested metrics (an
+        old figure is then left as it was).
     """
 
     out: Path
@@ -66,11 +74,14 @@ class SweepResult:
     skipped: int
     pending: int
     interrupted: bool = False
+    figure_error: str | None = None
 
     @property
     def exit_code(self) -> int:
-        """The command's exit status: 130 interrupted, 1 a point failed, else 0."""
-        return 130 if self.interrupted else (1 if self.failed else 0)
+        """The command's exit status: 130 interrupted, 2 a metric was refused, 1 a point failed, else 0."""
+        if self.interrupted:
+            return 130
+        return 2 if self.figure_error else (1 if self.failed else 0)
 
 
 def run_sweep(sweep: Sweep, *, out=DEFAULT_OUT, workers=None, scheduler=None, retries=2,
@@ -99,10 +110,12 @@ def run_sweep(sweep: Sweep, *, out=DEFAULT_OUT, workers=None, scheduler=None, re
     start_timeout : float
         Seconds a kernel may take to start.
     force : bool
-        Run every point, even those already complete.
+        Run every point, even those already complete, and replace records of
+        other parameters (without it, finding one is an error).
     metrics : list of str, optional
         Glued names to plot (default: the notebook's ``ex3.sweep_metrics``
-        metadata, else its first numeric results).
+        metadata, else its first numeric results); checked against the names
+        the notebook glues before anything runs.
     all_results : bool
         Put every glued scalar in the CSV, not only the notebook's ``ex3.sweep_results``.
     progress : bool
@@ -117,8 +130,10 @@ def run_sweep(sweep: Sweep, *, out=DEFAULT_OUT, workers=None, scheduler=None, re
     Raises
     ------
     SweepError
-        A bad option, an output folder that cannot be created, another sweep
-        writing into the same folder, or a scheduler that cannot be reached.
+        A bad option or metric, an output folder that cannot be created,
+        another sweep writing into the same folder, records in it of other
+        parameters (without ``force``), or a scheduler that cannot be reached.
+        Raised before any result is written.
     """
     from tqdm.auto import tqdm
 
@@ -128,6 +143,7 @@ def run_sweep(sweep: Sweep, *, out=DEFAULT_OUT, workers=None, scheduler=None, re
         raise SweepError(f"retries must be an integer >= 0, got {retries!r}")
     if not (isinstance(start_timeout, (int, float)) and start_timeout > 0):
         raise SweepError(f"start_timeout must be a positive number of seconds, got {start_timeout!r}")
+    check_metrics(sweep, metrics)
     root = Path(out) / sweep.chapter
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -141,16 +157,24 @@ def run_sweep(sweep: Sweep, *, out=DEFAULT_OUT, workers=None, scheduler=None, re
         removed = outputs.remove_leftovers()
         if removed:
             log(f"removed {removed} temporary file(s) left by an interrupted sweep")
-        records, todo, reruns = {}, [], []
+        records, todo, reruns, others = {}, [], [], []
         for point in sweep.points:
             record = outputs.read_record(point)
-            state, why = ("todo", "--force") if force else point_status(record, point, identity, outputs)
+            state, why = point_status(record, point, identity, outputs)
+            if why == PARAMETERS_CHANGED:
+                others.append(f"  {point.name}: ran with {_differences(record['parameters'], point)}")
+            if force:
+                state, why = "todo", "--force" + (f"; {why}" if why else "")
             if state == "done":
                 records[point.name] = record
             else:
                 todo.append(point)
                 if why:
                     reruns.append(f"  {point.name}: running again ({why})")
+        if others and not force:
+            raise SweepError(f"{root}/ holds the results of other parameters for {len(others)} point(s) "
+                             f"of this sweep; nothing was run or changed. Use --force to replace them, "
+                             f"or another --out:\n" + "\n".join(others))
         skipped = len(sweep.points) - len(todo)
         log(f"{sweep.notebook}: {len(sweep.points)} point(s), {skipped} complete, {len(todo)} to run"
             f" -> {root}/")
@@ -164,7 +188,7 @@ def run_sweep(sweep: Sweep, *, out=DEFAULT_OUT, workers=None, scheduler=None, re
                                         sweep.notebook.resolve().parent, root / "sweep.log"))
             bar = tqdm(total=len(todo), desc=f"sweep {sweep.chapter}", unit="point", disable=not progress)
             try:
-                with _sigterm_as_interrupt(), engine:
+                with _signals_as_interrupt(), engine:
                     for point, outcome in engine.run(todo, notebook_text, retries, start_timeout):
                         record = {**identity, "point": point.name, "notebook": str(sweep.notebook),
                                   "parameters": point.parameters, "swept": point.swept,
@@ -181,11 +205,17 @@ def run_sweep(sweep: Sweep, *, out=DEFAULT_OUT, workers=None, scheduler=None, re
                 bar.close()
 
         csv_path = write_csv(sweep, records, root / "results.csv", all_results)
-        figure = write_summary_figure(sweep, records, root / "summary.png", metrics)
+        figure_error = None
+        try:
+            figure = write_summary_figure(sweep, records, root / "summary.png", metrics)
+        except SweepError as err:
+            figure, figure_error = None, str(err)
+            log(f"error: {err}")
     ok = sum(1 for r in records.values() if r.get("status") == "ok")
     failed = sum(1 for r in records.values() if r.get("status") != "ok")
     result = SweepResult(out=root, csv=csv_path, figure=figure, ok=ok, failed=failed, skipped=skipped,
-                         pending=len(sweep.points) - len(records), interrupted=interrupted)
+                         pending=len(sweep.points) - len(records), interrupted=interrupted,
+                         figure_error=figure_error)
     if interrupted:
         log(f"interrupted: {ok + failed} of {len(sweep.points)} point(s) are recorded in {root}/; "
             f"run the same command again to finish the other {result.pending}")
@@ -214,21 +244,42 @@ def _lock(root: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _differences(recorded: dict, point) -> str:
+    """How a record's parameters differ from the point's, e.g. ``n = 2, this sweep n = 5``."""
+    now = as_stored(point.parameters)
+
+    def shown(values, name):
+        return f"{name} = {values[name]!r}" if name in values else f"{name} = the notebook's default"
+
+    names = [n for n in dict.fromkeys([*recorded, *now])
+             if (n in recorded) != (n in now) or recorded.get(n) != now.get(n)]
+    return (", ".join(shown(recorded, n) for n in names) + "; this sweep has "
+            + ", ".join(shown(now, n) for n in names))
+
+
 @contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """Treat SIGTERM like Ctrl-C, so that a terminated sweep stops its workers too."""
+def _signals_as_interrupt():
+    """Turn SIGINT and SIGTERM into KeyboardInterrupt while the points run, whatever their handlers were.
+
+    Python only installs its own SIGINT handler when SIGINT is not ignored at
+    start-up; a command started in the background by a shell (``cmd &``) or by
+    nohup starts with it ignored, so without this ``kill -INT`` would not stop
+    it. Both handlers are restored afterwards.
+    """
     def handler(signum, frame):
         raise KeyboardInterrupt
 
+    previous = {}
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread: signals go to the main thread's handlers
+        pass
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 class _LocalEngine:
