@@ -132,10 +132,11 @@ def failed(history) -> bool:
 
 
 def fate(history) -> str:
-    """How a run ended: ``"overflow"`` (diverged, non-finite loss), ``"dead"`` (diverged, dead
-    network), ``"chance"`` (ran to the end at chance level) or ``"trained"``."""
+    """How a run ended: ``"dead"`` (diverged: a dead network), ``"overflow"`` (diverged any other way:
+    the weights or the loss blew up, to inf/nan or beyond ``training.LOSS_BOUND``), ``"chance"`` (ran to
+    the end at chance level) or ``"trained"``."""
     if history.diverged:
-        return "overflow" if not np.isfinite(history.final_loss) else "dead"
+        return "dead" if history.reason.startswith("dead network") else "overflow"
     return "chance" if history.final_accuracy < CHANCE_ACCURACY else "trained"
 
 

@@ -44,11 +44,18 @@ def sgd_table2(histories):
 FATES = {"overflow": "overflow (nan)", "dead": "dead network", "chance": "ran to the end", "trained": "ran to the end"}
 
 
+def _fate_text(h) -> str:
+    # An overflow whose last loss is still finite blew up beyond the divergence bound.
+    if fate(h) == "overflow" and np.isfinite(h.final_loss):
+        return f"blew up (loss {h.final_loss:.3g})"
+    return FATES[fate(h)]
+
+
 def collapse(histories):
     """Each seed of a failing setting: how it ended, where, its last loss and accuracy, and the library's reason."""
     return _frame({
         "seed": [int(h.config["seed"]) for h in histories],
-        "fate": [FATES[fate(h)] for h in histories],
+        "fate": [_fate_text(h) for h in histories],
         "stopped at epoch": [f"{h.epoch[-1]:.3f}" for h in histories],
         "final loss": [f"{h.final_loss:.5f}" if np.isfinite(h.final_loss) else "nan" for h in histories],
         "final test accuracy": [f"{h.final_accuracy:.4f}" for h in histories],
@@ -116,7 +123,8 @@ def schedules_table(groups, late_start):
 def _run_text(histories) -> str:
     # How the first run of a setting ended, in a table cell.
     h = histories[0]
-    return {"dead": f"dead at epoch {h.epoch[-1]:.1f}", "overflow": f"nan at epoch {h.epoch[-1]:.2f}",
+    overflow = "nan" if not np.isfinite(h.final_loss) else "blew up"
+    return {"dead": f"dead at epoch {h.epoch[-1]:.1f}", "overflow": f"{overflow} at epoch {h.epoch[-1]:.2f}",
             "chance": "collapsed (chance level)", "trained": ""}[fate(h)]
 
 

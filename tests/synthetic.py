@@ -37,3 +37,9 @@ def dead(**config):
 def overflow(**config):
     """A run whose loss overflowed to nan."""
     return hist([0.1, 0.098], loss=[2.3, np.nan], diverged=True, reason="non-finite training loss (nan) ...", **config)
+
+
+def blown_up(**config):
+    """A run stopped when its finite loss passed the divergence bound."""
+    return hist([0.1, 0.098], loss=[2.3, 4.97e188], diverged=True,
+                reason="training loss of the window 4.97e+188 nats ... exceeds the divergence bound ...", **config)

@@ -78,10 +78,11 @@ def test_best_setting_picks_the_highest_mean_accuracy(small):
 
 def test_failed_and_fate():
     from ex3lib.experiments import failed, fate
-    from synthetic import dead, hist, overflow
+    from synthetic import blown_up, dead, hist, overflow
 
     limp, good = hist([0.1, 0.098], loss=np.log(10)), hist(0.97)
     assert [fate(h) for h in (dead(), overflow(), limp, good)] == ["dead", "overflow", "chance", "trained"]
+    assert fate(blown_up()) == "overflow", "a finite loss beyond the bound blew up too; only a dead network is dead"
     assert [failed(h) for h in (dead(), overflow(), limp, good)] == [True, True, True, False]
 
 

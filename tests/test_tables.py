@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from ex3lib import analysis, claims, tables
-from synthetic import dead, hist, overflow, seeds
+from synthetic import blown_up, dead, hist, overflow, seeds
 
 
 def _sgd(acc):
@@ -20,8 +20,9 @@ def test_sgd_table2_sets_the_report_beside_ours():
 
 
 def test_collapse_table():
-    t = tables.collapse([dead(), overflow(seed=1), hist([0.1, 0.098], loss=np.log(10), seed=2)]).data
-    assert t["fate"].tolist() == ["dead network", "overflow (nan)", "ran to the end"]
+    t = tables.collapse([dead(), overflow(seed=1), hist([0.1, 0.098], loss=np.log(10), seed=2),
+                         blown_up(seed=3)]).data
+    assert t["fate"].tolist() == ["dead network", "overflow (nan)", "ran to the end", "blew up (loss 4.97e+188)"]
     assert t["final loss"].iloc[1] == "nan" and t["what the library recorded"].iloc[2] == "not flagged"
 
 
