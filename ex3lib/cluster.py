@@ -4,16 +4,16 @@ Dask is an optional extra (``pip install -r requirements-dask.txt``); this
 module imports it only when a :class:`Cluster` is made, so the rest of ex3lib
 works without it. A :class:`Cluster` connects to a scheduler, sends data to
 every worker once (:meth:`Cluster.broadcast`), submits one task per item
-(:meth:`Cluster.submit`) and yields each item's future as it finishes
-(:meth:`Cluster.as_completed`); leaving the
-``with`` block early (an error, Ctrl-C) takes the unfinished tasks off the
-cluster. Every file is written by the caller, on the machine that called.
+(:meth:`Cluster.submit`) and yields each item's result or exception as it
+finishes (:meth:`Cluster.results`); leaving the ``with`` block early (an
+error, Ctrl-C) takes the unfinished tasks off the cluster. Every file is
+written by the caller, on the machine that called.
 
 >>> with Cluster("tcp://127.0.0.1:8786", what="EX3_SCHEDULER") as cluster:   # doctest: +SKIP
 ...     for n in (2, 3):
 ...         cluster.submit(n, pow, n, 2)
-...     for n, future in cluster.as_completed():
-...         print(n, future.result())
+...     for n, outcome in cluster.results():
+...         print(n, outcome)
 3 9
 2 4
 """
@@ -64,7 +64,8 @@ class Cluster:
         self.what = what
         self.timeout = CONNECT_TIMEOUT if timeout is None else timeout
         self.client = None
-        self._futures: dict = {}
+        self._futures: dict = {}  # the tasks not yet given back by results(), and their items
+        self._finishing = None
 
     def __enter__(self) -> "Cluster":
         try:
@@ -79,7 +80,7 @@ class Cluster:
             if exc_type is not None:
                 # Stopped early: take what has not finished off the cluster.
                 with contextlib.suppress(Exception):
-                    self.client.cancel([f for f in self._futures if not f.done()])
+                    self.client.cancel(list(self._futures))
             self.client.close()
             self.client = None
         return False
@@ -94,20 +95,38 @@ class Cluster:
         # hash=False: tokenising hundreds of MB of arrays would cost more than it saves.
         return self.client.scatter(value, broadcast=True, hash=False)
 
-    def submit(self, item, function, *args, **kwargs) -> None:
+    def submit(self, item, function, *args, key: str | None = None, **kwargs) -> None:
         """Run ``function(*args, **kwargs)`` on the cluster as the task of ``item``.
 
-        Every call is a new task (``pure=False``), so submitting the same
-        call twice runs it twice. A ``key`` keyword names the task (the
-        dashboard shows it); it is made unique.
+        Every call is a new task (``pure=False``), so submitting the same call
+        twice runs it twice; ``key`` starts the task's name (which the
+        dashboard shows). A task submitted while :meth:`results` is being
+        iterated joins it.
         """
-        key = kwargs.pop("key", None)
         if key is not None:
             key = f"{key}-{os.urandom(4).hex()}"
         future = self.client.submit(function, *args, pure=False, key=key, **kwargs)
         self._futures[future] = item
+        if self._finishing is not None:
+            self._finishing.add(future)
 
-    def as_completed(self):
-        """Yield ``(item, future)`` for each submitted task as it finishes (done, failed or cancelled)."""
-        for future in self.distributed.as_completed(list(self._futures)):
-            yield self._futures[future], future
+    def results(self):
+        """Yield ``(item, outcome)`` for each submitted task as it finishes.
+
+        The outcome is what the task returned, or the exception it raised:
+        ``distributed.KilledWorker`` when every worker that tried it died, a
+        ``CancelledError`` when it was lost (e.g. with data sent by
+        :meth:`broadcast` to workers that all died). Each result is fetched as
+        soon as its task finishes, so that a worker dying afterwards cannot
+        take it.
+        """
+        self._finishing = self.distributed.as_completed(list(self._futures), with_results=True,
+                                                        raise_errors=False)
+        try:
+            for future, result in self._finishing:
+                item = self._futures.pop(future)
+                if future.status == "error":
+                    result = result[1]  # as_completed gives (type, exception, traceback)
+                yield item, result
+        finally:
+            self._finishing = None

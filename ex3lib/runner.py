@@ -29,7 +29,7 @@ import sys
 import time
 import warnings
 from collections import deque
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, CancelledError, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import fields
 
@@ -337,12 +337,15 @@ def _failed(configs, todo, failures, store, done):
     ordered = sorted(failures.items(), key=lambda item: first_index[item[0]])
     lines = "".join(f"\n  configs[{first_index[c]}] {_describe(c)} failed {f}" for c, f in ordered)
     n_ok = len(todo) - len(failures)
-    if store is False:
-        kept = "the others finished"
+    if not n_ok:
+        kept = ""
+    elif store is False:
+        kept = " (the others finished)"
     else:
         n_stored = sum(1 for c in todo if c in done and c in store)
-        kept = "the others were stored" if n_stored == n_ok else f"{n_stored} of the other {n_ok} were stored"
-    return RuntimeError(f"{len(failures)} of {len(todo)} runs failed ({kept}):{lines}"), ordered[0][1].error
+        kept = (" (the others were stored)" if n_stored == n_ok
+                else f" ({n_stored} of the other {n_ok} were stored)")
+    return RuntimeError(f"{len(failures)} of {len(todo)} runs failed{kept}:{lines}"), ordered[0][1].error
 
 
 _DEFAULT = None
@@ -457,6 +460,7 @@ def _exit_reason(pool) -> str:
     """How the process of a broken one-process pool ended, e.g. ``killed by SIGKILL``."""
     # ProcessPoolExecutor keeps its processes in a private dict.
     for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.join(5)  # the pool's own thread may not have reaped it yet
         code = process.exitcode
         if code is not None and code < 0:
             with contextlib.suppress(ValueError):
@@ -467,19 +471,33 @@ def _exit_reason(pool) -> str:
 
 
 def _run_on_cluster(todo, data, cluster: Cluster):
-    """Train the configs on a Dask cluster; the default MNIST is loaded by each worker, other data sent once."""
-    shared = None if data is None or _is_default_mnist(data) else cluster.broadcast(_arrays(data))
+    """Train the configs on a Dask cluster; the default MNIST is loaded by each worker, other data sent once.
+
+    Data sent to the workers is lost if every worker that held it dies (e.g.
+    killed one after another by a run that kills its worker): it is sent
+    again and the runs that needed it are submitted again, up to
+    ``_RESUBMITS`` times each.
+    """
+    arrays = None if data is None or _is_default_mnist(data) else _arrays(data)
+    shared = None if arrays is None else cluster.broadcast(arrays)
+    resubmitted = dict.fromkeys(todo, 0)
     for config in todo:
         cluster.submit(config, _run_on_worker, config, shared, key="ex3-run")
-    for config, future in cluster.as_completed():
-        try:
-            outcome = future.result()
-        except Exception as err:
-            if type(err).__name__ == "KilledWorker":
-                outcome = _Failure("in training: every Dask worker that tried it died", err)
-            else:
-                outcome = _Failure("in training", err)
+    for config, outcome in cluster.results():
+        if isinstance(outcome, CancelledError) and resubmitted[config] < _RESUBMITS:
+            if shared is not None and shared.status != "finished":
+                shared = cluster.broadcast(arrays)
+            resubmitted[config] += 1
+            cluster.submit(config, _run_on_worker, config, shared, key="ex3-run")
+            continue
+        if type(outcome).__name__ == "KilledWorker":
+            outcome = _Failure("in training: every Dask worker that tried it died", outcome)
+        elif isinstance(outcome, BaseException):
+            outcome = _Failure("in training", outcome)
         yield config, outcome
+
+
+_RESUBMITS = 2
 
 
 def _arrays(data) -> MNIST:

@@ -316,8 +316,8 @@ class _DaskEngine:
         for p in points:
             self.cluster.submit(p, execute_point, text, p.parameters, retries=retries,
                                 start_timeout=start_timeout, pinned=self.pinned, key=f"ex3-sweep-{p.name}")
-        for point, future in self.cluster.as_completed():
-            yield point, _outcome(future)
+        for point, outcome in self.cluster.results():
+            yield point, _failed_point(outcome) if isinstance(outcome, BaseException) else outcome
 
     def __exit__(self, exc_type, exc, tb):
         return self.cluster.__exit__(exc_type, exc, tb)
@@ -328,6 +328,11 @@ def _outcome(future) -> dict:
     try:
         return future.result()
     except Exception as err:  # a worker crashed (e.g. killed): the point failed, the sweep goes on
-        return {"status": "failed", "error": f"worker failed: {type(err).__name__}: {err}",
-                "results": {}, "notebook": None, "seconds": math.nan, "attempts": 1,
-                "host": None}
+        return _failed_point(err)
+
+
+def _failed_point(err: BaseException) -> dict:
+    """The outcome of a point whose worker broke."""
+    return {"status": "failed", "error": f"worker failed: {type(err).__name__}: {err}",
+            "results": {}, "notebook": None, "seconds": math.nan, "attempts": 1,
+            "host": None}
