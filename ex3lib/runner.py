@@ -459,14 +459,17 @@ def _pool_outcome(future, pool):
 def _exit_reason(pool) -> str:
     """How the process of a broken one-process pool ended, e.g. ``killed by SIGKILL``."""
     # ProcessPoolExecutor keeps its processes in a private dict.
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
-        process.join(5)  # the pool's own thread may not have reaped it yet
-        code = process.exitcode
-        if code is not None and code < 0:
-            with contextlib.suppress(ValueError):
-                return f"killed by {signal.Signals(-code).name}"
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    deadline = time.monotonic() + 5
+    while processes and time.monotonic() < deadline:
+        # The pool's own thread reaps the process too: until it has, exitcode may be None.
+        code = processes[0].exitcode
         if code is not None:
+            with contextlib.suppress(ValueError):
+                if code < 0:
+                    return f"killed by {signal.Signals(-code).name}"
             return f"exit code {code}"
+        time.sleep(0.05)
     return "exit status unknown"
 
 
