@@ -483,15 +483,21 @@ def _run_on_cluster(todo, data, cluster: Cluster):
     """
     arrays = None if data is None or _is_default_mnist(data) else _arrays(data)
     shared = None if arrays is None else cluster.broadcast(arrays)
+    sent_with = {}  # config -> the broadcast its task was given
     resubmitted = dict.fromkeys(todo, 0)
-    for config in todo:
+
+    def submit(config):
+        sent_with[config] = shared
         cluster.submit(config, _run_on_worker, config, shared, key="ex3-run")
+
+    for config in todo:
+        submit(config)
     for config, outcome in cluster.results():
         if isinstance(outcome, CancelledError) and resubmitted[config] < _RESUBMITS:
-            if shared is not None and shared.status != "finished":
-                shared = cluster.broadcast(arrays)
+            if shared is not None and sent_with[config] is shared:
+                shared = cluster.broadcast(arrays)  # once per loss, however many runs it cancels
             resubmitted[config] += 1
-            cluster.submit(config, _run_on_worker, config, shared, key="ex3-run")
+            submit(config)
             continue
         if type(outcome).__name__ == "KilledWorker":
             outcome = _Failure("in training: every Dask worker that tried it died", outcome)

@@ -291,7 +291,7 @@ class _LosingCluster:
         self.lose, self.broadcasts, self.submitted, self.queue = lose, [], [], []
 
     def broadcast(self, value):
-        self.broadcasts.append(type("Shared", (), {"status": "finished", "value": value})())
+        self.broadcasts.append(type("Shared", (), {"value": value})())
         return self.broadcasts[-1]
 
     def submit(self, item, function, *args, key=None):
@@ -302,7 +302,6 @@ class _LosingCluster:
         while self.queue:
             item, function, (config, shared) = self.queue.pop(0)
             if self.lose(config):
-                shared.status = "lost"
                 yield item, CancelledError("lost with every worker that held it")
             else:
                 yield item, function(config, shared.value)
@@ -323,6 +322,19 @@ def test_runs_whose_broadcast_data_was_lost_are_sent_again(small_mnist):
     assert cluster.submitted == configs + [configs[1], configs[1]] and len(cluster.broadcasts) == 3
     for config in configs:
         assert_same_run(outcomes[config][1], run(config, small_mnist, progress=False))
+    # One loss cancels two runs: the data is sent again once.
+    lost.clear()
+
+    def lose_once_each(config):  # seeds 1 and 2 are both lost the first time
+        if config.seed in (1, 2) and config not in lost:
+            lost.append(config)
+            return True
+        return False
+
+    cluster = _LosingCluster(lose_once_each)
+    outcomes = dict(runner_mod._run_on_cluster(configs, small_mnist, cluster))
+    assert cluster.submitted == configs + configs[1:] and len(cluster.broadcasts) == 2
+    assert not any(isinstance(o, runner_mod._Failure) for o in outcomes.values())
     # Lost once more than it may be resubmitted: that run fails, alone.
     cluster = _LosingCluster(lambda config: config.seed == 1)
     outcomes = dict(runner_mod._run_on_cluster(configs, small_mnist, cluster))
