@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import multiprocessing
 import os
 import pickle
@@ -180,9 +181,9 @@ def run_many(configs, data=None, *, store=None, workers=None, scheduler=None,
             if hit is not None:
                 done[config] = hit
     todo = [config for config in unique if config not in done]
-    if not todo:
-        say(f"{_runs(len(unique))}, all stored" if store is not False else "no runs")
-    else:
+    if unique and not todo:
+        say(f"{_runs(len(unique))}, all stored")
+    elif todo:
         failures = _train_and_store(todo, data, store, workers, cluster, progress, say,
                                     stored_before=len(done), n_unique=len(unique), done=done)
         if failures:
@@ -235,7 +236,6 @@ def default_scheduler() -> str | None:
     return os.environ.get(SCHEDULER_ENV_VAR, "").strip() or None
 
 
-# ----------------------------------------------------------------------------- training and storing
 
 
 class _Failure:
@@ -348,7 +348,6 @@ def _failed(configs, todo, failures, store, done):
     return RuntimeError(f"{len(failures)} of {len(todo)} runs failed{kept}:{lines}"), ordered[0][1].error
 
 
-_DEFAULT = None
 #: RunConfig fields that RunConfig.label already shows.
 _IN_LABEL = {"optimiser", "learning_rate", "lr_final", "schedule", "batch_size", "momentum", "nesterov",
              "b1", "b2"}
@@ -356,20 +355,25 @@ _IN_LABEL = {"optimiser", "learning_rate", "lr_final", "schedule", "batch_size",
 
 def _describe(config: RunConfig) -> str:
     """The config's label and its other non-default fields, e.g. ``SGD η=0.1 m=10 (seed=2)``."""
-    global _DEFAULT
-    if _DEFAULT is None:
-        _DEFAULT = RunConfig()
+    default = _default_config()
     others = [f"{f.name}={getattr(config, f.name)!r}" for f in fields(RunConfig)
-              if f.name not in _IN_LABEL and getattr(config, f.name) != getattr(_DEFAULT, f.name)]
+              if f.name not in _IN_LABEL and getattr(config, f.name) != getattr(default, f.name)]
     return config.label + (f" ({', '.join(others)})" if others else "")
 
 
+@functools.cache
+def _default_config() -> RunConfig:
+    """``RunConfig()``, made once."""
+    return RunConfig()
+
+
 def _runs(n: int) -> str:
+    """``"1 run"``, ``"2 runs"``."""
     return f"{n} run" + ("" if n == 1 else "s")
 
 
-# ----------------------------------------------------------------------------- the three engines
-# Each yields (config, outcome) as runs finish, outcome being (fingerprint, history) or a _Failure.
+# The three engines, _run_here, _run_in_pool and _run_on_cluster, each yield
+# (config, outcome) as runs finish, outcome being (fingerprint, history) or a _Failure.
 
 
 def _run_here(todo, data, progress):
@@ -573,7 +577,6 @@ def _run_on_worker(config: RunConfig, data):
     return source_fingerprint(), run(config, data, progress=False)
 
 
-# ----------------------------------------------------------------------------- progress lines
 
 
 class _Reporter:

@@ -109,7 +109,6 @@ def others_are_stored(configs, store, data, error):
     return message.split("\n")[1]
 
 
-# ----------------------------------------------------------------------------- one run never costs another
 
 
 def test_a_run_that_raises_in_training(store, small_mnist, engine):
@@ -236,7 +235,6 @@ def test_describe_names_what_the_label_does_not():
             == "Adam β₁=0.9 β₂=0.999 η=0.001 m=10 (eps=1e-300)")
 
 
-# ----------------------------------------------------------------------------- on a Dask cluster
 
 
 CLUSTER_CONFIGS = [tiny(), tiny(seed=1, order="shuffle"), tiny(optimiser="adam", learning_rate=0.001),
@@ -410,7 +408,6 @@ def test_bad_scheduler_argument(store, scheduler):
         run_many([tiny()], store=store, scheduler=scheduler, progress=False)
 
 
-# ----------------------------------------------------------------------------- progress lines
 
 
 def test_progress_lines(store, small_mnist, monkeypatch, capfd):
