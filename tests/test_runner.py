@@ -14,6 +14,7 @@ import signal
 import socket
 import sys
 import textwrap
+import warnings
 from concurrent.futures import CancelledError
 
 import numpy as np
@@ -132,13 +133,16 @@ def test_a_run_that_raises_in_storing(store, small_mnist, engine, monkeypatch):
         put(self, config, history)
 
     monkeypatch.setattr(ResultsStore, "put", refuse_one)
-    # The refused run comes back first: the runs still training must not be stopped.
-    configs = [tiny(seed=1), tiny(seed=BAD_SEED, train_size=100, log_every=100), tiny(seed=2), tiny(seed=3)]
+    # Expected to be the longest (on-line Adam), the refused run starts first and comes back while
+    # the others are training or waiting: they must not be stopped.
+    bad = tiny(seed=BAD_SEED, optimiser="adam", learning_rate=0.001, batch_size=1, train_size=100, log_every=100)
+    configs = [tiny(seed=1), bad, tiny(seed=2), tiny(seed=3)]
+    assert runner_mod._longest_first(configs)[0] == bad
     with pytest.raises(RuntimeError) as info:
         run_many(configs, small_mnist, store=store, progress=False, **engine)
     line = others_are_stored(configs, store, small_mnist, info.value)
-    assert line == (f"  configs[1] SGD η=0.1 m=10 (epochs=1, seed={BAD_SEED}, train_size=100, log_every=100, "
-                    f"layers=(784, 32, 10)) failed in storing: TypeError: cannot store this one")
+    assert line == f"  configs[1] {runner_mod._describe(bad)} failed in storing: TypeError: cannot store this one"
+    assert "Adam β₁=0.9 β₂=0.999 η=0.001 m=1 (epochs=1, seed=99, train_size=100" in line
     assert isinstance(info.value.__cause__, TypeError)
 
 
@@ -216,6 +220,25 @@ def test_a_result_that_cannot_be_unpickled(store, small_mnist, monkeypatch):
     assert line.endswith("failed when its result was unpickled: ValueError: this result cannot be read back")
 
 
+def test_a_warning_made_an_error_fails_its_run_alone(store, small_mnist, monkeypatch):
+    put = ResultsStore.put
+
+    def full_disk_for_one(self, config, history):
+        if config.seed == BAD_SEED:
+            raise OSError("no space left on device")
+        put(self, config, history)
+
+    monkeypatch.setattr(ResultsStore, "put", full_disk_for_one)
+    configs = [tiny(), tiny(seed=BAD_SEED), tiny(seed=1), tiny(seed=2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(RuntimeError) as info:
+            run_many(configs, small_mnist, store=store, workers=2, progress=False)
+    line = others_are_stored(configs, store, small_mnist, info.value)
+    assert line.endswith("failed in storing: UserWarning: could not store the result of 'SGD η=0.1 m=10' in "
+                         f"{store.root}: no space left on device")
+
+
 def test_several_failures_are_named_in_input_order(store, small_mnist):
     five, three = tiny(layers=(784, 32, 5)), tiny(layers=(784, 32, 3), seed=4)
     configs = [tiny(), three, five, three, tiny(seed=1)]
@@ -226,6 +249,29 @@ def test_several_failures_are_named_in_input_order(store, small_mnist):
     assert lines[1].startswith(f"  configs[1] {runner_mod._describe(three)} failed in training")
     assert lines[2].startswith(f"  configs[2] {runner_mod._describe(five)} failed in training")
     assert len(lines) == 3 and tiny() in store and tiny(seed=1) in store
+
+
+def test_the_longest_runs_start_first(store, small_mnist, monkeypatch):
+    short, adam_online, long_sgd = tiny(batch_size=100), tiny(optimiser="adam", batch_size=1), tiny(epochs=3)
+    assert runner_mod._longest_first([short, long_sgd, adam_online]) == [adam_online, long_sgd, short]
+    # The pool starts them in that order (seen here through the order they are sent to the workers)...
+    started = []
+
+    def record_order(todo, data, n_workers):
+        started.extend(todo)
+        yield from ()
+
+    monkeypatch.setattr(runner_mod, "_run_in_pool", record_order)
+    with pytest.raises(RuntimeError, match="3 of 3 runs failed:\n.* failed with no result: RuntimeError: its "
+                                           "worker never reported back"):
+        run_many([short, long_sgd, adam_online], small_mnist, store=store, workers=2, progress=False)
+    assert started == [adam_online, long_sgd, short]
+    # ... and in this process, where the order cannot matter, they run as given.
+    calls = []
+    monkeypatch.setattr(runner_mod, "run", lambda config, data, progress: calls.append(config) or
+                        run(config, data, progress=progress))
+    run_many([short, long_sgd], small_mnist, store=store, workers=1, progress=False)
+    assert calls == [short, long_sgd]
 
 
 def test_describe_names_what_the_label_does_not():
