@@ -124,15 +124,20 @@ def test_a_run_that_raises_in_training(store, small_mnist, engine):
     assert isinstance(info.value.__cause__, ValueError)
 
 
-def test_a_run_that_raises_in_storing(store, small_mnist, engine, monkeypatch):
+def refuse_to_store_the_bad_seed(monkeypatch, error):
+    """Make ResultsStore.put raise ``error`` for the bad seed's run and store the others."""
     put = ResultsStore.put
 
     def refuse_one(self, config, history):
         if config.seed == BAD_SEED:
-            raise TypeError("cannot store this one")
+            raise error
         put(self, config, history)
 
     monkeypatch.setattr(ResultsStore, "put", refuse_one)
+
+
+def test_a_run_that_raises_in_storing(store, small_mnist, engine, monkeypatch):
+    refuse_to_store_the_bad_seed(monkeypatch, TypeError("cannot store this one"))
     # Expected to be the longest (on-line Adam), the refused run starts first and comes back while
     # the others are training or waiting: they must not be stopped.
     bad = tiny(seed=BAD_SEED, optimiser="adam", learning_rate=0.001, batch_size=1, train_size=100, log_every=100)
@@ -221,14 +226,7 @@ def test_a_result_that_cannot_be_unpickled(store, small_mnist, monkeypatch):
 
 
 def test_a_warning_made_an_error_fails_its_run_alone(store, small_mnist, monkeypatch):
-    put = ResultsStore.put
-
-    def full_disk_for_one(self, config, history):
-        if config.seed == BAD_SEED:
-            raise OSError("no space left on device")
-        put(self, config, history)
-
-    monkeypatch.setattr(ResultsStore, "put", full_disk_for_one)
+    refuse_to_store_the_bad_seed(monkeypatch, OSError("no space left on device"))
     configs = [tiny(), tiny(seed=BAD_SEED), tiny(seed=1), tiny(seed=2)]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
