@@ -8,9 +8,12 @@ node of Sphinx's "table" type, so they read "Table N" (``numfig_format['table']`
 in the caption and in every ``{numref}``, counted apart from the figures.
 
 And makes every chapter notebook depend on ex3lib's source, so that an edit to
-the library makes an incremental build execute the chapters again.
+the library makes an incremental build execute the chapters again; and names
+the chapter being executed in ``EX3_CHAPTER``, which starts the progress lines
+``ex3lib.run_many`` writes on the build's terminal.
 """
 
+import os
 from pathlib import Path
 
 from docutils import nodes
@@ -134,6 +137,14 @@ def _depend_on_ex3lib(app, docname, source):
             app.env.note_dependency(str(path))
 
 
+def _name_the_chapter(app, docname, source):
+    # myst-nb executes a notebook right after this event, in a kernel that
+    # inherits this process's environment: ex3lib.run_many starts its progress
+    # lines on the build's terminal with the chapter's name.
+    if str(app.env.doc2path(docname)).endswith(".ipynb"):
+        os.environ["EX3_CHAPTER"] = Path(docname).name
+
+
 def setup(app):
     app.add_enumerable_node(
         TableFigure,
@@ -147,5 +158,6 @@ def setup(app):
     )
     app.connect("doctree-read", _retype_table_figures)
     app.connect("source-read", _depend_on_ex3lib)
+    app.connect("source-read", _name_the_chapter)
     app.connect("html-page-context", _dedupe_scripts, priority=999)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..cluster import Cluster
 from ..sysutil import PINNED_THREADS, terminate_workers
 from .grid import Sweep, SweepError
 from .point import (PARAMETERS_CHANGED, SweepFolder, as_stored, execute_point, point_identity,
@@ -340,47 +341,37 @@ def _init_local_worker(cwd, pinned, log_path) -> None:
 
 
 class _DaskEngine:
-    """Points on a Dask distributed cluster."""
+    """Points on a Dask distributed cluster (:class:`ex3lib.cluster.Cluster`)."""
 
     def __init__(self, address: str):
         """An engine for the scheduler at ``address``; SweepError if Dask distributed is not installed."""
         try:
-            import distributed
-        except ImportError:
-            raise SweepError("--scheduler needs Dask distributed: pip install -r requirements-dask.txt") \
-                from None
-        self.distributed = distributed
-        self.address = address
-        self.client = None
-        self.futures = {}
-        self.pinned = {**_POINT_THREADS, "EX3_WORKERS": "1", "MPLBACKEND": "Agg"}
+            self.cluster = Cluster(address, what="--scheduler")
+        except ImportError as err:
+            raise SweepError(str(err)) from None
+        # A point's own run_many trains in its kernel: the point already holds a worker,
+        # and waiting there for runs sent back to the cluster could take every worker.
+        self.pinned = {**_POINT_THREADS, "EX3_WORKERS": "1", "EX3_SCHEDULER": "", "MPLBACKEND": "Agg"}
 
     def __enter__(self):
         try:
-            self.client = self.distributed.Client(self.address, timeout="20s")
-        except (OSError, TimeoutError) as err:
-            raise SweepError(f"cannot reach the Dask scheduler at {self.address}: {err}") from None
+            self.cluster.__enter__()
+        except ConnectionError as err:
+            raise SweepError(str(err)) from None
         return self
 
     def run(self, points, notebook_text, retries, start_timeout):
         """Execute the points on the cluster; yields ``(point, outcome)`` as each finishes."""
         # The notebook travels as text: a worker on another machine need not share this file system.
-        text = self.client.scatter(notebook_text, broadcast=True)
-        self.futures = {self.client.submit(execute_point, text, p.parameters, retries=retries,
-                                           start_timeout=start_timeout, pinned=self.pinned, pure=False,
-                                           key=f"ex3-sweep-{p.name}-{os.urandom(4).hex()}"): p
-                        for p in points}
-        for future in self.distributed.as_completed(self.futures):
-            yield self.futures[future], _outcome(future)
+        text = self.cluster.broadcast(notebook_text)
+        for p in points:
+            self.cluster.submit(p, execute_point, text, p.parameters, retries=retries,
+                                start_timeout=start_timeout, pinned=self.pinned, key=f"ex3-sweep-{p.name}")
+        for point, outcome in self.cluster.results():
+            yield point, _failed_point(outcome) if isinstance(outcome, BaseException) else outcome
 
     def __exit__(self, exc_type, exc, tb):
-        if self.client is not None:
-            if exc_type is not None:
-                # Interrupted: take the points that have not finished off the cluster.
-                with contextlib.suppress(Exception):
-                    self.client.cancel(list(self.futures))
-            self.client.close()
-        return False
+        return self.cluster.__exit__(exc_type, exc, tb)
 
 
 def _outcome(future) -> dict:
@@ -388,6 +379,11 @@ def _outcome(future) -> dict:
     try:
         return future.result()
     except Exception as err:  # a worker crashed (e.g. killed): the point failed, the sweep goes on
-        return {"status": "failed", "error": f"worker failed: {type(err).__name__}: {err}",
-                "results": {}, "notebook": None, "seconds": math.nan, "attempts": 1,
-                "host": None}
+        return _failed_point(err)
+
+
+def _failed_point(err: BaseException) -> dict:
+    """The outcome of a point whose worker broke."""
+    return {"status": "failed", "error": f"worker failed: {type(err).__name__}: {err}",
+            "results": {}, "notebook": None, "seconds": math.nan, "attempts": 1,
+            "host": None}
