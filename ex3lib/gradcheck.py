@@ -183,12 +183,24 @@ def gradcheck(net: MLP, x, y, *, h=1e-8, layers=None) -> GradCheck:
     return GradCheck(layers, h, [grads[l] for l in layers], numeric)
 
 
+#: Bin edges of the histograms of :func:`h_sweep`: quarter decades from 1e-14 to 1 (errors outside go to
+#: the first or the last bin).
+SWEEP_BINS = np.logspace(-14, 0, 57)
+
+
 class HSweep(NamedTuple):
-    """Relative errors against the step: ``mean[method]`` and ``median[method]`` hold one value per step of ``hs``."""
+    """Relative errors against the step: ``mean[method]`` and ``median[method]`` hold one value per step of ``hs``.
+
+    ``counts[method]`` holds, per step, a histogram of the informative weights' relative errors over the
+    edges ``bins`` (:data:`SWEEP_BINS`); ``informative`` the number of informative weights per step.
+    """
 
     hs: np.ndarray
     mean: dict
     median: dict
+    bins: np.ndarray | None = None
+    counts: dict | None = None
+    informative: np.ndarray | None = None
 
 
 def h_sweep(net: MLP, x, y, *, hs=None, layers=None) -> HSweep:
@@ -209,7 +221,9 @@ def h_sweep(net: MLP, x, y, *, hs=None, layers=None) -> HSweep:
     -------
     HSweep
         ``hs``, and ``mean``/``median``: for each method an array of relative
-        errors over the informative weights, one per step.
+        errors over the informative weights, one per step; ``counts``: for
+        each method and step a histogram over ``bins``; ``informative``: the
+        number of informative weights (of the central difference) per step.
 
     Examples
     --------
@@ -235,6 +249,8 @@ def h_sweep(net: MLP, x, y, *, hs=None, layers=None) -> HSweep:
     ana = np.concatenate([grads[l].ravel() for l in layers])
     mean = {m: np.empty(hs.size) for m in METHODS}
     median = {m: np.empty(hs.size) for m in METHODS}
+    counts = {m: np.zeros((hs.size, SWEEP_BINS.size - 1), dtype=np.int64) for m in METHODS}
+    informative = np.zeros(hs.size, dtype=np.int64)
     k = hs.size
     for i, h in enumerate(hs):
         plus = np.concatenate([r[..., i].ravel() for r in perturbed])
@@ -245,7 +261,9 @@ def h_sweep(net: MLP, x, y, *, hs=None, layers=None) -> HSweep:
             rel = np.abs(num[keep] - ana[keep]) / np.maximum(np.abs(num[keep]), np.abs(ana[keep]))
             mean[method][i] = rel.mean()
             median[method][i] = np.median(rel)
-    return HSweep(hs, mean, median)
+            counts[method][i] = np.histogram(np.clip(rel, SWEEP_BINS[0], SWEEP_BINS[-1]), SWEEP_BINS)[0]
+        informative[i] = rel.size
+    return HSweep(hs, mean, median, SWEEP_BINS, counts, informative)
 
 
 def summary(check: GradCheck, x) -> dict:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from ._validate import check_bool, check_choice, check_float, check_int
 from .data import N_TRAIN
 
-__all__ = ["BATCH_SIZE", "CHAPTERS", "EPOCHS", "LEARNING_RATE", "LR_FINAL", "MOMENTUM", "N_SEEDS", "ORDER",
+__all__ = ["BATCH_SIZE", "CHAPTERS", "EPOCHS", "EXPLORER", "LEARNING_RATE", "LR_FINAL", "MOMENTUM", "N_SEEDS", "ORDER",
            "Rule", "SEED", "STEP", "TRAIN_SIZE", "check_parameters", "choice", "flag", "integer",
            "list_of", "real"]
 
@@ -127,6 +127,9 @@ ORDER = choice("sequential", "shuffle")
 #: A finite-difference step h: a finite number > 0.
 STEP = real(0.0, low_open=True)
 
+#: Whether an experiment chapter shows its page explorer (:func:`ex3lib.pages.explorer`).
+EXPLORER = flag()
+
 _GRID_LEARNING_RATES = list_of(LEARNING_RATE, min_len=1)
 _GRID_BATCH_SIZES = list_of(BATCH_SIZE, min_len=1)
 
@@ -140,6 +143,7 @@ CHAPTERS = {
         # The SGD chapter skips its grid when either list is empty.
         "learning_rates": list_of(LEARNING_RATE), "batch_sizes": list_of(BATCH_SIZE),
         "n_seeds": N_SEEDS, "train_size": TRAIN_SIZE, "long_epochs": integer(0), "order": ORDER,
+        "explorer": EXPLORER,
     },
     "gradients": {
         "learning_rate": LEARNING_RATE, "batch_size": BATCH_SIZE, "epochs": EPOCHS, "h": STEP,
@@ -150,20 +154,20 @@ CHAPTERS = {
         "epochs": EPOCHS, "learning_rate": LEARNING_RATE, "lr_finals": list_of(LR_FINAL, min_len=1),
         "batch_sizes": _GRID_BATCH_SIZES, "extra_lr_final": LR_FINAL,
         "extra_learning_rate": LEARNING_RATE, "extra_batch_size": BATCH_SIZE, "n_seeds": N_SEEDS,
-        "train_size": TRAIN_SIZE,
+        "train_size": TRAIN_SIZE, "explorer": EXPLORER,
     },
     "momentum": {
         "epochs": EPOCHS, "learning_rates": _GRID_LEARNING_RATES, "batch_sizes": _GRID_BATCH_SIZES,
         "momentum": MOMENTUM, "momentums": list_of(MOMENTUM, min_len=1),
         "sweep_learning_rate": LEARNING_RATE, "sweep_batch_size": BATCH_SIZE,
         "nesterov_batch_sizes": _GRID_BATCH_SIZES, "learning_rate": LEARNING_RATE, "lr_final": LR_FINAL,
-        "n_seeds": N_SEEDS, "n_seeds_grid": N_SEEDS, "train_size": TRAIN_SIZE,
+        "n_seeds": N_SEEDS, "n_seeds_grid": N_SEEDS, "train_size": TRAIN_SIZE, "explorer": EXPLORER,
     },
     "adaptive": {
         "epochs": EPOCHS, "learning_rates": _GRID_LEARNING_RATES, "batch_sizes": _GRID_BATCH_SIZES,
         "adam_learning_rate": LEARNING_RATE, "rmsprop_learning_rate": LEARNING_RATE,
         "comparison_batch_size": BATCH_SIZE, "n_seeds": N_SEEDS, "n_seeds_grid": N_SEEDS,
-        "train_size": TRAIN_SIZE,
+        "train_size": TRAIN_SIZE, "explorer": EXPLORER,
     },
     "conclusion": {
         "epochs": EPOCHS, "learning_rates": _GRID_LEARNING_RATES, "batch_sizes": _GRID_BATCH_SIZES,

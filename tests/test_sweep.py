@@ -538,6 +538,24 @@ def test_a_metric_no_point_glued_keeps_the_old_figure(toy, tmp_path):
     assert figure.read_bytes().startswith(b"\x89PNG")
 
 
+def test_summary_html_selects_each_setting_of_the_other_parameters(toy, tmp_path):
+    sweep = sw.make_sweep(toy, {"x": [1.0, 2.0, 4.0], "n": [1, 2]}, {})
+    records = {p.name: {"status": "ok", "results": {"y": p.swept["x"] * p.swept["n"], "y_std": 0.5}}
+               for p in sweep.points if p.swept != {"x": 2.0, "n": 2}}
+    page = tmp_path / "summary.html"
+    assert sw.write_summary_html(sweep, records, page, ["y"]) == page
+    text = page.read_text()
+    assert (tmp_path / "plotly.min.js").stat().st_size > 1_000_000, "the page's script is beside it"
+    assert '<script defer src="plotly.min.js">' in text and "http" not in text.split("<body")[0]
+    data = json.loads(re.search(r'class="ex3-explorer-data">(.*?)</script>', text, re.S).group(1))
+    assert data["kind"] == "curves" and data["axes"] == [
+        {"label": "n", "choices": ["1", "2"], "control": "buttons", "value": 0}]
+    assert data["groups"]["0"]["y"] == {"y": [1.0, 2.0, 4.0], "err": [0.5, 0.5, 0.5]}
+    assert data["groups"]["1"]["y"]["y"] == [2.0, None, 8.0], "a point that did not finish is a gap"
+    none_ok = {name: {"status": "failed", "error": "boom"} for name in records}
+    assert sw.write_summary_html(sweep, none_ok, page, ["y"]) is None and not page.exists()
+
+
 def test_records_of_other_parameters_are_listed_by_dry_run(toy, tmp_path):
     folder, point, _ = _recorded_point(toy, tmp_path)
     dry = cli(toy, "-p", "x", "1,2", "-p", "n", "3", "--dry-run", "--out", tmp_path / "runs", cwd=tmp_path)

@@ -11,9 +11,15 @@ And makes every chapter notebook depend on ex3lib's source, so that an edit to
 the library makes an incremental build execute the chapters again; and names
 the chapter being executed in ``EX3_CHAPTER``, which starts the progress lines
 ``ex3lib.run_many`` writes on the build's terminal.
+
+And serves the explorers of the static pages (:mod:`ex3lib.pages`): copies
+``plotly.min.js`` from the installed ``plotly`` wheel into the site's
+``_static`` folder and loads it (deferred) on the pages that hold an explorer,
+and only there.
 """
 
 import os
+import shutil
 from pathlib import Path
 
 from docutils import nodes
@@ -125,6 +131,26 @@ def _dedupe_scripts(app, pagename, templatename, context, doctree):
     context["script_files"] = unique
 
 
+EXPLORER_MARK = 'class="ex3-explorer"'
+
+
+def _load_plotly(app, pagename, templatename, context, doctree):
+    if EXPLORER_MARK in context.get("body", ""):
+        from ex3lib.pages import PLOTLY_JS
+
+        app.add_js_file(PLOTLY_JS, loading_method="defer")
+
+
+def _copy_plotly(app, exception):
+    if exception is not None or app.builder.format != "html":
+        return
+    from ex3lib.pages import PLOTLY_JS, plotly_js_path
+
+    static = Path(app.builder.outdir) / "_static"
+    static.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(plotly_js_path(), static / PLOTLY_JS)
+
+
 def _depend_on_ex3lib(app, docname, source):
     # An executed chapter shows what ex3lib computes, so an edit to ex3lib must
     # make Sphinx read (and so execute) the chapter again; otherwise an
@@ -159,5 +185,7 @@ def setup(app):
     app.connect("doctree-read", _retype_table_figures)
     app.connect("source-read", _depend_on_ex3lib)
     app.connect("source-read", _name_the_chapter)
+    app.connect("html-page-context", _load_plotly)
     app.connect("html-page-context", _dedupe_scripts, priority=999)
+    app.connect("build-finished", _copy_plotly)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

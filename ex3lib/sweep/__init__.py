@@ -49,7 +49,8 @@ from .grid import (Point, Sweep, SweepError, declared_parameters, make_sweep, pa
                    read_grid_file)
 from .point import (RECORD_VERSION, SweepFolder, execute_point, glued_values, point_identity, point_status,
                     record_checksum, record_problem)
-from .results import check_metrics, default_metrics, glued_names, write_csv, write_summary_figure
+from .results import (check_metrics, default_metrics, glued_names, write_csv, write_summary_figure,
+                      write_summary_html)
 from .runner import DEFAULT_OUT, SweepResult, run_sweep
 
 __all__ = [
@@ -58,4 +59,5 @@ __all__ = [
     "glued_names", "glued_values", "main", "make_sweep", "parse_values", "point_identity", "point_name",
     "point_status", "read_grid_file", "record_checksum", "record_problem", "run_sweep", "write_csv",
     "write_summary_figure",
+    "write_summary_html",
 ]

@@ -328,8 +328,16 @@ def _coerce(name, value, spec, notebook):
     return float(value) if kind == "float" else value
 
 
+#: Parameters a sweep sets for every point unless it is given them: an experiment chapter's page explorer
+#: shows a fixed grid of runs that no swept parameter changes, so the points skip it.
+POINT_DEFAULTS = {"explorer": False}
+
+
 def make_sweep(notebook, grid=None, fixed=None) -> Sweep:
     """Validate a grid against the notebook's declared parameters and expand it into points.
+
+    A parameter of :data:`POINT_DEFAULTS` that the notebook declares and the
+    sweep neither sweeps nor fixes is fixed to its value there.
 
     Parameters
     ----------
@@ -392,6 +400,9 @@ def make_sweep(notebook, grid=None, fixed=None) -> Sweep:
             problems.append(str(err))
     if problems:
         raise SweepError("invalid sweep of " + str(notebook) + ":\n  " + "\n  ".join(problems))
+    for name, value in POINT_DEFAULTS.items():
+        if name in declared and name not in checked_grid and name not in checked_fixed:
+            checked_fixed[name] = value
 
     sweep = Sweep(notebook=notebook, declared=declared, fixed=checked_fixed, swept=checked_grid)
     names = list(checked_grid)

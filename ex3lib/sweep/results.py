@@ -1,4 +1,4 @@
-"""The collected results of a sweep: ``results.csv`` and ``summary.png``.
+"""The collected results of a sweep: ``results.csv``, ``summary.png`` and ``summary.html``.
 
 The CSV has one row per point of the grid, in grid order, and the figure each
 chosen metric against the first swept parameter. Which glued values become
@@ -16,11 +16,13 @@ import io
 import json
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 from ..sysutil import atomic_write
 from .grid import Sweep, SweepError
 
-__all__ = ["check_metrics", "default_metrics", "glued_names", "write_csv", "write_summary_figure"]
+__all__ = ["check_metrics", "default_metrics", "glued_names", "write_csv", "write_summary_figure",
+           "write_summary_html"]
 
 
 def _cell(value):
@@ -233,6 +235,73 @@ def write_summary_figure(sweep: Sweep, records: dict, path: Path, metrics=None):
     """
     from matplotlib.figure import Figure
 
+    metrics = _drawn_metrics(sweep, records, path, metrics)
+    if metrics is None:
+        return None
+    series = _series(sweep, records, metrics)
+    fig = Figure(figsize=(4.2 * len(metrics), 3.4), layout="constrained")
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    xs = series.x_values if series.numeric_x else list(range(len(series.x_values)))
+    for ax, metric in zip(axes, metrics):
+        for key, values in series.groups.items():
+            ys, errs = values[metric]
+            keep = [i for i, y in enumerate(ys) if y is not None]
+            label = ", ".join(f"{n} = {series.choices[k][i]}" for k, (n, i) in enumerate(zip(series.others, key)))
+            ax.errorbar([xs[i] for i in keep], [ys[i] for i in keep],
+                        yerr=None if errs is None else [errs[i] for i in keep], fmt="o-", capsize=3,
+                        label=label or None)
+        if series.log_x:
+            ax.set_xscale("log")
+        if series.x_name and not series.numeric_x:
+            ax.set_xticks(range(len(series.x_values)), [str(v) for v in series.x_values])
+        ax.set_xlabel(series.x_name or "")
+        ax.set_title(metric, fontsize=9)
+        ax.grid(alpha=0.3)
+        if series.others:
+            ax.legend(fontsize=7)
+    fig.suptitle(series.title, fontsize=10)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
+    return path
+
+
+def write_summary_html(sweep: Sweep, records: dict, path: Path, metrics=None):
+    """The interactive version of :func:`write_summary_figure`: ``summary.html`` with ``plotly.min.js`` beside it.
+
+    The same metrics against the first swept parameter; the other swept
+    parameters become buttons or sliders that select one setting (drawn in
+    colour, with its error bars; every other setting in grey), and values show
+    on hover. It is an explorer of :mod:`ex3lib.pages` and opens from disk
+    with no network. Nothing to draw removes an old page, as for the figure.
+    """
+    from .. import pages
+
+    metrics = _drawn_metrics(sweep, records, path, metrics)
+    if metrics is None:
+        return None
+    series = _series(sweep, records, metrics)
+    payload = pages.curves_payload(
+        "sweep", f"sweep of {sweep.notebook.name}", series.title, series.x_name or "point",
+        series.x_values if series.x_name else [0], metrics,
+        [(n, series.choices[k]) for k, n in enumerate(series.others)],
+        {key: {m: values[m] for m in metrics} for key, values in series.groups.items()}, log_x=series.log_x)
+    return pages.write_page(path, f"sweep of {sweep.notebook.name}", [payload])
+
+
+class _Series(NamedTuple):
+    x_name: str | None
+    x_values: list
+    numeric_x: bool
+    log_x: bool
+    others: list
+    choices: list  # the values of each other swept parameter
+    groups: dict  # index of each other parameter's value -> {metric: (ys or None per x, errs or None)}
+    title: str
+
+
+def _drawn_metrics(sweep: Sweep, records: dict, path: Path, metrics):
+    """The metrics to draw, or None (and an old file at ``path`` removed) if there is nothing to draw."""
     ok = [p for p in sweep.points if (records.get(p.name) or {}).get("status") == "ok"]
     requested = list(metrics or [])
     metrics = list(metrics or default_metrics(sweep, records))
@@ -246,43 +315,37 @@ def write_summary_figure(sweep: Sweep, records: dict, path: Path, metrics=None):
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # an old figure would show results this sweep does not have
         return None
+    return metrics
+
+
+def _series(sweep: Sweep, records: dict, metrics) -> _Series:
+    """The points that finished ok, as one series per setting of the swept parameters after the first.
+
+    A glued ``<metric>_std`` (e.g. over seeds) becomes the error bar; a
+    point that did not finish ok, or glued no number, is a gap (None).
+    """
+    ok = [p for p in sweep.points if (records.get(p.name) or {}).get("status") == "ok"]
     names = list(sweep.swept)
     x_name = names[0] if names else None
     others = names[1:]
-    x_values = sweep.swept.get(x_name, [None])
+    x_values = list(sweep.swept.get(x_name, [None]))
     numeric_x = x_name is not None and all(_numeric(v) for v in x_values)
     log_x = numeric_x and all(v > 0 for v in x_values) and max(x_values) / min(x_values) >= 20
-    fig = Figure(figsize=(4.2 * len(metrics), 3.4), layout="constrained")
-    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    choices = [list(sweep.swept[n]) for n in others]
     groups = {}
     for p in ok:
-        groups.setdefault(tuple(p.swept[n] for n in others), []).append(p)
-    for ax, metric in zip(axes, metrics):
-        for key, pts in groups.items():
-            pts = sorted(pts, key=lambda p: x_values.index(p.swept[x_name]) if x_name else 0)
-            xs = [p.swept[x_name] if numeric_x else x_values.index(p.swept[x_name]) if x_name else 0
-                  for p in pts]
-            results = [records[p.name]["results"] for p in pts]
-            ys = [r.get(metric) if _numeric(r.get(metric)) else math.nan for r in results]
-            # A glued <metric>_std (e.g. over seeds) becomes an error bar.
-            errs = [r.get(f"{metric}_std") if _numeric(r.get(f"{metric}_std")) else math.nan
-                    for r in results]
-            label = ", ".join(f"{n} = {v}" for n, v in zip(others, key)) or None
-            ax.errorbar(xs, ys, yerr=None if all(math.isnan(e) for e in errs) else errs,
-                        fmt="o-", capsize=3, label=label)
-        if log_x:
-            ax.set_xscale("log")
-        if x_name and not numeric_x:
-            ax.set_xticks(range(len(x_values)), [str(v) for v in x_values])
-        ax.set_xlabel(x_name or "")
-        ax.set_title(metric, fontsize=9)
-        ax.grid(alpha=0.3)
-        if others:
-            ax.legend(fontsize=7)
+        key = tuple(choices[k].index(p.swept[n]) for k, n in enumerate(others))
+        at = x_values.index(p.swept[x_name]) if x_name else 0
+        results = records[p.name]["results"]
+        group = groups.setdefault(key, {m: ([None] * len(x_values), [None] * len(x_values)) for m in metrics})
+        for m in metrics:
+            group[m][0][at] = float(results[m]) if _numeric(results.get(m)) else None
+            std = results.get(f"{m}_std")
+            group[m][1][at] = float(std) if _numeric(std) and math.isfinite(std) else None
+    for group in groups.values():
+        for m, (ys, errs) in group.items():
+            group[m] = (ys, None if all(e is None for e in errs) else [e if e is not None else 0.0 for e in errs])
     n_bad = len(sweep.points) - len(ok)
-    fig.suptitle(f"sweep of {sweep.notebook.name}: {len(ok)} point(s)"
-                 + (f" ({n_bad} failed or pending, not shown)" if n_bad else ""), fontsize=10)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    atomic_write(path, lambda f: f.write(buffer.getvalue()))
-    return path
+    title = (f"sweep of {sweep.notebook.name}: {len(ok)} point(s)"
+             + (f" ({n_bad} failed or pending, not shown)" if n_bad else ""))
+    return _Series(x_name, x_values, numeric_x, log_x, others, choices, dict(sorted(groups.items())), title)

@@ -31,7 +31,7 @@ from ..sysutil import PINNED_THREADS, terminate_workers
 from .grid import Sweep, SweepError
 from .point import (PARAMETERS_CHANGED, SweepFolder, as_stored, execute_point, point_identity,
                     point_status)
-from .results import check_metrics, write_csv, write_summary_figure
+from .results import check_metrics, write_csv, write_summary_figure, write_summary_html
 
 __all__ = ["DEFAULT_OUT", "SweepResult", "run_sweep"]
 
@@ -54,6 +54,8 @@ class SweepResult:
         Its ``results.csv``.
     figure : pathlib.Path or None
         Its ``summary.png``, None if there was nothing to draw.
+    page : pathlib.Path or None
+        Its ``summary.html`` (the same, interactive), None if there was nothing to draw.
     ok, failed : int
         Points with a record, by status (the complete ones skipped included).
     skipped : int
@@ -76,6 +78,7 @@ class SweepResult:
     pending: int
     interrupted: bool = False
     figure_error: str | None = None
+    page: Path | None = None
 
     @property
     def exit_code(self) -> int:
@@ -206,9 +209,10 @@ def run_sweep(sweep: Sweep, *, out=DEFAULT_OUT, workers=None, scheduler=None, re
                 bar.close()
 
         csv_path = write_csv(sweep, records, root / "results.csv", all_results)
-        figure_error = None
+        figure_error, page = None, None
         try:
             figure = write_summary_figure(sweep, records, root / "summary.png", metrics)
+            page = write_summary_html(sweep, records, root / "summary.html", metrics)
         except SweepError as err:
             figure, figure_error = None, str(err)
             log(f"error: {err}")
@@ -216,12 +220,12 @@ def run_sweep(sweep: Sweep, *, out=DEFAULT_OUT, workers=None, scheduler=None, re
     failed = sum(1 for r in records.values() if r.get("status") != "ok")
     result = SweepResult(out=root, csv=csv_path, figure=figure, ok=ok, failed=failed, skipped=skipped,
                          pending=len(sweep.points) - len(records), interrupted=interrupted,
-                         figure_error=figure_error)
+                         figure_error=figure_error, page=page)
     if interrupted:
         log(f"interrupted: {ok + failed} of {len(sweep.points)} point(s) are recorded in {root}/; "
             f"run the same command again to finish the other {result.pending}")
     log(f"{ok} ok, {failed} failed, {result.pending} pending; results: {csv_path}"
-        + (f", figure: {figure}" if figure else ""))
+        + (f", figure: {figure}" if figure else "") + (f", interactive: {page}" if page else ""))
     return result
 
 
