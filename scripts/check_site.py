@@ -73,19 +73,16 @@ class Visit:
     width: int = WIDTHS[0]
     events: list[str] = field(default_factory=list)   # console errors, blocked and failed requests
     maths: int = 0      # .math elements found by maths_typeset
-    _page: Page | None = field(default=None, repr=False)
 
-    def screenshot(self, name: str) -> Path:
-        """Save a full-page screenshot as ``<page>-<name>.png`` and return its path."""
+    def screenshot(self, page: Page, name: str) -> Path:
+        """Save a full-page screenshot of ``page`` as ``<page>-<name>.png`` (``book__sgd-800.png``)."""
         path = self.shots / f"{self.rel.removesuffix('.html').replace('/', '__')}-{name}.png"
-        self._page.screenshot(path=str(path), full_page=True)
+        page.screenshot(path=str(path), full_page=True)
         return path
 
 
 PageCheck = Callable[[Page, Visit], "list[str]"]
 
-
-# ---- checks of a loaded page ------------------------------------------------
 
 BROKEN_IMAGES_JS = """() => Array.from(document.images)
   .filter(img => !(img.complete && img.naturalWidth > 0))
@@ -146,17 +143,16 @@ MATHS_JS = r"""async () => {
     n.parentElement.closest('mjx-container, pre, code, script, style, textarea, .highlight')
       ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT});
   for (let n = walker.nextNode(); n; n = walker.nextNode()) {
-    const m = n.textContent.match(tex);
-    if (m && n.parentElement.getClientRects().length) problems.push('raw TeX on the page: ' + n.textContent.trim().slice(0, 80));
+    if (tex.test(n.textContent) && n.parentElement.getClientRects().length) problems.push('raw TeX on the page: ' + n.textContent.trim().slice(0, 80));
   }
-  return {count: maths.length, typeset: document.querySelectorAll('mjx-container').length, problems};
+  return {count: maths.length, problems};
 }"""
 
 
 def maths_typeset(page: Page, visit: Visit) -> list[str]:
     result = page.evaluate(MATHS_JS)
     visit.maths = result["count"]
-    return result.get("problems", [])
+    return result["problems"]
 
 
 # Tables: one inside an element that scrolls sideways is fine; otherwise it must
@@ -217,7 +213,7 @@ def layout_fits(page: Page, visit: Visit) -> list[str]:
 
 
 def full_page_screenshot(page: Page, visit: Visit) -> list[str]:
-    visit.screenshot(str(visit.width))
+    visit.screenshot(page, str(visit.width))
     return []
 
 
@@ -225,8 +221,6 @@ PAGE_CHECKS: list[PageCheck] = [images_loaded, fonts_loaded, references_resolved
 WIDTH_CHECKS: list[PageCheck] = [layout_fits, full_page_screenshot]
 FILE_CHECKS: list[PageCheck] = [images_loaded, fonts_loaded, maths_typeset]
 
-
-# ---- opening pages with every outside request blocked --------------------------
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
@@ -260,7 +254,6 @@ def open_page(context, visit: Visit) -> Page:
     requests and failed requests of the site's own files.
     """
     page = context.new_page()
-    visit._page = page
     events = visit.events
 
     def route(r):
