@@ -1,16 +1,35 @@
-"""Open every page of the built book in headless Chromium and check it as a reader would see it.
+"""Open every page of the built book in headless Chromium, with no network, and check it as a reader would see it.
 
-For each HTML page of ``_build/html`` (or the folder given): no console
-errors, every image loaded (``naturalWidth > 0``), no unresolved figure or
-table reference (Sphinx leaves "??" or a ``std-ref`` span without a target),
-and a full-page screenshot in ``_build/screenshots``.  Uses Debian's
-``/usr/bin/chromium`` through Playwright; no browser is downloaded.
+The site must be self-contained: every script, style sheet, font and image a
+page uses comes from the built folder itself (MathJax from ``_static/mathjax``).
+The check serves ``_build/html`` (or the folder given) on a loopback port and
+blocks every request outside it: each blocked address is a problem, and so is
+a request inside the site that fails. Chromium also resolves no host name
+but the loopback address, so nothing can leave the machine.
 
-The pages load MathJax from the jsdelivr CDN.  Where the machine has no route
-to it (as in CI), each CDN request is answered from the same package and
-version fetched with ``npm pack`` from the npm registry, so the pages are
-checked with the code a reader gets.  Any other off-site request fails the
-check.
+Each page, served over HTTP:
+
+- no console error or uncaught exception;
+- every image loaded (``naturalWidth > 0``), every web font loaded;
+- no unresolved figure or table reference (Sphinx leaves "??" or a
+  ``std-ref`` span without a target);
+- its maths typeset by MathJax: every ``.math`` element holds an
+  ``mjx-container``, none holds a MathJax error, and no TeX (``\\(``, ``\\[``,
+  ``$...$``) is left in the page's text;
+- at 1400 and 800 px wide: the page never scrolls sideways
+  (``document.documentElement.scrollWidth <= innerWidth``), and every table is
+  either within its container's visible width or inside a container that
+  scrolls sideways; a full-page screenshot at each width in
+  ``_build/screenshots`` (``book__sgd-800.png``).
+
+Then every page again, opened from disk (``file://``) in an offline browser:
+no console error, no request outside the site, images loaded and maths typeset,
+as a reader who downloaded the site sees it.
+
+A check of a page is a function ``check(page, visit) -> list[str]`` taking the
+Playwright page and a :class:`Visit`; add it to ``PAGE_CHECKS`` (once per page,
+over HTTP), ``WIDTH_CHECKS`` (at each width) or ``FILE_CHECKS`` (from disk).
+Uses Debian's ``/usr/bin/chromium`` through Playwright; no browser is downloaded.
 
 Usage: ``python scripts/check_site.py [_build/html]``; exits 1 listing every problem.
 """
@@ -20,21 +39,70 @@ from __future__ import annotations
 import argparse
 import functools
 import http.server
-import mimetypes
-import re
-import subprocess
 import sys
-import tarfile
-import tempfile
 import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import Page, sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
-# The machine's network is closed: keep Chromium from trying to phone home.
+# No host name resolves but the loopback address (the server's), so no request
+# can leave the machine whatever the routing below lets through; and Chromium
+# does not phone home.
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
+WIDTHS = (1400, 800)
+HEIGHT = 900
+# Addresses that are no request to anywhere: inline data and the page's own objects.
+LOCAL_SCHEMES = ("data:", "blob:", "about:")
+
+
+@dataclass
+class Visit:
+    """One page being checked: where it is, and where its screenshots go."""
+
+    rel: str            # path under the site's root, e.g. "book/sgd.html"
+    url: str            # as the browser opened it (http://127.0.0.1:.../ or file://)
+    site: str           # the prefix every request of the page must start with
+    shots: Path         # folder for screenshots
+    width: int = WIDTHS[0]
+    events: list[str] = field(default_factory=list)   # console errors, blocked and failed requests
+    maths: int = 0      # .math elements found by maths_typeset
+
+    def screenshot(self, page: Page, name: str) -> Path:
+        """Save a full-page screenshot of ``page`` as ``<page>-<name>.png`` (``book__sgd-800.png``)."""
+        path = self.shots / f"{self.rel.removesuffix('.html').replace('/', '__')}-{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+
+
+PageCheck = Callable[[Page, Visit], "list[str]"]
+
+
+BROKEN_IMAGES_JS = """() => Array.from(document.images)
+  .filter(img => !(img.complete && img.naturalWidth > 0))
+  .map(img => img.getAttribute('src'))"""
+
+
+def images_loaded(page: Page, visit: Visit) -> list[str]:
+    return [f"image did not load: {src}" for src in page.evaluate(BROKEN_IMAGES_JS)]
+
+
+FONTS_JS = """async () => {
+  await document.fonts.ready;
+  return Array.from(document.fonts).filter(f => f.status === 'error')
+    .map(f => `${f.family} ${f.weight} ${f.style}`);
+}"""
+
+
+def fonts_loaded(page: Page, visit: Visit) -> list[str]:
+    return [f"font did not load: {font}" for font in page.evaluate(FONTS_JS)]
+
 
 UNRESOLVED_JS = """() => {
   const bad = [];
@@ -46,9 +114,112 @@ UNRESOLVED_JS = """() => {
   }
   return bad;
 }"""
-BROKEN_IMAGES_JS = """() => Array.from(document.images)
-  .filter(img => !(img.complete && img.naturalWidth > 0))
-  .map(img => img.getAttribute('src'))"""
+
+
+def references_resolved(page: Page, visit: Visit) -> list[str]:
+    return [f"unresolved reference: {ref}" for ref in page.evaluate(UNRESOLVED_JS)]
+
+
+# Sphinx writes maths as .math elements holding \(...\) or \[...\]; MathJax
+# replaces the TeX with an mjx-container. Text outside maths and code that still
+# looks like TeX (delimiters, or $...$ around a command, ^ or _) was never typeset.
+MATHS_JS = r"""async () => {
+  const maths = Array.from(document.querySelectorAll('.math'));
+  const problems = [], started = Date.now();
+  while (maths.length && !(window.MathJax && MathJax.startup && MathJax.startup.promise)) {
+    if (Date.now() - started > 20000) { problems.push('MathJax did not start'); break; }
+    await new Promise(r => setTimeout(r, 100));
+  }
+  if (maths.length && !problems.length) await MathJax.startup.promise;
+  await document.fonts.ready;
+  for (const el of maths) {
+    if (!el.querySelector('mjx-container')) problems.push('not typeset: ' + el.textContent.trim().slice(0, 80));
+  }
+  for (const err of document.querySelectorAll('mjx-merror')) {
+    problems.push('MathJax error: ' + (err.getAttribute('data-mjx-error') || err.textContent).slice(0, 120));
+  }
+  const tex = /\\\(|\\\[|\$[^$\n]{0,200}?[\\^_][^$\n]{0,200}?\$/;
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT, {acceptNode: n =>
+    n.parentElement.closest('mjx-container, pre, code, script, style, textarea, .highlight')
+      ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT});
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    if (tex.test(n.textContent) && n.parentElement.getClientRects().length) problems.push('raw TeX on the page: ' + n.textContent.trim().slice(0, 80));
+  }
+  return {count: maths.length, problems};
+}"""
+
+
+def maths_typeset(page: Page, visit: Visit) -> list[str]:
+    result = page.evaluate(MATHS_JS)
+    visit.maths = result["count"]
+    return result["problems"]
+
+
+# Tables: one inside an element that scrolls sideways is fine; otherwise it must
+# lie within the first ancestor that clips it, or within the page's content
+# column (the article) if none does.
+LAYOUT_JS = r"""() => {
+  const problems = [];
+  const width = window.innerWidth, root = document.documentElement;
+  const describe = el => el.tagName.toLowerCase() + (el.id ? '#' + el.id : '')
+    + (el.className && typeof el.className === 'string' ? '.' + el.className.trim().split(/\s+/).join('.') : '');
+  if (root.scrollWidth > width) {
+    // The outermost elements that stick out, leaving out what scrolls or is clipped inside a box.
+    const boxed = el => {
+      for (let a = el.parentElement; a && a !== document.body; a = a.parentElement) {
+        if (getComputedStyle(a).overflowX !== 'visible') return true;
+      }
+      return false;
+    };
+    const wide = Array.from(document.body.querySelectorAll('*')).filter(el => {
+      const r = el.getBoundingClientRect();
+      return r.width && r.right > width + 1 && getComputedStyle(el).position !== 'fixed' && !boxed(el);
+    }).filter((el, _, all) => !all.includes(el.parentElement));
+    problems.push(`the page scrolls sideways: ${root.scrollWidth} px wide in a ${width} px window`
+      + (wide.length ? '; widest: ' + wide.slice(0, 3).map(describe).join(', ') : ''));
+  }
+  const column = document.querySelector('article.bd-article, main, [role=main]') || document.body;
+  const inner = el => {  // an element's box less its padding: where its content may go
+    const r = el.getBoundingClientRect(), cs = getComputedStyle(el);
+    return {left: r.left + parseFloat(cs.paddingLeft), right: r.right - parseFloat(cs.paddingRight)};
+  };
+  for (const table of document.querySelectorAll('table')) {
+    const r = table.getBoundingClientRect();
+    if (!r.width || !table.getClientRects().length) continue;
+    let box = table.parentElement, scrolls = false;
+    for (; box && box !== document.body; box = box.parentElement) {
+      const ox = getComputedStyle(box).overflowX;
+      if (ox === 'auto' || ox === 'scroll') { scrolls = true; break; }
+      if (ox === 'hidden' || ox === 'clip') break;
+    }
+    const name = describe(table) + ' (' + (table.querySelector('caption, th, td')?.textContent.trim().slice(0, 30) || '') + ')';
+    const clip = !scrolls && box && box !== document.body ? box : column;
+    const limit = inner(scrolls ? column : clip);
+    const within = s => s.left >= limit.left - 1 && s.right <= limit.right + 1;
+    if (scrolls && !within(box.getBoundingClientRect())) {
+      problems.push(`table ${name}: its scrolling container ${describe(box)} is wider than the content column`);
+    } else if (!scrolls && !within(r)) {
+      problems.push(`table ${name} is ${Math.round(r.width)} px wide and does not scroll: `
+        + `it spans ${Math.round(r.left)}..${Math.round(r.right)} px, ${clip === column ? 'the content column' : 'its container'} `
+        + `${describe(clip)} ${Math.round(limit.left)}..${Math.round(limit.right)} px`);
+    }
+  }
+  return problems;
+}"""
+
+
+def layout_fits(page: Page, visit: Visit) -> list[str]:
+    return [f"at {visit.width} px: {p}" for p in page.evaluate(LAYOUT_JS)]
+
+
+def full_page_screenshot(page: Page, visit: Visit) -> list[str]:
+    visit.screenshot(page, str(visit.width))
+    return []
+
+
+PAGE_CHECKS: list[PageCheck] = [images_loaded, fonts_loaded, references_resolved, maths_typeset]
+WIDTH_CHECKS: list[PageCheck] = [layout_fits, full_page_screenshot]
+FILE_CHECKS: list[PageCheck] = [images_loaded, fonts_loaded, maths_typeset]
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -64,87 +235,117 @@ def serve(root: Path):
     return server, f"http://127.0.0.1:{server.server_address[1]}/"
 
 
-# jsdelivr's npm CDN: https://cdn.jsdelivr.net/npm/<package>@<version>/<path>
-CDN_NPM = re.compile(r"https://cdn\.jsdelivr\.net/npm/((?:@[^/]+/)?[^/@]+@[^/]+)/(.+)")
+def site_pages(root: Path) -> list[Path]:
+    """Every page a reader reaches: not Sphinx's index and search pages, nor the top-level redirect."""
+    return sorted(p for p in root.rglob("*.html")
+                  if not p.relative_to(root).parts[0].startswith("_")
+                  and p.name not in ("genindex.html", "search.html")
+                  and 'http-equiv="Refresh"' not in p.read_text(errors="replace")[:2000])
 
 
-class NpmMirror:
-    """Files of npm packages, fetched once per package with ``npm pack`` into a temporary folder."""
-
-    def __init__(self):
-        self.root = Path(tempfile.mkdtemp(prefix="ex3-npm-"))
-
-    def file(self, spec: str, path: str) -> Path | None:
-        folder = self.root / spec.replace("/", "__")
-        if not folder.exists():
-            folder.mkdir(parents=True)
-            out = subprocess.run(["npm", "pack", spec, "--silent", "--pack-destination", str(folder)],
-                                 capture_output=True, text=True)
-            tarballs = list(folder.glob("*.tgz"))
-            if out.returncode or not tarballs:
-                return None
-            with tarfile.open(tarballs[0]) as tar:
-                tar.extractall(folder, filter="data")
-        target = folder / "package" / path
-        return target if target.is_file() else None
-
-    def resolve(self, url: str) -> Path | None:
-        """The local file for a CDN ``url``, or None if it is not a known CDN path."""
-        m = CDN_NPM.fullmatch(url.split("?")[0].split("#")[0])
-        return self.file(m.group(1), m.group(2)) if m else None
+def _outside(url: str, site: str) -> bool:
+    return not (url.startswith(site) or url.startswith(LOCAL_SCHEMES))
 
 
-def _route(mirror: NpmMirror, base: str, offsite: list):
-    def handle(route):
-        url = route.request.url
-        if url.startswith(base):
-            return route.continue_()
-        local = mirror.resolve(url)
-        if local is None:
-            offsite.append(url)
-            return route.abort()
-        kind = mimetypes.guess_type(local.name)[0] or "application/octet-stream"
-        return route.fulfill(path=str(local), content_type=kind,
-                             headers={"Access-Control-Allow-Origin": "*"})
-    return handle
+def open_page(context, visit: Visit) -> Page:
+    """Open ``visit.url`` in ``context``, blocking and recording every request outside ``visit.site``.
+
+    ``visit.events`` collects console errors, uncaught exceptions, blocked
+    requests and failed requests of the site's own files.
+    """
+    page = context.new_page()
+    events = visit.events
+
+    def route(r):
+        if _outside(r.request.url, visit.site):
+            return r.abort("blockedbyclient")
+        return r.continue_()
+
+    def on_request(request):
+        if _outside(request.url, visit.site):
+            events.append(f"request outside the site (blocked): {request.url}")
+
+    def on_failed(request):
+        if not _outside(request.url, visit.site):
+            events.append(f"failed to load: {request.url} ({request.failure})")
+
+    def on_response(response):
+        if not _outside(response.url, visit.site) and response.status >= 400:
+            events.append(f"failed to load: {response.url} (HTTP {response.status})")
+
+    page.route("**/*", route)
+    page.on("request", on_request)
+    page.on("requestfailed", on_failed)
+    page.on("response", on_response)
+    page.on("console", lambda msg: msg.type == "error" and events.append(f"console error: {msg.text}"))
+    page.on("pageerror", lambda exc: events.append(f"uncaught exception: {exc}"))
+    page.goto(visit.url, wait_until="load")
+    try:
+        page.wait_for_load_state("networkidle", timeout=15_000)
+        page.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=15_000)
+    except PlaywrightError as exc:
+        events.append(f"did not finish loading: {exc.message.splitlines()[0]}")
+    return page
+
+
+def _run(page: Page, visit: Visit, checks: list[PageCheck]) -> list[str]:
+    problems = []
+    for check in checks:
+        try:
+            problems += check(page, visit)
+        except PlaywrightError as exc:
+            problems.append(f"{check.__name__} failed: {exc.message.splitlines()[0]}")
+    return problems
 
 
 def check(root: Path, shots: Path) -> list[str]:
-    # Every page a reader reaches: skip Sphinx's own index/search pages and the
-    # top-level redirect to the root document.
-    pages = sorted(p for p in root.rglob("*.html")
-                   if not p.relative_to(root).parts[0].startswith("_")
-                   and p.name not in ("genindex.html", "search.html")
-                   and 'http-equiv="Refresh"' not in p.read_text(errors="replace")[:2000])
+    """Every problem of the site under ``root``, as ``"<page>: <problem>"`` lines."""
+    root = root.resolve()
+    pages = site_pages(root)
     if not pages:
         return [f"no HTML pages under {root}"]
     shots.mkdir(parents=True, exist_ok=True)
     problems = []
     server, base = serve(root)
-    mirror = NpmMirror()
+    file_site = root.as_uri() + "/"
+    maths = {"http": 0, "file": 0}
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-            for page_path in pages:
-                rel = page_path.relative_to(root).as_posix()
-                page = browser.new_page(viewport={"width": 1280, "height": 900})
-                offsite = []
-                page.route("**/*", _route(mirror, base, offsite))
-                errors = []
-                page.on("console", lambda msg, errors=errors: msg.type == "error" and errors.append(msg.text))
-                page.on("pageerror", lambda exc, errors=errors: errors.append(str(exc)))
-                page.goto(base + rel, wait_until="networkidle")
-                page.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=15_000)
-                problems += [f"{rel}: console error: {e}" for e in errors]
-                problems += [f"{rel}: request to an unknown off-site address: {u}" for u in offsite]
-                problems += [f"{rel}: image did not load: {src}" for src in page.evaluate(BROKEN_IMAGES_JS)]
-                problems += [f"{rel}: unresolved reference: {ref}" for ref in page.evaluate(UNRESOLVED_JS)]
-                page.screenshot(path=str(shots / (rel.replace("/", "__") + ".png")), full_page=True)
+            served = browser.new_context(viewport={"width": WIDTHS[0], "height": HEIGHT})
+            # Opened from disk: the browser is offline besides.
+            offline = browser.new_context(viewport={"width": WIDTHS[0], "height": HEIGHT}, offline=True)
+            for path in pages:
+                rel = path.relative_to(root).as_posix()
+                start = time.monotonic()
+                visit = Visit(rel, base + rel, base, shots)
+                page = open_page(served, visit)
+                found = _run(page, visit, PAGE_CHECKS)
+                for width in WIDTHS:
+                    visit.width = width
+                    page.set_viewport_size({"width": width, "height": HEIGHT})
+                    page.wait_for_timeout(300)
+                    found += _run(page, visit, WIDTH_CHECKS)
                 page.close()
-                print(f"checked {rel}")
+                maths["http"] += visit.maths
+
+                disk = Visit(rel, path.as_uri(), file_site, shots)
+                page = open_page(offline, disk)
+                found_disk = _run(page, disk, FILE_CHECKS)
+                page.close()
+                maths["file"] += disk.maths
+
+                problems += [f"{rel}: {p}" for p in visit.events + found]
+                problems += [f"{rel} (file://): {p}" for p in disk.events + found_disk]
+                print(f"checked {rel}: {visit.maths} maths elements, "
+                      f"{len(visit.events) + len(found) + len(disk.events) + len(found_disk)} problem(s), "
+                      f"{time.monotonic() - start:.1f} s")
             browser.close()
     finally:
         server.shutdown()
+    for mode, count in maths.items():
+        if not count:
+            problems.append(f"no page has maths ({mode}): the maths check checked nothing")
     return problems
 
 
