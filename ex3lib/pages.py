@@ -217,10 +217,9 @@ def runs_payload(g: Grid, runs: dict) -> dict:
     n_cols = len(g.columns.choices)
     records = {keys[c]: _run_record(runs[c]) for c in g.configs()}
     grid_cells = [{"run": keys[c], "baseline": keys[g.baseline_of(c)]} for c in cells]
-    acc = np.array([[records[grid_cells[i * n_cols + j]["run"]]["final_accuracy"] or np.nan
-                     for j in range(n_cols)] for i in range(len(g.rows.choices))], dtype=float)
-    bad = np.array([[records[grid_cells[i * n_cols + j]["run"]]["failed"] for j in range(n_cols)]
-                    for i in range(len(g.rows.choices))])
+    at = [[records[grid_cells[i * n_cols + j]["run"]] for j in range(n_cols)] for i in range(len(g.rows.choices))]
+    acc = np.array([[np.nan if r["final_accuracy"] is None else r["final_accuracy"] for r in row] for row in at])
+    bad = np.array([[r["failed"] for r in row] for row in at])
     start = _start_cell(g, cells)
     first = cells[0]
     images = "all training images" if first.train_size is None else f"the first {first.train_size:,} training images"
