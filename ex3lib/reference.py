@@ -76,6 +76,15 @@ def init_state(w) -> State:
     return State(np.zeros_like(w), np.zeros_like(w), np.zeros_like(w), np.zeros_like(w), 0)
 
 
+def flush(a):
+    """A decaying state with its non-zero values below the smallest normal float64 set to 0, as the kernels do.
+
+    Left alone, such a value sticks at the smallest subnormal and makes every later step slow
+    (:data:`ex3lib.kernels.updates.SMALLEST_NORMAL`); it moves no weight.
+    """
+    return np.where((a != 0) & (np.abs(a) < np.finfo(np.float64).tiny), a - a, a)
+
+
 def sgd(w, g, state, *, learning_rate, momentum=0.0, nesterov=False):
     r"""Plain SGD (report Eq. 4), classical momentum or Nesterov momentum (Sutskever et al. 2013).
 
@@ -85,7 +94,7 @@ def sgd(w, g, state, *, learning_rate, momentum=0.0, nesterov=False):
     """
     if momentum == 0.0:
         return w - learning_rate * g, state._replace(step=state.step + 1)
-    v = momentum * state.velocity + learning_rate * g
+    v = flush(momentum * state.velocity + learning_rate * g)
     step = momentum * v + learning_rate * g if nesterov else v
     return w - step, state._replace(velocity=v, step=state.step + 1)
 
@@ -98,7 +107,7 @@ def adagrad(w, g, state, *, learning_rate, eps=1e-8):
 
 def rmsprop(w, g, state, *, learning_rate, b2=0.9, eps=1e-8):
     r"""RMSProp (Tieleman & Hinton 2012): AdaGrad with a decaying sum, :math:`G \leftarrow \beta_2 G + (1 - \beta_2) \bar g^2`."""
-    G = b2 * state.sum_sq + (1 - b2) * g**2
+    G = flush(b2 * state.sum_sq + (1 - b2) * g**2)
     return w - learning_rate / np.sqrt(G + eps) * g, state._replace(sum_sq=G, step=state.step + 1)
 
 
@@ -110,8 +119,8 @@ def adam(w, g, state, *, learning_rate, b1=0.9, b2=0.999, eps=1e-8):
     :math:`w \leftarrow w - \eta \frac{\mu / (1 - \beta_1^t)}{\sqrt{\nu / (1 - \beta_2^t)} + \epsilon}`.
     """
     t = state.step + 1
-    mu = b1 * state.mu + (1 - b1) * g
-    nu = b2 * state.nu + (1 - b2) * g**2
+    mu = flush(b1 * state.mu + (1 - b1) * g)
+    nu = flush(b2 * state.nu + (1 - b2) * g**2)
     w = w - learning_rate * (mu / (1 - b1**t)) / (np.sqrt(nu / (1 - b2**t)) + eps)
     return w, state._replace(mu=mu, nu=nu, step=t)
 

@@ -161,13 +161,14 @@ class ResultsStore:
         # Through JSON and back, so that the comparison sees what a file can hold.
         if stored["config"] != json.loads(json.dumps(config.to_dict())):
             return self._invalid(path, "holds the result of another config")
-        try:
-            history = History.from_dict(stored["history"])
-        except ValueError as err:
-            return self._invalid(path, f"holds a malformed history ({err})")
+        # The checksum first: an edited file is reported as edited, whatever the edit broke.
         if stored["sha256"] != _checksum(stored):
             return self._invalid(path, "does not match its checksum (sha256): it was edited or damaged "
                                        "after it was written")
+        try:
+            history = History.from_dict(stored["history"])
+        except (ValueError, TypeError, OverflowError) as err:
+            return self._invalid(path, f"holds a malformed history ({err})")
         return history
 
     def put(self, config: RunConfig, history: History) -> None:

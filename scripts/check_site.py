@@ -22,9 +22,15 @@ Each page, served over HTTP:
   scrolls sideways; a full-page screenshot at each width in
   ``_build/screenshots`` (``book__sgd-800.png``).
 
+And every explorer of a page (``ex3lib.pages``) driven as a reader would:
+for each control two values selected, and after each the figure's curves and
+text compared with the selected run in the results store, an element
+screenshot saved (``scripts/site_explorers.py``); the experiment chapters of
+:data:`EXPLORER_PAGES` must each hold one.
+
 Then every page again, opened from disk (``file://``) in an offline browser:
-no console error, no request outside the site, images loaded and maths typeset,
-as a reader who downloaded the site sees it.
+no console error, no request outside the site, images loaded, maths typeset
+and every explorer drawn, as a reader who downloaded the site sees it.
 
 A check of a page is a function ``check(page, visit) -> list[str]`` taking the
 Playwright page and a :class:`Visit`; add it to ``PAGE_CHECKS`` (once per page,
@@ -48,6 +54,7 @@ from typing import Callable
 
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Page, sync_playwright
+from site_explorers import check_explorers, explorers_ready
 
 CHROMIUM = "/usr/bin/chromium"
 # No host name resolves but the loopback address (the server's), so no request
@@ -57,6 +64,9 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
 WIDTHS = (1400, 800)
+#: Pages that must hold an explorer, where the site has them.
+EXPLORER_PAGES = ("book/sgd.html", "book/gradients.html", "book/decay.html", "book/momentum.html",
+                  "book/adaptive.html")
 HEIGHT = 900
 # Addresses that are no request to anywhere: inline data and the page's own objects.
 LOCAL_SCHEMES = ("data:", "blob:", "about:")
@@ -217,9 +227,20 @@ def full_page_screenshot(page: Page, visit: Visit) -> list[str]:
     return []
 
 
-PAGE_CHECKS: list[PageCheck] = [images_loaded, fonts_loaded, references_resolved, maths_typeset]
+def explorers_work(page: Page, visit: Visit) -> list[str]:
+    problems = check_explorers(page, visit.rel, visit.shots)
+    if visit.rel in EXPLORER_PAGES and page.locator(".ex3-explorer").count() == 0:
+        problems.append("the chapter has no explorer (ex3lib.pages.explorer)")
+    return problems
+
+
+def explorers_drawn(page: Page, visit: Visit) -> list[str]:
+    return explorers_ready(page)
+
+
+PAGE_CHECKS: list[PageCheck] = [images_loaded, fonts_loaded, references_resolved, maths_typeset, explorers_work]
 WIDTH_CHECKS: list[PageCheck] = [layout_fits, full_page_screenshot]
-FILE_CHECKS: list[PageCheck] = [images_loaded, fonts_loaded, maths_typeset]
+FILE_CHECKS: list[PageCheck] = [images_loaded, fonts_loaded, maths_typeset, explorers_drawn]
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

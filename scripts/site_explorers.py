@@ -56,7 +56,7 @@ def _targets(axis: dict) -> list[int]:
     return list(dict.fromkeys(others))[:2]
 
 
-def _check_runs(root, data, rel, store, shots, stem) -> list[str]:
+def _check_runs(root, data, store, shots, stem) -> list[str]:
     from ex3lib import pages
 
     problems = []
@@ -68,7 +68,7 @@ def _check_runs(root, data, rel, store, shots, stem) -> list[str]:
             selected[k] = index
             root.page.wait_for_timeout(150)
             state = _plot_state(root)
-            where = f"{rel}: explorer {data['name']}, " + ", ".join(
+            where = f"explorer {data['name']}, " + ", ".join(
                 f"{a['label']} = {a['choices'][i]}" for a, i in zip(data["axes"], selected))
             config = grid.cell(*selected)
             history = store.get(config)
@@ -98,14 +98,14 @@ def _choice(data, k, selected):
     return data["axes"][k]["choices"][selected[k]]
 
 
-def _check_gradients(root, data, rel, shots, stem) -> list[str]:
+def _check_gradients(root, data, shots, stem) -> list[str]:
     problems = []
     axis = data["axes"][0]
     for index in _targets(axis):
         _select(root, axis, 0, index)
         root.page.wait_for_timeout(150)
         state = _plot_state(root)
-        where = f"{rel}: explorer gradients, h = {axis['choices'][index]}"
+        where = f"explorer gradients, h = {axis['choices'][index]}"
         for t, m in enumerate(data["methods"]):
             if state["traces"][t]["y"] != data["counts"][m][index]:
                 problems.append(f"{where}: the {m} histogram is not the sweep's at this step")
@@ -116,6 +116,21 @@ def _check_gradients(root, data, rel, shots, stem) -> list[str]:
             problems.append(f"{where}: the curve against h does not mark the selected step")
         root.screenshot(path=str(shots / f"{stem}-gradients-{index}.png"))
     return problems
+
+
+def _wait_ready(page, root, n) -> list[str]:
+    try:
+        page.wait_for_function("r => r.dataset.ready === '1'", arg=root.element_handle(), timeout=READY_TIMEOUT_MS)
+    except Exception as err:  # noqa: BLE001 - reported as a problem of the page
+        return [f"explorer {n} never became ready ({type(err).__name__}); "
+                f"its text says {root.locator('.ex3-explorer-readout').text_content()!r}"]
+    return []
+
+
+def explorers_ready(page) -> list[str]:
+    """Every explorer on ``page`` drew its figure (e.g. opened from disk, where nothing is compared)."""
+    roots = page.locator(".ex3-explorer")
+    return [p for n in range(roots.count()) for p in _wait_ready(page, roots.nth(n), n)]
 
 
 def check_explorers(page, rel: str, shots: Path, store=None) -> list[str]:
@@ -131,19 +146,16 @@ def check_explorers(page, rel: str, shots: Path, store=None) -> list[str]:
     stem = rel.replace("/", "__").removesuffix(".html")
     for n in range(roots.count()):
         root = roots.nth(n)
-        try:
-            page.wait_for_function("r => r.dataset.ready === '1'", arg=root.element_handle(),
-                                   timeout=READY_TIMEOUT_MS)
-        except Exception as err:  # noqa: BLE001 - reported as a problem of the page
-            problems.append(f"{rel}: explorer {n} never became ready ({type(err).__name__}); "
-                            f"its text says {root.locator('.ex3-explorer-readout').text_content()!r}")
+        not_ready = _wait_ready(page, root, n)
+        if not_ready:
+            problems += not_ready
             continue
         data = json.loads(root.locator("script.ex3-explorer-data").text_content())
         root.scroll_into_view_if_needed()
         if data["kind"] == "runs":
-            problems += _check_runs(root, data, rel, store, shots, stem)
+            problems += _check_runs(root, data, store, shots, stem)
         elif data["kind"] == "gradients":
-            problems += _check_gradients(root, data, rel, shots, stem)
+            problems += _check_gradients(root, data, shots, stem)
         else:
-            problems.append(f"{rel}: explorer {n} of unknown kind {data['kind']!r}")
+            problems.append(f"explorer {n} of unknown kind {data['kind']!r}")
     return problems

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from ex3lib import analysis
-from synthetic import dead, hist, overflow, seeds
+from synthetic import blown_up, dead, hist, overflow, seeds
 
 
 def test_mean_curve_and_curve_shape():
@@ -162,3 +162,12 @@ def test_rank_methods_setting_range_and_speedups():
     assert analysis.setting_range(_grid({(0.1, 1): "dead", (0.1, 10): 0.98, (0.01, 10): 0.96})) == pytest.approx(0.02)
     s = analysis.speedups([10.0, 20.0], (3000, 4000))
     assert (s["speedup_min"], s["speedup_max"]) == (150.0, 400.0)
+
+
+def test_final_stats_count_every_form_of_divergence():
+    # What the sweep's CSV column "diverged" holds: a dead network, an overflow and a finite blow-up
+    # past the divergence bound all count; a run that trained, even to a poor accuracy, does not.
+    runs = [hist(0.97, seed=0), dead(seed=1), overflow(seed=2), blown_up(seed=3), hist(0.5, seed=4)]
+    stats = analysis.final_stats(runs)
+    assert stats["diverged"] == 3 and stats["n_seeds"] == 5
+    assert analysis.final_stats([hist(0.97, seed=0)])["diverged"] == 0

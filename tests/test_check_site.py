@@ -94,3 +94,108 @@ def test_the_site_must_have_maths_to_check(tmp_path):
     problems = check_site.check(tmp_path, tmp_path / "shots")
     assert problems == ["no page has maths (http): the maths check checked nothing",
                         "no page has maths (file): the maths check checked nothing"]
+
+
+def _explorer_site(root, store):
+    """A page with the decay explorer over synthetic runs stored in ``store``."""
+    from synthetic import hist
+
+    from ex3lib import pages
+
+    g = pages.GRIDS["decay"]
+    runs = {}
+    for k, c in enumerate(g.configs()):
+        fields = c.to_dict()
+        fields.pop("seed")
+        runs[c] = hist(0.9 + 0.005 * k, **fields)
+        store.put(c, runs[c])
+    (root / "_static").mkdir(parents=True)
+    (root / "_static" / pages.PLOTLY_JS).symlink_to(pages.plotly_js_path())
+    (root / "decay.html").write_text(HEAD.format(
+        head=f'<link rel="icon" href="data:,"><script defer src="_static/{pages.PLOTLY_JS}"></script>',
+        body=pages.element(pages.runs_payload(g, runs))))
+    return g, runs
+
+
+def _drive(root, store):
+    from playwright.sync_api import sync_playwright
+
+    import site_explorers
+
+    server, base = check_site.serve(root)
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=check_site.CHROMIUM, args=check_site.FLAGS)
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            errors = []
+            page.on("console", lambda msg: msg.type == "error" and errors.append(msg.text))
+            page.goto(base + "decay.html", wait_until="load")
+            problems = site_explorers.check_explorers(page, "decay.html", root / "shots", store=store)
+            browser.close()
+    finally:
+        server.shutdown()
+    return problems + [f"console error: {e}" for e in errors]
+
+
+def test_explorers_are_driven_and_compared_with_the_store(tmp_path):
+    from ex3lib import ResultsStore
+
+    store = ResultsStore(tmp_path / "store")
+    g, _ = _explorer_site(tmp_path / "site", store)
+    (tmp_path / "site" / "shots").mkdir()
+    assert _drive(tmp_path / "site", store) == []
+    shots = sorted(p.name for p in (tmp_path / "site" / "shots").glob("*.png"))
+    assert len(shots) == 4 and all(s.startswith("decay-decay-") for s in shots), shots
+
+
+def test_an_explorer_that_shows_other_numbers_than_the_store_is_reported(tmp_path):
+    from synthetic import hist
+
+    from ex3lib import ResultsStore
+
+    store = ResultsStore(tmp_path / "store")
+    g, runs = _explorer_site(tmp_path / "site", store)
+    (tmp_path / "site" / "shots").mkdir()
+    # The store now holds another history for the last η_N at the first η0 (a cell the check selects).
+    changed = g.cell(0, len(g.columns.choices) - 1)
+    fields = changed.to_dict()
+    fields.pop("seed")
+    store.put(changed, hist(0.5, **fields))
+    problems = _drive(tmp_path / "site", store)
+    assert any("the curves are not the stored run's" in p for p in problems), problems
+    assert any("the text does not say 'final test accuracy 0.5000'" in p for p in problems), problems
+
+
+def test_the_gradients_explorer_is_driven_against_its_sweep(tmp_path):
+    import numpy as np
+    from playwright.sync_api import sync_playwright
+
+    import site_explorers
+    from ex3lib import MLP, gradcheck, pages
+
+    net = MLP((784, 12, 10), seed=0)
+    x = np.zeros(784)
+    x[300:340] = 0.5
+    sweep = gradcheck.h_sweep(net, x, 3, hs=np.logspace(-1, -12, 12))
+    root = tmp_path / "site"
+    (root / "_static").mkdir(parents=True)
+    (root / "_static" / pages.PLOTLY_JS).symlink_to(pages.plotly_js_path())
+    (root / "gradients.html").write_text(HEAD.format(
+        head=f'<link rel="icon" href="data:,"><script defer src="_static/{pages.PLOTLY_JS}"></script>',
+        body=pages.element(pages.gradients_payload(sweep, h=1e-8))))
+    server, base = check_site.serve(root)
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=check_site.CHROMIUM, args=check_site.FLAGS)
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            errors = []
+            page.on("console", lambda msg: msg.type == "error" and errors.append(msg.text))
+            page.goto(base + "gradients.html", wait_until="load")
+            problems = site_explorers.check_explorers(page, "gradients.html", tmp_path)
+            text = page.locator(".ex3-explorer-readout").text_content()
+            browser.close()
+    finally:
+        server.shutdown()
+    assert problems == [] and errors == []
+    assert text.startswith("h = 1.0e-01: median relative error forward "), text  # the last step selected
+    assert len(list(tmp_path.glob("gradients-gradients-*.png"))) == 2

@@ -195,3 +195,18 @@ def test_deferred_first_layer_rows_match_step_by_step(small, name, hyper, batch_
     (lazy, lazy_hist), (eager, eager_hist) = runs
     np.testing.assert_allclose(lazy, eager, rtol=1e-10, atol=1e-13)
     np.testing.assert_allclose(lazy_hist.test_loss, eager_hist.test_loss, rtol=1e-10)
+
+
+def test_flush_sets_subnormal_states_to_zero_and_keeps_everything_else():
+    from ex3lib.kernels.updates import SMALLEST_NORMAL, flush
+
+    tiny = np.nextafter(0.0, 1.0)  # 2**-1074, where 0.9 * v rounds back to v for ever
+    assert 0.9 * tiny == tiny, "the reason: a decaying subnormal state sticks"
+    for value in (tiny, -tiny, SMALLEST_NORMAL / 2, -1e-310):
+        assert flush(value) == 0.0 and reference.flush(np.array([value]))[0] == 0.0
+    for value in (SMALLEST_NORMAL, -SMALLEST_NORMAL, 1e-300, 0.5, -3.0):
+        assert flush(value) == value and reference.flush(np.array([value]))[0] == value
+    assert np.isnan(flush(np.nan)) and np.isnan(reference.flush(np.array([np.nan]))[0])
+    assert np.signbit(flush(-0.0)) and np.signbit(reference.flush(np.array([-0.0]))[0])
+    small32 = np.float32(1e-40)  # a float32 subnormal: left alone, and still float32
+    assert flush(small32) == small32 and reference.flush(np.array([small32])).dtype == np.float32

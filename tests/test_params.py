@@ -118,3 +118,16 @@ def test_a_papermill_run_names_the_notebook_parameter(tmp_path):
             papermill.execute_notebook(str(tmp_path / "chapter.ipynb"), str(tmp_path / "out.ipynb"),
                                        parameters=parameters, progress_bar=False, cwd=str(tmp_path))
         assert info.value.ename == ename and info.value.evalue == message
+
+
+@pytest.mark.parametrize("chapter", sorted(params.CHAPTERS))
+def test_every_chapter_checks_its_parameters_before_it_runs_anything(chapter):
+    nb = nbformat.read(ROOT / "book" / f"{chapter}.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    first = next(i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", []))
+    after = code[first + 1].source
+    call = f'ex3lib.check_parameters(globals(), "{chapter}")'
+    assert call in after, f"the cell after {chapter}'s parameters must call {call}"
+    before = after[:after.index(call)]
+    assert "load_mnist" not in before and "run_many" not in before and "train(" not in before, \
+        "nothing may run before the parameters are checked"

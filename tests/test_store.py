@@ -205,7 +205,7 @@ FORMAT = store_mod.FORMAT
     (lambda text: "", "not valid JSON"),
     (lambda text: "[1, 2]", f"not a format-{FORMAT}"),
     (lambda text: text.replace(f'"format": {FORMAT}', f'"format": {FORMAT + 1}'), f"not a format-{FORMAT}"),
-    (lambda text: text.replace('"loss"', '"lost"'), "malformed history"),
+    (lambda text: text.replace('"loss"', '"lost"'), "does not match its checksum"),  # edited: the checksum tells first
 ])
 def test_damaged_file_is_a_miss_with_one_warning(store, trained, damage, problem):
     store.put(tiny(), trained)
@@ -468,8 +468,9 @@ def test_non_utf8_file_is_a_miss(store, trained):
     (lambda s: [s], f"not a format-{FORMAT} result file"),
     (lambda s: s.update(extra_field=1), f"not a format-{FORMAT} result file"),
     (lambda s: s.pop("sha256") and None, f"not a format-{FORMAT} result file"),
+    (lambda s: s["history"].update(seconds=10 ** 400), r"malformed history \(int too large"),
 ], ids=["diverged-as-text", "empty-loss", "short-array", "extra-list", "history-list", "list-not-object",
-        "unknown-field", "no-checksum"])
+        "unknown-field", "no-checksum", "huge-integer"])
 def test_file_of_the_wrong_shape_is_a_miss(store, trained, edit, problem):
     store.put(tiny(), trained)
     rewrite(store, tiny(), edit)
@@ -480,7 +481,8 @@ def test_file_of_the_wrong_shape_is_a_miss(store, trained, edit, problem):
     lambda s: s["history"]["loss"].__setitem__(-1, s["history"]["loss"][-1] / 2),   # a better result, by hand
     lambda s: s["history"].update(diverged=not s["history"]["diverged"]),
     lambda s: s["history"]["extra"].update(updates=1),
-], ids=["loss", "diverged", "extra"])
+    lambda s: s["history"].update(seconds=10 ** 400),   # an edit that would also break the history
+], ids=["loss", "diverged", "extra", "huge-integer"])
 def test_hand_edited_file_is_a_miss(store, trained, edit):
     store.put(tiny(), trained)
     path = store.path(tiny())
