@@ -226,7 +226,7 @@ def test_second_sweep_into_same_folder_refused(toy, tmp_path):
             sw.run_sweep(sweep, out=tmp_path / "runs", progress=False, log=lambda s: None)
 
 
-@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT], ids=lambda how: how.name)
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM], ids=lambda how: how.name)
 def test_kill_and_resume(toy, tmp_path, how):
     runs = tmp_path / "runs"
     out = runs / "toy"
@@ -239,7 +239,7 @@ def test_kill_and_resume(toy, tmp_path, how):
     assert proc.poll() is None, "the sweep finished before it could be killed"
     proc.send_signal(how)
     stdout, _ = proc.communicate(timeout=60)
-    if how == signal.SIGINT:
+    if how in (signal.SIGINT, signal.SIGTERM):  # both stop the sweep as Ctrl-C does
         assert proc.returncode == 130
         assert "interrupted" in stdout and "run the same command again" in stdout
         # The CSV lists every point, the unfinished ones as pending.
