@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 READY_TIMEOUT_MS = 30_000
@@ -98,6 +99,11 @@ def _choice(data, k, selected):
     return data["axes"][k]["choices"][selected[k]]
 
 
+def _exponent(text: str) -> str:
+    """Exponents written alike: JavaScript's ``toExponential`` writes ``1.0e+0`` where Python writes ``1.0e+00``."""
+    return re.sub(r"e([+-])0*(\d)", r"e\1\2", text)
+
+
 def _check_gradients(root, data, shots, stem) -> list[str]:
     problems = []
     axis = data["axes"][0]
@@ -110,7 +116,7 @@ def _check_gradients(root, data, shots, stem) -> list[str]:
             if state["traces"][t]["y"] != data["counts"][m][index]:
                 problems.append(f"{where}: the {m} histogram is not the sweep's at this step")
             text = f"{m} {data['median'][m][index]:.1e}"
-            if text.replace("e-0", "e-") not in state["readout"].replace("e-0", "e-"):
+            if _exponent(text) not in _exponent(state["readout"]):
                 problems.append(f"{where}: the text does not say the {m} median {text}: {state['readout']!r}")
         if state["step"] != str(index) or state["traces"][6]["x"][:1] != [data["hs"][index]]:
             problems.append(f"{where}: the curve against h does not mark the selected step")
