@@ -336,10 +336,12 @@ def gradients_payload(sweep, h=None) -> dict:
     fig.add_trace(go.Scatter(x=[], y=[], mode="markers", hoverinfo="skip", showlegend=False,  # trace 6
                              marker=dict(symbol="circle-open", size=14, color="black", line=dict(width=2))),
                   row=1, col=2)
-    fig.update_xaxes(type="log", title_text="relative error |g_num − g_ana| / max(|g_num|, |g_ana|)", row=1, col=1)
+    fig.update_xaxes(type="log", exponentformat="power", dtick=2,
+                     title_text="relative error |g_num − g_ana| / max(|g_num|, |g_ana|)", row=1, col=1)
     fig.update_yaxes(title_text="number of weights", row=1, col=1)
-    fig.update_xaxes(type="log", autorange="reversed", title_text="finite-difference step h", row=1, col=2)
-    fig.update_yaxes(type="log", row=1, col=2)
+    fig.update_xaxes(type="log", autorange="reversed", exponentformat="power", dtick=2,
+                     title_text="finite-difference step h", row=1, col=2)
+    fig.update_yaxes(type="log", exponentformat="power", row=1, col=2)
     fig.update_layout(height=430, margin=dict(l=60, r=20, t=40, b=60), template="plotly_white",
                       legend=dict(orientation="h", x=0, y=1.12, xanchor="left", yanchor="bottom"))
     caption = (f"The three finite differences at {hs.size} steps h from {hs.max():.0e} to {hs.min():.0e}, "
