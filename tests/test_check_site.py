@@ -117,7 +117,8 @@ def _explorer_site(root, store):
     return g, runs
 
 
-def _drive(root, store):
+def _drive(root, name, store=None, shots=None):
+    """``site_explorers.check_explorers`` on page ``name`` of ``root``: its problems, console errors, text."""
     from playwright.sync_api import sync_playwright
 
     import site_explorers
@@ -129,12 +130,13 @@ def _drive(root, store):
             page = browser.new_page(viewport={"width": 1200, "height": 900})
             errors = []
             page.on("console", lambda msg: msg.type == "error" and errors.append(msg.text))
-            page.goto(base + "decay.html", wait_until="load")
-            problems = site_explorers.check_explorers(page, "decay.html", root / "shots", store=store)
+            page.goto(base + name, wait_until="load")
+            problems = site_explorers.check_explorers(page, name, shots or root / "shots", store=store)
+            text = page.locator(".ex3-explorer-readout").first.text_content()
             browser.close()
     finally:
         server.shutdown()
-    return problems + [f"console error: {e}" for e in errors]
+    return problems + [f"console error: {e}" for e in errors], text
 
 
 def test_explorers_are_driven_and_compared_with_the_store(tmp_path):
@@ -143,7 +145,7 @@ def test_explorers_are_driven_and_compared_with_the_store(tmp_path):
     store = ResultsStore(tmp_path / "store")
     g, _ = _explorer_site(tmp_path / "site", store)
     (tmp_path / "site" / "shots").mkdir()
-    assert _drive(tmp_path / "site", store) == []
+    assert _drive(tmp_path / "site", "decay.html", store)[0] == []
     shots = sorted(p.name for p in (tmp_path / "site" / "shots").glob("*.png"))
     assert len(shots) == 4 and all(s.startswith("decay-decay-") for s in shots), shots
 
@@ -161,16 +163,14 @@ def test_an_explorer_that_shows_other_numbers_than_the_store_is_reported(tmp_pat
     fields = changed.to_dict()
     fields.pop("seed")
     store.put(changed, hist(0.5, **fields))
-    problems = _drive(tmp_path / "site", store)
+    problems, _ = _drive(tmp_path / "site", "decay.html", store)
     assert any("the curves are not the stored run's" in p for p in problems), problems
     assert any("the text does not say 'final test accuracy 0.5000'" in p for p in problems), problems
 
 
 def test_the_gradients_explorer_is_driven_against_its_sweep(tmp_path):
     import numpy as np
-    from playwright.sync_api import sync_playwright
 
-    import site_explorers
     from ex3lib import MLP, gradcheck, pages
 
     net = MLP((784, 12, 10), seed=0)
@@ -183,19 +183,7 @@ def test_the_gradients_explorer_is_driven_against_its_sweep(tmp_path):
     (root / "gradients.html").write_text(HEAD.format(
         head=f'<link rel="icon" href="data:,"><script defer src="_static/{pages.PLOTLY_JS}"></script>',
         body=pages.element(pages.gradients_payload(sweep, h=1e-8))))
-    server, base = check_site.serve(root)
-    try:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=check_site.CHROMIUM, args=check_site.FLAGS)
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            errors = []
-            page.on("console", lambda msg: msg.type == "error" and errors.append(msg.text))
-            page.goto(base + "gradients.html", wait_until="load")
-            problems = site_explorers.check_explorers(page, "gradients.html", tmp_path)
-            text = page.locator(".ex3-explorer-readout").text_content()
-            browser.close()
-    finally:
-        server.shutdown()
-    assert problems == [] and errors == []
+    problems, text = _drive(root, "gradients.html", shots=tmp_path)
+    assert problems == []
     assert text.startswith("h = 1.0e-01: median relative error forward "), text  # the last step selected
     assert len(list(tmp_path.glob("gradients-gradients-*.png"))) == 2
