@@ -188,6 +188,18 @@ def explorer(name: str, *, sweep=None, h=None, data=None, store=None):
     return HTML(element(runs_payload(g, dict(zip(configs, histories)))))
 
 
+def show(name: str, enabled: bool = True, **kwargs) -> None:
+    """Display a chapter's :func:`explorer`, or the line that says it was skipped (its ``explorer`` parameter False)."""
+    from IPython.display import display
+
+    from .book import skip
+
+    if enabled:
+        display(explorer(name, **kwargs))
+    else:
+        skip("The explorer", "explorer = False")
+
+
 def _finite(values) -> list:
     """Floats for JSON: non-finite values become null (a gap in the figure)."""
     return [float(v) if math.isfinite(v) else None for v in np.asarray(values, dtype=float).tolist()]

@@ -184,3 +184,8 @@ def test_grid_cells_are_valid_configs():
     for g in pages.GRIDS.values():
         for c in g.configs():
             assert isinstance(c, RunConfig) and c == RunConfig.from_dict(c.to_dict())
+
+
+def test_show_says_when_the_explorer_is_off(capsys):
+    pages.show("sgd", False)
+    assert capsys.readouterr().out == "The explorer skipped: explorer = False\n"
