@@ -46,6 +46,7 @@ def setting(config) -> tuple:
     d = config.to_dict() if isinstance(config, RunConfig) else dict(config)
     d.pop("seed", None)
     d.pop("init_seed", None)
+    d.pop("keep_params", None)  # what was kept of a run, not how it was trained
     return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in d.items()))
 
 

@@ -27,6 +27,7 @@ import re
 import warnings
 from pathlib import Path
 
+import numpy as np
 import platformdirs
 
 from .fingerprint import source_fingerprint
@@ -55,8 +56,12 @@ class ResultsStore:
     config, or whose content does not match its checksum (edited by hand or
     damaged) counts as missing, with a warning, so :meth:`get` never returns a
     result that may be stale or wrong, and the next :meth:`put` replaces it.
-    Non-finite numbers (nan, +inf, -inf) come back as they were stored. Only
-    JSON is read, never pickle, so a store from elsewhere cannot run code.
+    Non-finite numbers (nan, +inf, -inf) come back as they were stored. A run
+    with ``keep_params`` also keeps its final parameters in
+    ``<key>.params.npy`` beside its result, whose sha256 the result file
+    holds: a missing, damaged or replaced parameters file makes the result a
+    miss too. Only JSON and ``.npy`` arrays are read, never pickle, so a store
+    from elsewhere cannot run code.
 
     Parameters
     ----------
@@ -169,6 +174,20 @@ class ResultsStore:
             history = History.from_dict(stored["history"])
         except (ValueError, TypeError, OverflowError) as err:
             return self._invalid(path, f"holds a malformed history ({err})")
+        if config.keep_params:
+            params_path = _params_path(path)
+            try:
+                with params_path.open("rb") as f:
+                    params = np.load(f, allow_pickle=False)
+            except FileNotFoundError:
+                return self._invalid(path, f"has lost its parameters file {params_path.name}")
+            except (OSError, ValueError, EOFError) as err:
+                return self._invalid(path, f"has an unreadable parameters file {params_path.name} ({err})")
+            if history.extra.get("params_sha256") != _params_checksum(params):
+                return self._invalid(path, f"has a parameters file {params_path.name} that does not match "
+                                           f"its checksum (sha256): it was replaced or damaged")
+            del history.extra["params_sha256"]  # as the run returned it
+            history.params = params
         return history
 
     def put(self, config: RunConfig, history: History) -> None:
@@ -208,11 +227,24 @@ class ResultsStore:
         _check_config("config", config)
         if not isinstance(history, History):
             raise TypeError(f"history must be an ex3lib.History, got {type(history).__name__}")
+        params = None
+        if config.keep_params:
+            params = history.params
+            if not isinstance(params, np.ndarray) or params.ndim != 1 or params.dtype.kind != "f":
+                raise ValueError(f"config keeps its parameters (keep_params=True), so history.params must "
+                                 f"be a 1-D float array, got {type(params).__name__}")
+        history_dict = history.to_dict()
+        if params is not None:
+            # The result file vouches for its parameters file through this checksum.
+            history_dict["extra"]["params_sha256"] = _params_checksum(params)
         payload = {"format": FORMAT, "fingerprint": source_fingerprint(),
-                   "config": json.loads(json.dumps(config.to_dict())), "history": history.to_dict()}
+                   "config": json.loads(json.dumps(config.to_dict())), "history": history_dict}
         payload["sha256"] = _checksum(payload)
         path = self.path(config)
         path.parent.mkdir(parents=True, exist_ok=True)
+        if params is not None:
+            # Parameters first: a result file is never written without the parameters it names.
+            atomic_write(_params_path(path), lambda f: np.save(f, params, allow_pickle=False))
         # allow_nan=False cannot fail: History.to_dict wrote every non-finite number as text.
         atomic_write(path, lambda f: json.dump(payload, f, allow_nan=False), "w")
         self._warned.discard(path)
@@ -242,7 +274,11 @@ class ResultsStore:
                 path.unlink()
                 removed += 1
         for folder in self._folders():
-            for tmp in folder.glob(".*.json.*.tmp"):
+            for params in folder.glob("*.params.npy"):
+                if _KEY_RE.fullmatch(params.name.split(".")[0]):
+                    with contextlib.suppress(FileNotFoundError):
+                        params.unlink()
+            for tmp in [*folder.glob(".*.json.*.tmp"), *folder.glob(".*.params.npy.*.tmp")]:
                 with contextlib.suppress(FileNotFoundError):
                     tmp.unlink()
             with contextlib.suppress(OSError):
@@ -283,6 +319,18 @@ def _check_config(name, config):
 def _refuse_constant(name):
     """For json.loads: NaN and Infinity are not JSON (a result file writes them as text)."""
     raise ValueError(f"{name} is not JSON")
+
+
+def _params_path(path: Path) -> Path:
+    """The parameters file beside a result file (runs with ``keep_params``)."""
+    return path.with_name(path.stem + ".params.npy")
+
+
+def _params_checksum(params: np.ndarray) -> str:
+    """The sha256 of a parameter vector's dtype, shape and bytes."""
+    digest = hashlib.sha256(f"{params.dtype.str}{params.shape}".encode())
+    digest.update(np.ascontiguousarray(params).tobytes())
+    return digest.hexdigest()
 
 
 def _checksum(stored: dict) -> str:

@@ -15,7 +15,7 @@ from . import kernels
 from ._validate import (check_bool, check_choice, check_int, check_inputs, check_labels, check_widths,
                         did_you_mean)
 from .data import N_TRAIN, is_immutable
-from .network import MLP, REPORT_LAYERS, check_pixels, to_sparse
+from .network import MLP, REPORT_LAYERS, SparseData, check_pixels, to_sparse
 from .optimisers import make_optimiser
 from .schedules import make_schedule
 
@@ -48,7 +48,12 @@ class RunConfig:
     """Everything that determines a training run; equal configs give bit-identical histories.
 
     ``seed`` seeds both the network's initialisation and (with ``order="shuffle"``)
-    the sample order.  Hyper-parameter names follow STYLE.md: ``learning_rate``
+    the sample order.  ``validation_size`` holds out the last n training images
+    as a validation set (the network trains on the others and every logged
+    point records the validation loss and accuracy too; 0, the report's
+    protocol, trains on all of them), and ``keep_params`` keeps the final
+    parameters in the history (:attr:`History.params`; the results store saves
+    them beside it).  Hyper-parameter names follow STYLE.md: ``learning_rate``
     (η, or η₀ with decay), ``batch_size`` (m), ``epochs``, ``momentum`` (α),
     ``lr_final`` (η_N), ``b1``, ``b2``, ``eps``, ``seed``.  ``train_size`` (the
     first n training images; None for all 60,000) and ``log_every`` (samples per
@@ -57,7 +62,8 @@ class RunConfig:
 
     Values are canonical, so that equal runs have equal configs (and store
     keys): a constant schedule's ``lr_final`` is its learning rate; a
-    ``train_size`` of 60,000 (MNIST's training set) or more is None, all of it;
+    ``train_size`` of 60,000 (MNIST's training set, less the validation set) or
+    more is None, all of it;
     and the hyper-parameters the optimiser does not use (``b1``, ``b2`` and
     ``eps`` with ``"sgd"``, ``b1`` and ``b2`` with ``"adagrad"``, ``b1`` with
     ``"rmsprop"``; see :data:`USED_HYPERPARAMETERS`) take their defaults
@@ -88,6 +94,8 @@ class RunConfig:
     layers: tuple = REPORT_LAYERS
     bias: bool = False
     dtype: str = "float64"
+    validation_size: int = 0
+    keep_params: bool = False
 
     def __post_init__(self):
         opt = make_optimiser(self.optimiser, momentum=self.momentum, nesterov=self.nesterov,
@@ -100,6 +108,8 @@ class RunConfig:
         if self.train_size is not None:
             check_int("train_size", self.train_size, 1)
         check_int("log_every", self.log_every, 1)
+        check_int("validation_size", self.validation_size, 0, N_TRAIN - 1)
+        check_bool("keep_params", self.keep_params)
         check_bool("bias", self.bias)
         check_choice("dtype", self.dtype, ("float64", "float32"))
         layers = check_widths("layers", self.layers)
@@ -113,13 +123,17 @@ class RunConfig:
         for name in used:
             if name not in USED_HYPERPARAMETERS[self.optimiser]:
                 used[name] = _IGNORED_DEFAULTS[name]
-        train_size = (None if self.train_size is None or self.train_size >= N_TRAIN
+        # The images left for training once the validation set is held out.
+        n_fit = N_TRAIN - int(self.validation_size)
+        train_size = (None if self.train_size is None or self.train_size >= n_fit
                       else int(self.train_size))
         for name, value in (("learning_rate", sched.learning_rate), ("lr_final", sched.lr_final),
                             *used.items(), ("layers", layers), ("batch_size", int(self.batch_size)),
                             ("epochs", int(self.epochs)), ("seed", int(self.seed)),
                             ("bias", bool(self.bias)), ("train_size", train_size),
-                            ("log_every", int(self.log_every))):
+                            ("log_every", int(self.log_every)),
+                            ("validation_size", int(self.validation_size)),
+                            ("keep_params", bool(self.keep_params))):
             object.__setattr__(self, name, value)
 
     @property
@@ -221,13 +235,21 @@ class History:
     config : dict
         The :class:`RunConfig` fields, plus ``init_seed`` of the network.
     extra : dict
-        ``updates`` (optimiser steps taken) and ``n_train``; for the adaptive
+        ``updates`` (optimiser steps taken), ``updates_at`` (the steps taken
+        by each logged point) and ``n_train``; with a validation set
+        (``validation_size``) also ``validation_loss`` and
+        ``validation_accuracy`` per logged point (see
+        :attr:`validation_accuracy`) and ``n_validation``; for the adaptive
         methods also ``effective_step`` — per logged point and per layer, the
         ``effective_step_percentiles`` (10th, 50th, 90th) of the step each
         weight takes per unit gradient (see
         :meth:`ex3lib.optimisers.Optimiser.effective_step`) — and
         ``first_layer_step_by_input``, the final mean step of each input
         pixel's weights.
+    params : ndarray or None
+        The final parameters (``MLP.params``) of a run with ``keep_params``;
+        None otherwise. Not part of :meth:`to_dict`: the results store keeps
+        them in a file of their own.
     """
 
     config: dict
@@ -241,6 +263,30 @@ class History:
     diverged: bool = False
     reason: str = ""
     extra: dict = field(default_factory=dict)
+    params: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def validation_loss(self) -> np.ndarray:
+        """Mean cross-entropy on the validation set at each logged point (runs with ``validation_size``)."""
+        return self._validation("validation_loss")
+
+    @property
+    def validation_accuracy(self) -> np.ndarray:
+        """Accuracy on the validation set at each logged point (runs with ``validation_size``).
+
+        Raises
+        ------
+        ValueError
+            The run held out no validation set.
+        """
+        return self._validation("validation_accuracy")
+
+    def _validation(self, name) -> np.ndarray:
+        if name not in self.extra:
+            raise ValueError(f"this run ({self.config.get('optimiser', '?')}, seed "
+                             f"{self.config.get('seed', '?')}) held out no validation set, so it has no "
+                             f"{name}: train it with RunConfig(validation_size=...)")
+        return np.asarray(self.extra[name], dtype=float)
 
     @property
     def final_loss(self) -> float:
@@ -525,7 +571,14 @@ def train(net: MLP, data, config: RunConfig | None = None, *, progress=True, **h
     y_test = check_labels("data.y_test", data.y_test, x_test.shape[0], net.layers[-1])
     train_data = _sparse_memo(x_train, y_train, net.dtype)
     check_pixels("data.x_train", x_train, train_data.values)
-    if config.train_size is not None and config.train_size >= x_train.shape[0]:
+    validation_data = None
+    if config.validation_size:
+        n_fit = x_train.shape[0] - config.validation_size
+        if n_fit < 1:
+            raise ValueError(f"validation_size must be from 0 to {x_train.shape[0] - 1} (the training "
+                             f"images less one), got {config.validation_size}")
+        train_data, validation_data = _split(train_data, n_fit)
+    if config.train_size is not None and config.train_size >= train_data.y.shape[0]:
         config = config.replace(train_size=None)  # what was used: all of it
     if config.train_size is not None:
         k = config.train_size
@@ -536,10 +589,18 @@ def train(net: MLP, data, config: RunConfig | None = None, *, progress=True, **h
                          f"got {config.batch_size}")
     test_data = _sparse_memo(x_test, y_test, net.dtype)
     check_pixels("data.x_test", x_test, test_data.values)
-    return _train(net, config, train_data, test_data, progress)
+    return _train(net, config, train_data, test_data, validation_data, progress)
 
 
-def _train(net, cfg: RunConfig, train_data, test_data, progress) -> History:
+def _split(data: SparseData, n: int) -> tuple[SparseData, SparseData]:
+    """The first ``n`` rows of CSR ``data`` and the rest (the validation set), without copying the pixels."""
+    cut = data.indptr[n]
+    head = data._replace(indptr=data.indptr[:n + 1], y=data.y[:n])
+    tail = SparseData(data.indptr[n:] - cut, data.indices[cut:], data.values[cut:], data.y[n:])
+    return head, tail
+
+
+def _train(net, cfg: RunConfig, train_data, test_data, validation_data, progress) -> History:
     t0 = time.perf_counter()
     opt = cfg.optimiser_spec
     sched = cfg.schedule_spec
@@ -565,7 +626,11 @@ def _train(net, cfg: RunConfig, train_data, test_data, progress) -> History:
 
     points = {"epoch": [], "loss": [], "test_loss": [], "test_accuracy": [], "learning_rate": [], "time": []}
 
-    extra = {"updates": 0, "n_train": int(n)}
+    extra = {"updates": 0, "updates_at": [], "n_train": int(n)}
+    if validation_data is not None:
+        validation_rows = np.arange(validation_data.y.shape[0], dtype=np.int64)
+        validation_pred = np.empty(validation_rows.shape[0], np.int64)
+        extra.update(n_validation=int(validation_rows.shape[0]), validation_loss=[], validation_accuracy=[])
     adaptive = opt.effective_step(state, 1.0) is not None
     if adaptive:
         extra["effective_step_percentiles"] = list(STEP_PERCENTILES)
@@ -579,6 +644,12 @@ def _train(net, cfg: RunConfig, train_data, test_data, progress) -> History:
                 [np.percentile(knet.layer_block(eff, l, shape), STEP_PERCENTILES).tolist()
                  for l, shape in enumerate(real_shapes)])
         t_loss, t_correct = kernels.evaluate(netarr, eval_work, test_data, test_rows, test_pred)
+        extra["updates_at"].append(int(step))
+        if validation_data is not None:
+            v_loss, v_correct = kernels.evaluate(netarr, eval_work, validation_data, validation_rows,
+                                                 validation_pred)
+            extra["validation_loss"].append(float(v_loss / validation_rows.shape[0]))
+            extra["validation_accuracy"].append(float(v_correct / validation_rows.shape[0]))
         for key, value in (("epoch", epoch), ("loss", loss), ("test_loss", t_loss / test_rows.shape[0]),
                            ("test_accuracy", t_correct / test_rows.shape[0]), ("learning_rate", lr),
                            ("time", time.perf_counter() - t0)):
@@ -630,6 +701,7 @@ def _train(net, cfg: RunConfig, train_data, test_data, progress) -> History:
         w0 = knet.layer_block(eff, 0, real_shapes[0])
         extra["first_layer_step_by_input"] = w0.mean(axis=1).tolist()
     return History(config=config, seconds=seconds, diverged=diverged, reason=reason, extra=extra,
+                   params=net.params.copy() if cfg.keep_params else None,
                    **{key: np.array(v) for key, v in points.items()})
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import platformdirs
 import pytest
 
+import ex3lib
 from ex3lib import History, RunConfig, run
 from ex3lib import fingerprint as fingerprint_mod
 from ex3lib import runner as runner_mod
@@ -589,3 +590,56 @@ def test_store_root_that_is_a_file_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("EX3_RESULTS_DIR", str(tmp_path / "file"))
     with pytest.raises(ValueError, match=r"\$EX3_RESULTS_DIR .* cannot hold a results store"):
         ResultsStore()
+
+
+def test_kept_parameters_round_trip_through_the_store_and_the_workers(store, small_mnist):
+    configs = [tiny(keep_params=True), tiny(keep_params=True, seed=1)]
+    hs = run_many(configs, small_mnist, store=store, workers=2, progress=False)
+    for config, got in zip(configs, hs):
+        net = ex3lib.MLP(config.layers, seed=config.seed)
+        alone = ex3lib.train(net, small_mnist, config, progress=False)
+        assert np.array_equal(got.params, net.params) and np.array_equal(alone.params, net.params)
+        back = store.get(config)
+        assert np.array_equal(back.params, got.params) and back.extra == got.extra
+    # Without keep_params the same run keeps nothing, under its own key.
+    plain = run_many([tiny()], small_mnist, store=store, progress=False)[0]
+    assert plain.params is None and store.path(tiny()) != store.path(configs[0])
+    assert sorted(p.name.split(".", 1)[1] for p in store.root.rglob("*.*")) == [
+        "json", "json", "json", "params.npy", "params.npy"]
+
+
+@pytest.mark.parametrize("damage, problem", [
+    ("delete", "has lost its parameters file"),
+    ("edit", "does not match its checksum"),
+    ("truncate", "unreadable parameters file"),
+    ("pickle", "unreadable parameters file"),
+])
+def test_damaged_parameters_file_is_a_miss(store, mnist, damage, problem):
+    config = tiny(keep_params=True)
+    store.put(config, run(config, mnist, progress=False))
+    params_file = store.path(config).with_name(store.path(config).stem + ".params.npy")
+    if damage == "delete":
+        params_file.unlink()
+    elif damage == "edit":
+        values = np.load(params_file)
+        values[7] = np.nextafter(values[7], 1.0)
+        np.save(params_file, values)
+    elif damage == "truncate":
+        params_file.write_bytes(params_file.read_bytes()[:100])
+    else:
+        np.save(params_file, np.array([{"not": "an array"}], dtype=object), allow_pickle=True)
+    with pytest.warns(UserWarning, match=problem):
+        assert store.get(config) is None
+
+
+def test_put_refuses_a_kept_run_without_its_parameters(store, trained):
+    with pytest.raises(ValueError, match="keep_params=True.*history.params"):
+        store.put(tiny(keep_params=True), trained)
+    assert files_under(store.root) == [] if store.root.exists() else True
+
+
+def test_clear_removes_parameters_files(store, mnist):
+    config = tiny(keep_params=True)
+    store.put(config, run(config, mnist, progress=False))
+    assert store.clear() == 1
+    assert files_under(store.root) == []

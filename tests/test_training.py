@@ -27,7 +27,7 @@ def test_history_has_a_point_before_training_and_per_window(small):
     assert np.all(np.diff(hist.time) >= 0) and hist.seconds >= hist.time[-1]
     assert not hist.diverged and hist.reason == ""
     assert hist.config["learning_rate"] == 0.05 and hist.config["init_seed"] == 0
-    assert hist.extra == {"updates": 24, "n_train": 120}
+    assert hist.extra == {"updates": 24, "updates_at": [0, 6, 12, 18, 24], "n_train": 120}
 
 
 def test_window_ends_move_to_batch_boundaries(small):
@@ -142,6 +142,12 @@ def test_run_config_is_canonical():
     ({"train_size": 5, "batch_size": 10}, ValueError, "batch_size"),
     ({"log_every": 0}, ValueError, "log_every"),
     ({"progress": "no"}, TypeError, "progress"),
+    ({"validation_size": -1}, ValueError, "validation_size"),
+    ({"validation_size": 60_000}, ValueError, "validation_size"),
+    ({"validation_size": 200}, ValueError, "validation_size must be from 0 to 199"),
+    ({"validation_size": 1.5}, TypeError, "validation_size"),
+    ({"validation_size": 150, "batch_size": 60}, ValueError, "batch_size"),
+    ({"keep_params": 1}, TypeError, "keep_params"),
 ])
 def test_bad_training_arguments(small, kwargs, exc, word):
     with pytest.raises(exc, match=word):
@@ -503,3 +509,40 @@ def test_history_from_dict_refuses_the_wrong_shape_naming_the_field(small, edit,
         ex3lib.History.from_dict(d)
     with pytest.raises(ValueError, match="a history must be a dict, got list"):
         ex3lib.History.from_dict([d])
+
+
+def test_a_validation_set_is_held_out_from_the_end_of_the_training_images(small):
+    """Training on the first n - v images with the last v held out is training on the first n - v."""
+    config = dict(TINY, train_size=None, epochs=1)
+    held = train(MLP((784, 8, 10)), small, progress=False, validation_size=50, **config)
+    first = ex3lib.data.MNIST(small.x_train[:150], small.y_train[:150], small.x_test, small.y_test)
+    plain = train(MLP((784, 8, 10)), first, progress=False, **config)
+    for key in ("epoch", "loss", "test_loss", "test_accuracy", "learning_rate"):
+        np.testing.assert_array_equal(getattr(held, key), getattr(plain, key))
+    assert {**held.config, "validation_size": 0} == plain.config
+    assert held.extra["n_train"] == 150 and held.extra["n_validation"] == 50
+    assert held.extra["updates_at"] == plain.extra["updates_at"] == [0, 6, 12, 15]
+    # The validation curve is the network's loss and accuracy on the last 50 images at each point.
+    assert held.validation_accuracy.shape == held.test_accuracy.shape
+    validation = ex3lib.data.MNIST(small.x_train[:150], small.y_train[:150], small.x_train[150:],
+                                   small.y_train[150:])
+    as_test = train(MLP((784, 8, 10)), validation, progress=False, **config)
+    assert np.array_equal(held.validation_accuracy, as_test.test_accuracy)
+    assert np.array_equal(held.validation_loss, as_test.test_loss)
+    with pytest.raises(ValueError, match="held out no validation set.*validation_size"):
+        plain.validation_accuracy
+
+
+def test_validation_size_is_part_of_the_config_and_train_size_counts_what_is_left():
+    assert RunConfig(validation_size=10_000) != RunConfig()
+    assert RunConfig(validation_size=10_000, train_size=50_000).train_size is None
+    assert RunConfig(validation_size=10_000, train_size=49_999).train_size == 49_999
+    assert RunConfig.from_dict(RunConfig(validation_size=10).to_dict()).validation_size == 10
+
+
+def test_keep_params_keeps_the_final_parameters(small):
+    net = MLP((784, 8, 10))
+    hist = train(net, small, progress=False, keep_params=True, **TINY)
+    assert np.array_equal(hist.params, net.params) and hist.params is not net.params
+    assert train(MLP((784, 8, 10)), small, progress=False, **TINY).params is None
+    assert "params" not in hist.to_dict()
