@@ -86,6 +86,9 @@ TRAIN_LABEL_COUNTS = (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949
 TEST_LABEL_COUNTS = (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)
 N_TRAIN = 60000
 N_TEST = 10000
+#: The book's validation set under its fair protocol: the last 10,000 training images
+#: (``RunConfig(validation_size=VALIDATION_SIZE)``), as large as the test set.
+VALIDATION_SIZE = 10000
 IMAGE_SIDE = 28
 N_PIXELS = IMAGE_SIDE * IMAGE_SIDE
 

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .data import N_TRAIN, VALIDATION_SIZE
 from .experiments import failed, fate
 from .training import History, RunConfig
 
@@ -142,12 +143,13 @@ GRIDS = {g.name: g for g in (
          baseline={"momentum": 0.0},
          baseline_label="plain SGD (α = 0) at the same η",
          start={"momentum": 0.9, "learning_rate": 0.01}),
+    # Under the protocol chapter's validation split: these runs are its tuning grid.
     Grid("adaptive", "Methods at m = 10: method × η",
          Axis("method", (("SGD", {"optimiser": "sgd"}), ("momentum α=0.9", {"optimiser": "sgd", "momentum": 0.9}),
                          ("AdaGrad", {"optimiser": "adagrad"}), ("RMSProp", {"optimiser": "rmsprop"}),
                          ("Adam", {"optimiser": "adam"})), control="buttons"),
          Axis.over("learning_rate", "η", LEARNING_RATES[:7]),
-         base={"batch_size": 10},
+         base={"batch_size": 10, "validation_size": VALIDATION_SIZE},
          baseline={"optimiser": "sgd", "momentum": 0.0},
          baseline_label="plain SGD at the same η",
          start={"optimiser": "adam", "learning_rate": 1e-3}),
@@ -234,7 +236,7 @@ def runs_payload(g: Grid, runs: dict) -> dict:
     bad = np.array([[r["failed"] for r in row] for row in at])
     start = _start_cell(g, cells)
     first = cells[0]
-    images = "all training images" if first.train_size is None else f"the first {first.train_size:,} training images"
+    images = _images_text(first)
     caption = (f"{g.title}: {len(cells)} stored runs, one per cell, each {first.epochs} epochs of seed "
                f"{first.seed} on {images}; in grey, {g.baseline_label}.")
     return {"kind": "runs", "name": g.name, "title": g.title, "caption": caption,
@@ -243,6 +245,17 @@ def runs_payload(g: Grid, runs: dict) -> dict:
                      for a, v in ((g.rows, start[0]), (g.columns, start[1]))],
             "cells": grid_cells, "runs": records,
             "figure": json.loads(_runs_figure(g, acc, bad).to_json())}
+
+
+def _images_text(config: RunConfig) -> str:
+    """Which training images a run trained on, e.g. ``"the first 50,000 training images (the last 10,000
+    held out for validation)"``."""
+    n_fit = N_TRAIN - config.validation_size
+    n = n_fit if config.train_size is None else config.train_size
+    if n == N_TRAIN:
+        return "all training images"
+    held = (f" (the last {config.validation_size:,} held out for validation)" if config.validation_size else "")
+    return f"the first {n:,} training images{held}"
 
 
 def _start_cell(g: Grid, cells) -> tuple[int, int]:

@@ -71,8 +71,11 @@ def test_cells_are_the_chapters_own_runs_where_they_coincide():
     assert set(decay_chapter) <= set(pages.GRIDS["decay"].cells())
     momentum_sweep = grid(momentum=[0.5, 0.9, 0.99], learning_rate=0.001, batch_size=10, optimiser="sgd", **common)
     assert set(momentum_sweep) <= set(pages.GRIDS["momentum"].cells())
-    adaptive = grid(optimiser=["rmsprop", "adam"], learning_rate=0.001, batch_size=10, **common)
-    assert set(adaptive) <= set(pages.GRIDS["adaptive"].cells())
+    # The methods' explorer is the protocol chapter's tuning grid, under its validation split.
+    tuning = grid(optimiser=["sgd", "adagrad", "rmsprop", "adam"], learning_rate=list(pages.LEARNING_RATES[:7]),
+                  batch_size=10, validation_size=10_000, **common)
+    assert set(tuning) <= set(pages.GRIDS["adaptive"].cells())
+    assert all(c.validation_size == 10_000 for c in pages.GRIDS["adaptive"].configs())
 
 
 def test_payload_maps_each_cell_to_its_run_and_baseline():
