@@ -1,0 +1,654 @@
+"""A fair comparison of optimisers: select on validation, intervals over seeds, one stated decision rule.
+
+The protocol that benchmark reviewers expect (DeepOBS: Schneider, Balles and
+Hennig, ICLR 2019; AlgoPerf: Dahl et al., 2023), in the order a chapter uses it:
+
+1. **Select** each method's hyper-parameters on a held-out validation set, never
+   on the test set (:func:`select`; runs with ``RunConfig(validation_size=10_000)``).
+2. **Report** the selected setting's test metric over every seed drawn, with a
+   Student-t confidence interval (:func:`seed_summary`, :func:`mean_ci`).
+3. **Compare** two methods by the interval of their difference, paired by seed
+   when they share seeds (:func:`compare`), and **judge** a claim by one rule
+   written once (:func:`decide`).
+4. Beside the final number, the two other axes of those benchmarks: speed to a
+   target (:func:`time_to_target`) and sensitivity to the learning rate
+   (:func:`lr_sensitivity`).
+
+Failed runs (:func:`ex3lib.experiments.failed`) are never dropped: a run counts
+at its last logged value (a diverged run's accuracy is at chance level, about
+0.098), because leaving it out would make an unstable method look better than
+it is.  Curves are read through :func:`metric_curve`, which finds the validation
+curves both as ``History`` attributes and in ``History.extra``.
+
+:func:`compare` supersedes :func:`ex3lib.analysis.paired_difference` (two
+standard errors, a normal approximation that is too narrow for three seeds:
+t₀.₉₇₅ with 2 degrees of freedom is 4.30, not 2), :func:`~ex3lib.analysis.within_noise`
+and :func:`~ex3lib.analysis.compare_seeds` (k standard deviations, no stated
+coverage); :func:`select` supersedes :func:`ex3lib.experiments.best_setting`
+(which selects on the test set).
+
+>>> from ex3lib import protocol
+>>> best = protocol.select(sgd_runs + momentum_runs)                     # doctest: +SKIP
+>>> c = protocol.compare(momentum_best, sgd_best)                          # doctest: +SKIP
+>>> protocol.decide(c, claimed="a > b")                                    # doctest: +SKIP
+'partly'
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._validate import check_choice, check_float
+from .experiments import by_setting, failed, setting_label
+from .optimisers import make_optimiser
+from .training import History
+
+#: Metrics measured on the test set: :func:`select` refuses them unless told ``allow_test=True``.
+TEST_METRICS = ("test_accuracy", "test_loss")
+
+#: The claims :func:`decide` judges, about the difference d = a − b.
+CLAIMS = ("a > b", "a < b", "a == b", "a >= b", "a <= b")
+
+#: δ of the equivalence claims on an accuracy: 0.3 percentage point (see :func:`decide`).
+EQUIVALENCE_MARGIN = 0.003
+
+
+def _run_name(history) -> str:
+    """``"SGD η=0.1, m=10, seed 2"``: which run an error is about."""
+    cfg = history.config
+    try:
+        opt = _optimiser_label(cfg)
+        return f"{opt} {setting_label(cfg)}, seed {cfg.get('seed')}"
+    except (KeyError, TypeError, ValueError):
+        return f"the run with config {cfg!r}"
+
+
+def _optimiser_label(cfg) -> str:
+    """``"SGD"``, ``"momentum α=0.9"``, ``"Nesterov α=0.9"``, ``"Adam β₁=0.9 β₂=0.999"``... of a config dict."""
+    return make_optimiser(cfg["optimiser"], momentum=cfg["momentum"], nesterov=cfg["nesterov"],
+                          b1=cfg["b1"], b2=cfg["b2"], eps=cfg["eps"]).label
+
+
+def metric_curve(history, metric) -> np.ndarray:
+    """The curve ``metric`` of ``history``, one value per logged point (aligned with ``history.epoch``).
+
+    An attribute of the History (``test_accuracy``, ``loss``, ``test_loss``, and
+    ``validation_accuracy``/``validation_loss`` where History has them) is read
+    with ``getattr``; otherwise ``history.extra[metric]`` (where runs with a
+    validation set keep ``validation_accuracy`` and ``validation_loss``).
+
+    Raises
+    ------
+    ValueError
+        The run has no such curve (e.g. a run without a validation set), or it
+        is not one value per logged point; the message names the run.
+
+    Examples
+    --------
+    >>> metric_curve(run, "validation_accuracy")[-1]                       # doctest: +SKIP
+    0.9781
+    """
+    if not isinstance(history, History):
+        raise TypeError(f"history must be a History, got {type(history).__name__}")
+    if not isinstance(metric, str):
+        raise TypeError(f"metric must be the name of a curve (e.g. 'validation_accuracy'), got {metric!r}")
+    try:
+        values = getattr(history, metric)
+    except AttributeError:
+        if metric not in history.extra:
+            raise ValueError(f"metric {metric!r}: {_run_name(history)} has no such curve (neither History.{metric} "
+                             f"nor extra[{metric!r}]; validation curves need RunConfig(validation_size=...))") from None
+        values = history.extra[metric]
+    except ValueError as err:
+        raise ValueError(f"metric {metric!r}: {_run_name(history)}: {err}") from None
+    try:
+        values = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"metric {metric!r}: {_run_name(history)}'s {metric} is not numbers") from None
+    if values.shape != np.shape(history.epoch):
+        raise ValueError(f"metric {metric!r} must name a curve with one value per logged point "
+                         f"({len(history.epoch)} for {_run_name(history)}), got shape {values.shape}")
+    return values
+
+
+def _final(history, metric) -> float:
+    """The last logged value: a diverged run counts at the point where it stopped."""
+    return float(metric_curve(history, metric)[-1])
+
+
+def _higher_is_better(metric) -> bool:
+    if metric.endswith("accuracy"):
+        return True
+    if metric.endswith("loss"):
+        return False
+    raise ValueError(f"metric must be an accuracy or a loss curve (a name ending in 'accuracy' or 'loss'), "
+                     f"got {metric!r}")
+
+
+def _values(name, values) -> np.ndarray:
+    """``values`` as a 1-D array of finite floats with at least one entry."""
+    if isinstance(values, (str, bytes)):
+        raise TypeError(f"{name} must be a sequence of numbers, got {values!r}")
+    try:
+        a = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a sequence of numbers, got {values!r}") from None
+    if a.ndim != 1 or a.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D sequence of numbers (one per seed), got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} must be finite, got {a.tolist()}: a diverged run's loss is nan; compare "
+                         f"accuracies (a failed run's stays at chance level) rather than drop the run")
+    return a
+
+
+def _level(level) -> float:
+    return check_float("level", level, low=0.0, high=1.0, low_open=True, high_open=True)
+
+
+def _t_half_width(se, df, level) -> float:
+    """t_{(1+level)/2, df} · se; 0 for se = 0 (every value equal), nan for df < 1."""
+    from scipy import stats
+
+    if not df >= 1:
+        return float("nan")
+    if se == 0.0:
+        return 0.0
+    return float(stats.t.ppf((1.0 + level) / 2.0, df) * se)
+
+
+def mean_ci(values, level=0.95) -> tuple[float, float, float]:
+    """Mean over seeds and its two-sided Student-t confidence interval.
+
+    .. math:: \\bar x \\pm t_{(1+\\mathrm{level})/2,\\; n-1}\\, \\frac{s}{\\sqrt n},
+              \\qquad s^2 = \\frac{1}{n-1}\\sum_i (x_i - \\bar x)^2
+
+    The t quantile is ``scipy.stats.t.ppf``.  The interval assumes the seeds'
+    values are independent draws from one normal distribution; with three to
+    five seeds that assumption cannot be checked, so report the values too
+    (:func:`seed_summary`).
+
+    Parameters
+    ----------
+    values : sequence of float, shape (n,)
+        One finite value per seed (e.g. final test accuracies).
+    level : float in (0, 1)
+        Coverage of the interval.
+
+    Returns
+    -------
+    (mean, low, high) : tuple of float
+        For one value (n = 1) the interval is ``(nan, nan)``: one seed measures
+        no noise, and :func:`decide` calls such a comparison ``"untested"``.
+
+    Examples
+    --------
+    >>> m, lo, hi = mean_ci([1, 2, 3, 4, 5])      # 3 ± 2.776 · √2.5 / √5
+    >>> m, round(lo, 4), round(hi, 4)
+    (3.0, 1.0368, 4.9632)
+    """
+    a = _values("values", values)
+    level = _level(level)
+    mean = float(a.mean())
+    if a.size < 2:
+        return mean, float("nan"), float("nan")
+    half = _t_half_width(float(a.std(ddof=1)) / math.sqrt(a.size), a.size - 1, level)
+    return mean, mean - half, mean + half
+
+
+@dataclass(frozen=True)
+class SeedSummary:
+    """One setting's metric over every seed drawn (:func:`seed_summary`).
+
+    Attributes
+    ----------
+    mean : float
+    ci : tuple of float
+        (low, high), the Student-t interval of :func:`mean_ci` ((nan, nan) for one seed).
+    std : float
+        Sample standard deviation (ddof = 1; nan for one seed).
+    n : int
+    values : tuple of float
+        Every seed's value, in the order given.
+    level : float
+    """
+
+    mean: float
+    ci: tuple
+    std: float
+    n: int
+    values: tuple
+    level: float = 0.95
+
+    def text(self, digits=4) -> str:
+        """``"0.9770 (95 % CI 0.9745 to 0.9795; n=3: 0.9760, 0.9770, 0.9780)"``."""
+        each = ", ".join(f"{v:.{digits}f}" for v in self.values)
+        if not np.isfinite(self.ci[0]):
+            return f"{self.mean:.{digits}f} (one seed: {each})"
+        return (f"{self.mean:.{digits}f} ({100 * self.level:g} % CI {self.ci[0]:.{digits}f} to "
+                f"{self.ci[1]:.{digits}f}; n={self.n}: {each})")
+
+
+def seed_summary(values, level=0.95) -> SeedSummary:
+    """Mean, Student-t interval (:func:`mean_ci`), std and n over seeds, and every seed's value.
+
+    Examples
+    --------
+    >>> s = seed_summary([0.976, 0.977, 0.978])
+    >>> s.n, round(s.mean, 3), s.values
+    (3, 0.977, (0.976, 0.977, 0.978))
+    """
+    a = _values("values", values)
+    mean, low, high = mean_ci(a, level)
+    return SeedSummary(mean=mean, ci=(low, high), std=float(a.std(ddof=1)) if a.size > 1 else float("nan"),
+                       n=int(a.size), values=tuple(float(v) for v in a), level=float(level))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The difference a − b of two methods' metric over seeds, with its confidence interval (:func:`compare`).
+
+    Attributes
+    ----------
+    difference : float
+        Mean of a minus mean of b (paired: the mean of the per-seed differences, the same number).
+    low, high : float
+        The ``level`` confidence interval of the difference (nan when a side has one seed).
+    n_a, n_b : int
+        Seeds on each side.
+    paired : bool
+        Paired t on the per-seed differences (True) or Welch's t (False).
+    df : float
+        Degrees of freedom of the t quantile.
+    method : str
+        How the interval was computed, as a phrase for the evidence sentence.
+    level : float
+    metric : str or None
+        The History curve compared (None when numbers were given).
+    """
+
+    difference: float
+    low: float
+    high: float
+    n_a: int
+    n_b: int
+    paired: bool
+    df: float
+    method: str
+    level: float = 0.95
+    metric: str | None = None
+
+    def text(self, digits=4) -> str:
+        """``"a − b = +0.0020 (95 % CI +0.0005 to +0.0035; paired t over 3 seeds)"``."""
+        if not np.isfinite(self.low):
+            return f"a − b = {self.difference:+.{digits}f} (no interval: {self.method})"
+        return (f"a − b = {self.difference:+.{digits}f} ({100 * self.level:g} % CI {self.low:+.{digits}f} to "
+                f"{self.high:+.{digits}f}; {self.method})")
+
+
+def _side(name, x, metric):
+    """(values, seeds or None) of one side of :func:`compare`: histories' final metric, or the numbers."""
+    if isinstance(x, History):
+        raise TypeError(f"{name} must be a list of History objects (every seed of a setting) or of numbers, "
+                        f"got one History")
+    items = list(x) if isinstance(x, (list, tuple)) else None
+    if items and all(isinstance(h, History) for h in items):
+        return _values(name, [_final(h, metric) for h in items]), [h.config.get("seed") for h in items]
+    if items and any(isinstance(h, History) for h in items):
+        raise TypeError(f"{name} must hold History objects or numbers, not both")
+    return _values(name, x), None
+
+
+def compare(a, b, *, metric="test_accuracy", paired=None, level=0.95) -> Comparison:
+    """The mean difference a − b over seeds with a Student-t confidence interval: paired t or Welch.
+
+    Paired (the runs of a and b share their seeds, so each pair starts from the
+    same initial weights and sample order): with d_i = a_i − b_i over n seeds,
+
+    .. math:: \\bar d \\pm t_{(1+\\mathrm{level})/2,\\; n-1}\\, s_d / \\sqrt n .
+
+    Welch (different seeds, or ``paired=False``):
+
+    .. math:: \\bar a - \\bar b \\pm t_{(1+\\mathrm{level})/2,\\; \\nu}
+              \\sqrt{s_a^2/n_a + s_b^2/n_b}, \\qquad
+              \\nu = \\frac{(s_a^2/n_a + s_b^2/n_b)^2}{(s_a^2/n_a)^2/(n_a-1) + (s_b^2/n_b)^2/(n_b-1)} .
+
+    A failed run counts at its last logged value (a diverged run's accuracy is
+    at chance level): it widens the interval rather than vanishing from it.
+
+    Parameters
+    ----------
+    a, b : list of History, or sequence of float
+        Every seed of one setting each.  Histories give their final ``metric``;
+        numbers are used as they are.
+    metric : str
+        The History curve whose last logged value is compared (histories only).
+    paired : bool or None
+        None: paired when a and b are both histories with the same set of
+        seeds (matched by ``config["seed"]``), Welch otherwise.  True: demand
+        pairing (histories with the same seeds, or numbers of equal length,
+        paired by position).  False: Welch.
+    level : float in (0, 1)
+
+    Returns
+    -------
+    Comparison
+        Its interval is nan when a side (or the pairs) has fewer than two values.
+
+    Examples
+    --------
+    >>> c = compare([0.978, 0.979, 0.981], [0.975, 0.977, 0.978], paired=True)
+    >>> c.paired, round(c.difference, 4), c.low > 0
+    (True, 0.0027, True)
+    """
+    level = _level(level)
+    if paired is not None and not isinstance(paired, (bool, np.bool_)):
+        raise TypeError(f"paired must be True, False or None (decide from the seeds), got {paired!r}")
+    if not isinstance(metric, str):
+        raise TypeError(f"metric must be the name of a History curve, got {metric!r}")
+    x, seeds_a = _side("a", a, metric)
+    y, seeds_b = _side("b", b, metric)
+    same_seeds = (seeds_a is not None and seeds_b is not None and len(set(seeds_a)) == len(seeds_a)
+                  and len(set(seeds_b)) == len(seeds_b) and set(seeds_a) == set(seeds_b))
+    if paired is None:
+        paired = same_seeds
+    elif paired:
+        if seeds_a is not None or seeds_b is not None:
+            if not same_seeds:
+                raise ValueError(f"paired=True needs a and b to hold the same seeds, once each; got seeds "
+                                 f"{seeds_a if seeds_a is not None else 'none (numbers)'} and "
+                                 f"{seeds_b if seeds_b is not None else 'none (numbers)'}")
+        elif x.size != y.size:
+            raise ValueError(f"paired=True needs as many values in a as in b (paired by position), "
+                             f"got {x.size} and {y.size}")
+    used_metric = metric if seeds_a is not None or seeds_b is not None else None
+    if paired:
+        if seeds_a is not None:
+            order_b = {s: i for i, s in enumerate(seeds_b)}
+            y = y[[order_b[s] for s in seeds_a]]
+        d = x - y
+        n = int(d.size)
+        df = float(n - 1)
+        se = float(d.std(ddof=1)) / math.sqrt(n) if n > 1 else float("nan")
+        method = f"paired t over {n} seeds" if used_metric else f"paired t over {n} pairs"
+        diff = float(d.mean())
+    else:
+        va = float(x.var(ddof=1)) / x.size if x.size > 1 else float("nan")
+        vb = float(y.var(ddof=1)) / y.size if y.size > 1 else float("nan")
+        se = math.sqrt(va + vb)
+        if va + vb == 0.0:
+            df = float(x.size + y.size - 2)  # no spread on either side: any ν gives a zero width
+        else:
+            df = (va + vb) ** 2 / (va ** 2 / (x.size - 1) + vb ** 2 / (y.size - 1)) if np.isfinite(se) else float("nan")
+        method = f"Welch t over {x.size} and {y.size} seeds"
+        diff = float(x.mean() - y.mean())
+    half = _t_half_width(se, df, level) if np.isfinite(se) else float("nan")
+    if np.isfinite(half):
+        method += f", ν = {df:.3g}"
+    else:
+        method += " (fewer than two on a side: no noise estimate)"
+    return Comparison(difference=diff, low=diff - half, high=diff + half, n_a=int(x.size), n_b=int(y.size),
+                      paired=bool(paired), df=float(df), method=method, level=level, metric=used_metric)
+
+
+def decide(comparison, *, claimed="a > b", margin=None) -> str:
+    """The verdict on a claim about a − b, from the confidence interval [low, high] of :func:`compare`.
+
+    The rule, written once (d = a − b, δ = ``margin``):
+
+    ===========  =========================  ======================  ==================
+    claimed      holds                      does not hold           partly (otherwise)
+    ===========  =========================  ======================  ==================
+    ``a > b``    low > 0                    high < 0                the CI contains 0
+    ``a < b``    high < 0                   low > 0                 the CI contains 0
+    ``a == b``   −δ < low and high < δ      high < −δ or low > δ    the CI crosses ±δ
+    ``a >= b``   low > −δ                   high < −δ               the CI contains −δ
+    ``a <= b``   high < δ                   low > δ                 the CI contains δ
+    ===========  =========================  ======================  ==================
+
+    In words: a claim holds when the whole interval lies on its side, does not
+    hold when the whole interval lies on the other side (the runs show the
+    opposite), and holds "partly" when the interval straddles the boundary: the
+    difference cannot be told from seed noise with these seeds, which is what a
+    reviewer would call "not shown" rather than "shown false".  ``a == b`` is
+    "as good as, within ±δ" (equivalence); ``a >= b`` is "no worse than b by
+    more than δ" (non-inferiority; ``a <= b`` the same for a loss).  With the
+    95 % interval these are two one-sided tests at 2.5 % each, stricter than
+    the usual 90 % TOST interval.
+
+    δ defaults to :data:`EQUIVALENCE_MARGIN`, 0.003 (0.3 percentage point), for
+    an accuracy: the 95 % half-width of one run's accuracy on 10,000 test
+    images at 98 % (1.96 · √(0.98 · 0.02 / 10,000) = 0.27 pp).  Two methods
+    closer than that differ by less than a fresh test set of the same size
+    would move one run's score, which is as equal as this test set can tell.
+    A tighter δ (say 0.1 pp) is below that resolution; a looser one would call
+    a sixth of the error rate "the same".  Other metrics (losses, numbers)
+    need ``margin`` given.
+
+    Parameters
+    ----------
+    comparison : Comparison
+    claimed : {"a > b", "a < b", "a == b", "a >= b", "a <= b"}
+    margin : float > 0 or None
+        δ, in the metric's units; only for ``"a == b"``, ``"a >= b"`` and ``"a <= b"``.
+
+    Returns
+    -------
+    str
+        ``"holds"``, ``"partly"`` or ``"does not hold"``; ``"untested"`` when the
+        interval is nan (a side with one seed: no noise estimate).
+
+    Examples
+    --------
+    >>> decide(compare([0.978, 0.979, 0.981], [0.975, 0.977, 0.978], paired=True), claimed="a > b")
+    'holds'
+    """
+    if not isinstance(comparison, Comparison):
+        raise TypeError(f"comparison must be a Comparison (from compare), got {type(comparison).__name__}")
+    check_choice("claimed", claimed, CLAIMS)
+    strict = claimed in ("a > b", "a < b")
+    if strict and margin is not None:
+        raise ValueError(f"margin applies to the claims 'a == b', 'a >= b' and 'a <= b' only, not {claimed!r}")
+    if not strict:
+        if margin is None:
+            if not (comparison.metric or "").endswith("accuracy"):
+                raise ValueError(f"margin: give δ in the units of {comparison.metric or 'the numbers compared'} "
+                                 f"for claimed={claimed!r} (the default {EQUIVALENCE_MARGIN} is for accuracies)")
+            margin = EQUIVALENCE_MARGIN
+        margin = check_float("margin", margin, low=0.0, low_open=True)
+    low, high = comparison.low, comparison.high
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return "untested"
+    if claimed == "a > b":
+        inside, outside = low > 0, high < 0
+    elif claimed == "a < b":
+        inside, outside = high < 0, low > 0
+    elif claimed == "a == b":
+        inside, outside = -margin < low and high < margin, high < -margin or low > margin
+    elif claimed == "a >= b":
+        inside, outside = low > -margin, high < -margin
+    else:
+        inside, outside = high < margin, low > margin
+    return "holds" if inside else ("does not hold" if outside else "partly")
+
+
+def select(histories, metric="validation_accuracy", *, allow_test=False) -> list[History]:
+    """The runs (every seed) of the setting with the best mean final ``metric``: the tuning step of the protocol.
+
+    Settings are grouped by :func:`ex3lib.experiments.by_setting`; the best is
+    the highest mean for an accuracy, the lowest for a loss; a tie goes to the
+    first setting seen.  A setting with failed runs ranks by its mean with the
+    failed runs counted at their last value; a nan mean (an overflowed run's
+    loss) ranks last.
+
+    Selecting on the test set and then reporting the test score of the winner
+    reports the best of many noisy draws, biased upwards: hence the refusal of
+    :data:`TEST_METRICS` unless ``allow_test=True`` (to reproduce a selection
+    that was made that way, such as the report's).
+
+    Parameters
+    ----------
+    histories : list of History
+    metric : str
+        A curve ending in ``accuracy`` or ``loss`` (see :func:`metric_curve`).
+    allow_test : bool
+
+    Examples
+    --------
+    >>> best = select(sgd_runs)                                            # doctest: +SKIP
+    >>> best[0].config["learning_rate"], seed_summary([h.final_accuracy for h in best]).text()  # doctest: +SKIP
+    """
+    if not isinstance(metric, str):
+        raise TypeError(f"metric must be the name of a History curve, got {metric!r}")
+    if metric in TEST_METRICS and allow_test is not True:
+        raise ValueError(f"metric={metric!r} selects on the test set: the winner's test score is then the best "
+                         f"of many noisy draws, biased upwards. Select on 'validation_accuracy' (runs with "
+                         f"RunConfig(validation_size=10_000)) and report the test score of the selected setting, "
+                         f"or pass allow_test=True to reproduce a test-set selection on purpose")
+    higher = _higher_is_better(metric)
+    groups = list(by_setting(histories).values())
+    if not groups:
+        raise ValueError("histories must hold at least one History")
+    means = np.array([np.mean([_final(h, metric) for h in runs]) for runs in groups])
+    score = np.where(np.isnan(means), -np.inf, means if higher else -means)
+    return groups[int(np.argmax(score))]
+
+
+@dataclass(frozen=True)
+class TimeToTarget:
+    """When a run first reached a target (:func:`time_to_target`).
+
+    Attributes
+    ----------
+    reached : bool
+    epochs : float
+        Fractional epoch of the first logged point at or beyond the target (nan if never).
+    updates : int or float
+        Optimiser updates taken by then (nan if never).
+    seconds : float
+        Wall-clock seconds since the start of the run at that point (nan if never).
+    target : float
+    metric : str
+    """
+
+    reached: bool
+    epochs: float
+    updates: float
+    seconds: float
+    target: float
+    metric: str
+
+
+def _updates_at(history, i) -> int:
+    """Updates taken by logged point ``i``: ``extra["updates_at"]``, else from n_train and the batch size."""
+    if "updates_at" in history.extra:
+        return int(history.extra["updates_at"][i])
+    if "n_train" not in history.extra:
+        raise ValueError(f"history: {_run_name(history)} has neither extra['updates_at'] nor extra['n_train'] "
+                         f"to count its updates from")
+    n, m = int(history.extra["n_train"]), int(history.config["batch_size"])
+    epochs, samples = divmod(round(float(history.epoch[i]) * n), n)
+    updates = epochs * math.ceil(n / m) + math.ceil(samples / m)
+    # A run stopped by a non-finite loss did not apply the batch it stopped at.
+    return min(updates, int(history.extra.get("updates", updates)))
+
+
+def time_to_target(history, target, metric="test_accuracy") -> TimeToTarget:
+    """Epochs, updates and seconds until ``metric`` first reaches ``target`` (AlgoPerf's time-to-result).
+
+    The first logged point with ``metric >= target`` (an accuracy) or
+    ``metric <= target`` (a loss).  ``updates`` is ``extra["updates_at"]`` at
+    that point, or, for runs logged before that key existed,
+    ``k · ⌈n_train / m⌉ + ⌈s / m⌉`` at epoch k + s / n_train (``extra["n_train"]``,
+    m the batch size; windows end on batch boundaries).  ``seconds`` is the
+    run's ``time`` at that point, which includes its evaluations.
+
+    A run that never reaches the target, including one that diverged first,
+    has ``reached=False`` and nan for the rest: it counts as not reaching it,
+    never as infinitely slow in a mean.  A run that reached it and diverged
+    later did reach it.
+
+    Examples
+    --------
+    >>> t = time_to_target(run, 0.97, metric="validation_accuracy")        # doctest: +SKIP
+    >>> t.reached, t.epochs, t.updates                                      # doctest: +SKIP
+    (True, 1.5, 9000)
+    """
+    if not isinstance(history, History):
+        raise TypeError(f"history must be a History, got {type(history).__name__}")
+    if not isinstance(metric, str):
+        raise TypeError(f"metric must be the name of a History curve, got {metric!r}")
+    higher = _higher_is_better(metric)
+    target = check_float("target", target)
+    values = metric_curve(history, metric)
+    hit = np.flatnonzero(values >= target if higher else values <= target)
+    if hit.size == 0:
+        nan = float("nan")
+        return TimeToTarget(False, nan, nan, nan, target, metric)
+    i = int(hit[0])
+    return TimeToTarget(True, float(history.epoch[i]), _updates_at(history, i), float(history.time[i]),
+                        target, metric)
+
+
+def lr_sensitivity(histories, metric="validation_accuracy", level=0.95):
+    """Mean final ``metric`` against the learning rate η, per optimiser: the tuning-sensitivity table.
+
+    One row per setting (every seed of it), grouped by
+    :func:`ex3lib.experiments.by_setting`, labelled by the optimiser as its
+    config names it (``"SGD"``, ``"momentum α=0.9"``, ``"Nesterov α=0.9"``,
+    ``"Adam β₁=0.9 β₂=0.999"``...), sorted by optimiser (first seen) then η.
+    Failed runs (:func:`ex3lib.experiments.failed`) count at their last value
+    and are flagged.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``optimiser``, ``learning_rate``, ``mean``, ``ci_low``,
+        ``ci_high`` (:func:`mean_ci`; nan for one seed), ``std``, ``n``,
+        ``n_failed`` and ``failed`` (any seed failed); ``attrs["metric"]``.
+
+    Raises
+    ------
+    ValueError
+        Two settings share an optimiser and η but differ in something else
+        (e.g. the batch size): the message names the fields; pass the runs of
+        one of them (``experiments.runs_at(runs, batch_size=10)``).
+
+    Examples
+    --------
+    >>> lr_sensitivity(sgd_runs + momentum_runs)[["optimiser", "learning_rate", "mean"]]  # doctest: +SKIP
+    """
+    import pandas as pd
+
+    if not isinstance(metric, str):
+        raise TypeError(f"metric must be the name of a History curve, got {metric!r}")
+    level = _level(level)
+    groups = by_setting(histories)
+    if not groups:
+        raise ValueError("histories must hold at least one History")
+    rows, seen, labels = [], {}, []
+    for key, runs in groups.items():
+        cfg = runs[0].config
+        label, lr = _optimiser_label(cfg), float(cfg["learning_rate"])
+        if (label, lr) in seen:
+            other = dict(seen[(label, lr)])
+            differ = sorted(k for k, v in key if other.get(k) != v)
+            raise ValueError(f"histories: two settings of {label} at η={lr:g} differ in {', '.join(differ)}; "
+                             f"pass the runs of one of them (e.g. experiments.runs_at(runs, {differ[0]}=...))")
+        seen[(label, lr)] = key
+        if label not in labels:
+            labels.append(label)
+        values = [_final(h, metric) for h in runs]
+        finite = np.all(np.isfinite(values))
+        mean, low, high = mean_ci(values, level) if finite else (float(np.mean(values)), np.nan, np.nan)
+        n_failed = int(sum(failed(h) for h in runs))
+        rows.append({"optimiser": label, "learning_rate": lr, "mean": mean, "ci_low": low, "ci_high": high,
+                     "std": float(np.std(values, ddof=1)) if len(values) > 1 else float("nan"),
+                     "n": len(runs), "n_failed": n_failed, "failed": n_failed > 0})
+    rows.sort(key=lambda r: (labels.index(r["optimiser"]), r["learning_rate"]))
+    table = pd.DataFrame(rows, columns=["optimiser", "learning_rate", "mean", "ci_low", "ci_high", "std", "n",
+                                        "n_failed", "failed"])
+    table.attrs["metric"] = metric
+    return table

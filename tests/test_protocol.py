@@ -1,0 +1,351 @@
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from ex3lib import History, protocol
+from synthetic import dead, hist, overflow, seeds
+
+# Student-t quantiles from a printed table (df 2 and 4), not from the code under test.
+T975_DF2, T975_DF4, T95_DF4 = 4.3027, 2.7764, 2.1318
+
+
+def vhist(test_acc, val_acc, **config):
+    """A history whose validation curve (in ``extra``, as runs with a validation set log it) is ``val_acc``."""
+    h = hist(test_acc, **config)
+    val = np.asarray(val_acc, float)
+    if val.ndim == 0:
+        val = h.test_accuracy - h.test_accuracy[-1] + float(val)
+    h.extra.update(validation_accuracy=val.tolist(), validation_loss=(h.test_loss * 0.9).tolist())
+    return h
+
+
+def vseeds(test_acc, val_acc, n=3, spread=0.001, **config):
+    return [vhist(test_acc + spread * (i - 1), val_acc + spread * (i - 1), seed=i, **config) for i in range(n)]
+
+
+# mean_ci and seed_summary --------------------------------------------------------------------
+
+def test_mean_ci_is_the_student_t_interval():
+    mean, low, high = protocol.mean_ci([1, 2, 3, 4, 5])
+    half = T975_DF4 * math.sqrt(2.5) / math.sqrt(5)  # s² = 10/4
+    assert mean == 3.0
+    assert low == pytest.approx(3 - half, abs=1e-4) and high == pytest.approx(3 + half, abs=1e-4)
+    _, low90, high90 = protocol.mean_ci([1, 2, 3, 4, 5], level=0.90)
+    assert (3 - low90, high90 - 3) == pytest.approx((T95_DF4 * math.sqrt(0.5),) * 2, abs=1e-4)
+
+
+def test_mean_ci_of_one_seed_has_no_interval_and_equal_values_a_zero_width():
+    mean, low, high = protocol.mean_ci([0.97])
+    assert mean == 0.97 and np.isnan(low) and np.isnan(high)
+    assert protocol.mean_ci([0.5, 0.5, 0.5]) == (0.5, 0.5, 0.5)
+
+
+def test_seed_summary_keeps_every_seed():
+    s = protocol.seed_summary([0.976, 0.977, 0.978])
+    assert s.n == 3 and s.values == (0.976, 0.977, 0.978) and s.level == 0.95
+    assert s.std == pytest.approx(0.001)
+    assert s.ci[1] - s.mean == pytest.approx(T975_DF2 * 0.001 / math.sqrt(3), abs=1e-6)
+    assert s.text(3) == "0.977 (95 % CI 0.975 to 0.979; n=3: 0.976, 0.977, 0.978)"
+    one = protocol.seed_summary([0.9])
+    assert np.isnan(one.std) and one.text(2) == "0.90 (one seed: 0.90)"
+
+
+# compare ---------------------------------------------------------------------------------------
+
+BASE = np.array([0.960, 0.975, 0.985])  # large seed-to-seed differences ...
+GAIN = np.array([0.002, 0.0025, 0.003])  # ... and a small, consistent gain on each seed
+
+
+def test_paired_t_separates_where_welch_does_not():
+    a = [hist(float(v), seed=i) for i, v in enumerate(BASE + GAIN)]
+    b = [hist(float(v), seed=i) for i, v in enumerate(BASE)]
+    paired = protocol.compare(a, b)
+    welch = protocol.compare(a, b, paired=False)
+    assert paired.paired and not welch.paired and paired.n_a == paired.n_b == 3
+    assert paired.difference == pytest.approx(0.0025) and welch.difference == pytest.approx(0.0025)
+    half = T975_DF2 * 0.0005 / math.sqrt(3)  # the differences' std is 0.0005
+    assert (paired.low, paired.high) == pytest.approx((0.0025 - half, 0.0025 + half), abs=1e-6)
+    assert paired.low > 0 and welch.low < 0 < welch.high
+    assert protocol.decide(paired) == "holds" and protocol.decide(welch) == "partly"
+    # scipy's own tests give the same intervals
+    rel = stats.ttest_rel(BASE + GAIN, BASE).confidence_interval(0.95)
+    ind = stats.ttest_ind(BASE + GAIN, BASE, equal_var=False)
+    assert (paired.low, paired.high) == pytest.approx((rel.low, rel.high), rel=1e-9)
+    assert (welch.low, welch.high) == pytest.approx(tuple(ind.confidence_interval(0.95)), rel=1e-9)
+    assert welch.df == pytest.approx(ind.df) and "Welch" in welch.method and "paired" in paired.method
+
+
+def test_pairs_by_seed_not_by_position():
+    a = [hist(float(v), seed=i) for i, v in enumerate(BASE + GAIN)]
+    b = [hist(float(v), seed=i) for i, v in enumerate(BASE)]
+    shuffled = protocol.compare(a, b[::-1])
+    assert shuffled.paired and (shuffled.low, shuffled.high) == pytest.approx((protocol.compare(a, b).low,
+                                                                                protocol.compare(a, b).high))
+    by_position = protocol.compare(BASE + GAIN, BASE[::-1], paired=True)
+    assert by_position.low < 0  # pairing the wrong seeds loses the separation
+
+
+def test_different_seeds_fall_back_to_welch():
+    a = [hist(float(v), seed=i) for i, v in enumerate(BASE + GAIN)]
+    b = [hist(float(v), seed=i + 3) for i, v in enumerate(BASE)]
+    assert not protocol.compare(a, b).paired
+    assert not protocol.compare(BASE + GAIN, BASE).paired  # numbers: Welch unless paired=True
+
+
+def test_a_failed_run_counts_at_chance_level():
+    good = seeds(0.97)
+    unstable = seeds(0.975, n=2) + [dead(seed=2)]
+    c = protocol.compare(unstable, good)
+    assert c.paired and c.difference == pytest.approx(((0.9745 + 0.9755 + 0.098) - (0.969 + 0.970 + 0.971)) / 3)
+    assert protocol.decide(c, claimed="a > b") == "partly"  # one dead seed in three: not shown better
+
+
+def test_compare_reads_validation_curves():
+    a = vseeds(0.97, 0.98)
+    b = vseeds(0.97, 0.975)
+    assert protocol.compare(a, b, metric="validation_accuracy").difference == pytest.approx(0.005)
+    assert protocol.compare(a, b).difference == pytest.approx(0.0)
+
+
+# decide ----------------------------------------------------------------------------------------
+
+def comparison(low, high, metric="test_accuracy"):
+    return protocol.Comparison(difference=(low + high) / 2, low=low, high=high, n_a=3, n_b=3, paired=True, df=2.0,
+                               method="paired t over 3 seeds", metric=metric)
+
+
+@pytest.mark.parametrize("low, high, claimed, verdict", [
+    (0.001, 0.004, "a > b", "holds"),
+    (-0.001, 0.004, "a > b", "partly"),
+    (-0.004, -0.001, "a > b", "does not hold"),
+    (-0.004, -0.001, "a < b", "holds"),
+    (0.0, 0.004, "a > b", "partly"),  # touching 0 is not on the claimed side
+    (-0.002, 0.002, "a == b", "holds"),  # inside ±0.003
+    (-0.002, 0.004, "a == b", "partly"),  # crosses +δ
+    (0.004, 0.006, "a == b", "does not hold"),
+    (-0.002, 0.010, "a >= b", "holds"),  # no worse than b by more than δ
+    (-0.005, 0.001, "a >= b", "partly"),
+    (-0.008, -0.004, "a >= b", "does not hold"),
+    (-0.010, 0.002, "a <= b", "holds"),
+    (0.004, 0.008, "a <= b", "does not hold"),
+])
+def test_decision_rule(low, high, claimed, verdict):
+    assert protocol.decide(comparison(low, high), claimed=claimed) == verdict
+
+
+def test_equivalence_margin_can_be_given():
+    c = comparison(-0.002, 0.002)
+    assert protocol.decide(c, claimed="a == b", margin=0.001) == "partly"
+    assert protocol.decide(comparison(-0.02, 0.02, metric="test_loss"), claimed="a == b", margin=0.05) == "holds"
+
+
+def test_decide_on_the_compared_runs():
+    a, b = BASE + GAIN, BASE
+    assert protocol.decide(protocol.compare(a, b, paired=True)) == "holds"
+    assert protocol.decide(protocol.compare(b, a, paired=True)) == "does not hold"
+    assert protocol.decide(protocol.compare(a, b, paired=True), claimed="a == b", margin=0.01) == "holds"
+
+
+def test_one_seed_is_untested():
+    c = protocol.compare([0.98], [0.97])
+    assert np.isnan(c.low) and protocol.decide(c) == "untested"
+    assert "no interval" in c.text()
+
+
+# select ----------------------------------------------------------------------------------------
+
+def test_select_on_validation_where_validation_and_test_disagree():
+    runs = vseeds(0.975, 0.981, learning_rate=0.1) + vseeds(0.978, 0.979, learning_rate=0.01)
+    assert {h.config["learning_rate"] for h in protocol.select(runs)} == {0.1}
+    assert len(protocol.select(runs)) == 3
+    on_test = protocol.select(runs, "test_accuracy", allow_test=True)
+    assert {h.config["learning_rate"] for h in on_test} == {0.01}
+
+
+def test_select_refuses_the_test_set_and_says_why():
+    runs = vseeds(0.975, 0.981)
+    with pytest.raises(ValueError, match=r"metric='test_accuracy' selects on the test set.*biased.*allow_test=True"):
+        protocol.select(runs, "test_accuracy")
+    with pytest.raises(ValueError, match="metric='test_loss'"):
+        protocol.select(runs, "test_loss")
+
+
+def test_select_minimises_a_loss():
+    a = [vhist(0.97, 0.98, learning_rate=0.1)]
+    b = [vhist(0.97, 0.98, learning_rate=0.01)]
+    b[0].extra["validation_loss"] = (np.asarray(b[0].extra["validation_loss"]) - 0.01).tolist()
+    assert protocol.select(a + b, "validation_loss")[0].config["learning_rate"] == 0.01
+    assert protocol.select(a + b, "validation_accuracy")[0].config["learning_rate"] == 0.1  # a tie: first seen
+
+
+def test_select_counts_failed_runs_at_their_value():
+    val = {"validation_accuracy": [0.1, 0.098, 0.098], "validation_loss": [2.3, 2.3, 2.3]}
+    risky = vseeds(0.99, 0.99, n=2, learning_rate=0.1) + [dead(learning_rate=0.1, seed=2, extra=val)]
+    steady = vseeds(0.97, 0.97, learning_rate=0.01)
+    assert protocol.select(risky + steady)[0].config["learning_rate"] == 0.01
+    nan_loss = [overflow(learning_rate=0.5, extra={"validation_accuracy": [0.1, 0.098],
+                                                   "validation_loss": [2.3, np.nan]})]
+    assert protocol.select(nan_loss + steady, "validation_loss")[0].config["learning_rate"] == 0.01
+
+
+def test_select_needs_validation_curves():
+    with pytest.raises(ValueError, match=r"metric 'validation_accuracy': SGD η=0.1, m=10, seed 0 has no such curve"):
+        protocol.select([hist(0.97)])
+
+
+# metric_curve ----------------------------------------------------------------------------------
+
+class MergedHistory(History):
+    """A History as it will be once the validation split is merged: the curves are properties."""
+
+    @property
+    def validation_accuracy(self):
+        if "validation_accuracy" not in self.extra:
+            raise ValueError("this run has no validation set (RunConfig(validation_size=0))")
+        return np.asarray(self.extra["validation_accuracy"]) + 0.5  # shifted: shows the attribute was read
+
+
+def merged(h):
+    return MergedHistory(**{k: getattr(h, k) for k in History.__dataclass_fields__})
+
+
+def test_metric_curve_reads_attributes_then_extra():
+    h = vhist([0.1, 0.8, 0.9], [0.1, 0.85, 0.95])
+    np.testing.assert_array_equal(protocol.metric_curve(h, "test_accuracy"), [0.1, 0.8, 0.9])
+    np.testing.assert_array_equal(protocol.metric_curve(h, "validation_accuracy"), [0.1, 0.85, 0.95])
+    np.testing.assert_allclose(protocol.metric_curve(merged(h), "validation_accuracy"), [0.6, 1.35, 1.45])
+
+
+def test_metric_curve_names_the_run_when_the_curve_is_missing():
+    with pytest.raises(ValueError, match=r"metric 'validation_accuracy': momentum α=0.9 η=0.05, m=100, seed 4: "
+                                         r"this run has no validation set"):
+        protocol.metric_curve(merged(hist(0.9, optimiser="sgd", momentum=0.9, learning_rate=0.05, batch_size=100,
+                                          seed=4)), "validation_accuracy")
+    with pytest.raises(ValueError, match=r"metric 'validation_loss': SGD η=0.1, m=10, seed 0 has no such curve"):
+        protocol.metric_curve(hist(0.9), "validation_loss")
+
+
+def test_metric_curve_refuses_what_is_not_a_curve():
+    with pytest.raises(ValueError, match="metric 'seconds' must name a curve with one value per logged point"):
+        protocol.metric_curve(hist(0.9), "seconds")
+
+
+# time_to_target --------------------------------------------------------------------------------
+
+def curve(**extra):
+    # epochs 0, 0.5, 1, 1.5, 2; time 0, 1, 2, 3, 4 s
+    return hist([0.1, 0.5, 0.8, 0.9, 0.95], batch_size=30, extra=extra)
+
+
+def test_time_to_target_at_the_first_point_at_or_above():
+    t = protocol.time_to_target(curve(updates_at=[0, 17, 34, 51, 68]), 0.9)
+    assert (t.reached, t.epochs, t.updates, t.seconds) == (True, 1.5, 51, 3.0)
+    t = protocol.time_to_target(curve(updates_at=[0, 17, 34, 51, 68]), 0.85)
+    assert (t.epochs, t.updates, t.seconds) == (1.5, 51, 3.0)
+    assert protocol.time_to_target(curve(updates_at=[0, 17, 34, 51, 68]), 0.1).epochs == 0.0
+
+
+def test_time_to_target_counts_updates_from_the_config_without_updates_at():
+    # 1000 samples in batches of 30: 34 updates per epoch (the last batch has 10); half an epoch is 17
+    t = protocol.time_to_target(curve(n_train=1000, updates=68), 0.9)
+    assert t.updates == 34 + 17
+    t = protocol.time_to_target(curve(n_train=1000, updates=68), 0.8)
+    assert t.updates == 34
+
+
+def test_time_to_target_never_reached():
+    t = protocol.time_to_target(curve(n_train=1000), 0.96)
+    assert not t.reached and np.isnan(t.epochs) and np.isnan(t.updates) and np.isnan(t.seconds)
+    assert (t.target, t.metric) == (0.96, "test_accuracy")
+
+
+def test_time_to_target_of_a_diverged_run():
+    assert not protocol.time_to_target(dead(), 0.5).reached
+    late = hist([0.1, 0.9, 0.098], diverged=True, reason="dead network: ...", extra={"updates_at": [0, 5, 9]})
+    t = protocol.time_to_target(late, 0.9)
+    assert t.reached and t.updates == 5  # reached before it died
+
+
+def test_time_to_target_on_a_loss_goes_down():
+    h = hist([0.1, 0.5, 0.8], test_loss=[2.3, 0.5, 0.2], extra={"updates_at": [0, 3, 6]})
+    t = protocol.time_to_target(h, 0.5, metric="test_loss")
+    assert (t.epochs, t.updates) == (0.5, 3)
+
+
+# lr_sensitivity --------------------------------------------------------------------------------
+
+def test_lr_sensitivity_table():
+    runs = (vseeds(0.97, 0.975, learning_rate=0.01) + vseeds(0.96, 0.965, learning_rate=0.1, n=2)
+            + [dead(learning_rate=0.1, seed=2, extra={"validation_accuracy": [0.1, 0.098, 0.098]})]
+            + vseeds(0.98, 0.982, learning_rate=0.01, momentum=0.9)
+            + [vhist(0.975, 0.978, learning_rate=0.001, momentum=0.9)])
+    t = protocol.lr_sensitivity(runs)
+    assert t.columns.tolist() == ["optimiser", "learning_rate", "mean", "ci_low", "ci_high", "std", "n",
+                                  "n_failed", "failed"]
+    assert t["optimiser"].tolist() == ["SGD", "SGD", "momentum α=0.9", "momentum α=0.9"]
+    assert t["learning_rate"].tolist() == [0.01, 0.1, 0.001, 0.01]
+    np.testing.assert_allclose(t["mean"], [0.975, (0.964 + 0.965 + 0.098) / 3, 0.978, 0.982])
+    assert t["n"].tolist() == [3, 3, 1, 3] and t["n_failed"].tolist() == [0, 1, 0, 0]
+    assert t["failed"].tolist() == [False, True, False, False]
+    assert np.isnan(t["ci_low"][2]) and t["ci_low"][0] < 0.975 < t["ci_high"][0]
+    assert t.attrs["metric"] == "validation_accuracy"
+
+
+def test_lr_sensitivity_tells_nesterov_from_momentum():
+    runs = vseeds(0.98, 0.98, n=1, momentum=0.9) + vseeds(0.98, 0.98, n=1, momentum=0.9, nesterov=True)
+    assert protocol.lr_sensitivity(runs)["optimiser"].tolist() == ["momentum α=0.9", "Nesterov α=0.9"]
+
+
+def test_lr_sensitivity_refuses_mixed_batch_sizes():
+    runs = vseeds(0.97, 0.97, batch_size=10) + vseeds(0.97, 0.97, batch_size=100)
+    with pytest.raises(ValueError, match=r"histories: two settings of SGD at η=0.1 differ in batch_size"):
+        protocol.lr_sensitivity(runs)
+
+
+# bad inputs: one each, the message names the parameter -----------------------------------------
+
+H = seeds(0.97)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: protocol.mean_ci([]), ValueError, r"^values must be a non-empty"),
+    (lambda: protocol.mean_ci([[1, 2], [3, 4]]), ValueError, r"^values must be a non-empty 1-D"),
+    (lambda: protocol.mean_ci([0.9, np.nan]), ValueError, r"^values must be finite"),
+    (lambda: protocol.mean_ci("0.9"), TypeError, r"^values must be a sequence of numbers"),
+    (lambda: protocol.mean_ci([1, 2], level=1.0), ValueError, r"^level must be a finite number in \(0, 1\)"),
+    (lambda: protocol.seed_summary([1, 2], level=0), ValueError, r"^level must be"),
+    (lambda: protocol.compare(H, H, paired="yes"), TypeError, r"^paired must be True, False or None"),
+    (lambda: protocol.compare(H, seeds(0.97, n=2), paired=True), ValueError,
+     r"^paired=True needs a and b to hold the same seeds"),
+    (lambda: protocol.compare([1, 2, 3], [1, 2], paired=True), ValueError, r"^paired=True needs as many values"),
+    (lambda: protocol.compare(H[0], H), TypeError, r"^a must be a list of History objects"),
+    (lambda: protocol.compare(H, [H[0], 0.9]), TypeError, r"^b must hold History objects or numbers, not both"),
+    (lambda: protocol.compare(H, []), ValueError, r"^b must be a non-empty"),
+    (lambda: protocol.compare(H, H, level=2), ValueError, r"^level must be"),
+    (lambda: protocol.compare(H, H, metric=3), TypeError, r"^metric must be the name"),
+    (lambda: protocol.compare([overflow()], H, metric="loss"), ValueError, r"^a must be finite"),
+    (lambda: protocol.decide((0.0, 1.0)), TypeError, r"^comparison must be a Comparison"),
+    (lambda: protocol.decide(comparison(0, 1), claimed="a >> b"), ValueError, r"^claimed must be one of 'a > b'"),
+    (lambda: protocol.decide(comparison(0, 1), claimed="a == b", margin=-0.1), ValueError, r"^margin must be"),
+    (lambda: protocol.decide(comparison(0, 1), margin=0.1), ValueError, r"^margin applies to the claims"),
+    (lambda: protocol.decide(comparison(0, 1, metric=None), claimed="a == b"), ValueError, r"^margin: give δ"),
+    (lambda: protocol.select([]), ValueError, r"^histories must hold at least one"),
+    (lambda: protocol.select(H, metric="epoch"), ValueError, r"^metric must be an accuracy or a loss"),
+    (lambda: protocol.select(H, metric=None), TypeError, r"^metric must be the name"),
+    (lambda: protocol.select([0.9]), TypeError, r"^histories must hold History objects"),
+    (lambda: protocol.time_to_target(H[0], float("nan")), ValueError, r"^target must be a finite number"),
+    (lambda: protocol.time_to_target(H[0], "0.9"), TypeError, r"^target must be a real number"),
+    (lambda: protocol.time_to_target(H, 0.9), TypeError, r"^history must be a History"),
+    (lambda: protocol.time_to_target(H[0], 0.9, metric="seconds"), ValueError, r"^metric must be an accuracy"),
+    (lambda: protocol.time_to_target(H[0], 0.5), ValueError,
+     r"^history: SGD η=0.1, m=10, seed 0 has neither extra\['updates_at'\] nor extra\['n_train'\]"),
+    (lambda: protocol.lr_sensitivity([]), ValueError, r"^histories must hold at least one"),
+    (lambda: protocol.lr_sensitivity(H, level=-1), ValueError, r"^level must be"),
+    (lambda: protocol.metric_curve(H[0], 3), TypeError, r"^metric must be the name"),
+    (lambda: protocol.metric_curve("run", "loss"), TypeError, r"^history must be a History"),
+])
+def test_bad_input(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
