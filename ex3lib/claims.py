@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import analysis
-from .experiments import best_setting, by_setting, failed, fate, finals, mean_std, runs_at, seed_stats, seeds_text
+from . import analysis, protocol
+from .experiments import (best_setting, by_setting, failed, fate, finals, mean_std, runs_at, seed_stats, seeds_text,
+                          setting_label)
 from .report import TABLE2
 
 VERDICTS = ("holds", "partly", "does not hold")
@@ -445,3 +446,134 @@ def adagrad_premature(adagrad_runs, rmsprop_runs, adam_runs) -> Claim:
                  f"RMSProp {seeds_text(finals(rmsprop_runs), 4)}, Adam {seeds_text(finals(adam_runs), 4)} "
                  f"(RMSProp and Adam at their usual η={cfg['learning_rate']:g}, m={cfg['batch_size']}, not tuned)",
                  {"late_gain": gain, "better": better})
+
+
+# --- Under the fair protocol (book/protocol.ipynb): settings selected on the validation set, ten
+# seeds, and one decision rule (ex3lib.protocol.decide) on the confidence interval of each difference.
+
+def _fair(claim, section, parts) -> Claim:
+    """A claim judged on one or more comparisons: ``parts`` is a list of (what, Comparison, claimed, margin).
+
+    It holds when every part holds, does not hold when every part does not
+    hold, and holds partly otherwise (some part not shown, or the parts disagree).
+    """
+    verdicts = [protocol.decide(c, claimed=claimed, margin=margin) for _, c, claimed, margin in parts]
+    evidence = "; ".join(f"{what}: {c.text().replace('a − b', 'difference')} → {v}"
+                         for (what, c, _, _), v in zip(parts, verdicts))
+    if all(v == "holds" for v in verdicts):
+        verdict = "holds"
+    elif all(v == "does not hold" for v in verdicts):
+        verdict = "does not hold"
+    else:
+        verdict = "partly"
+    numbers = {f"part{i}_{key}": value for i, (_, c, _, _) in enumerate(parts)
+               for key, value in (("difference", c.difference), ("low", c.low), ("high", c.high))}
+    numbers["part_verdicts"] = verdicts
+    return Claim(claim, section, verdict, evidence, numbers)
+
+
+def fair_decay_improves(decay_runs, constant_runs) -> Claim:
+    """§3.1, under the protocol: the tuned linear decay beats tuned constant-η SGD in final test accuracy."""
+    claim = "the learning-rate decay improves on a constant rate (each tuned on the validation set)"
+    if not decay_runs or not constant_runs:
+        return _untested(claim, "§3.1", "the selected decay or constant setting")
+    return _fair(claim, "§3.1", [(f"decay {setting_label(decay_runs[0].config)} − SGD "
+                                  f"{setting_label(constant_runs[0].config)}",
+                                  protocol.compare(decay_runs, constant_runs), "a > b", None)])
+
+
+def fair_momentum_improves(momentum_runs, sgd_runs) -> Claim:
+    """§3.2 (empty in the report; the momentum chapter's question): tuned momentum beats tuned SGD."""
+    claim = "momentum (α = 0.9) improves on plain SGD (each tuned on the validation set)"
+    if not momentum_runs or not sgd_runs:
+        return _untested(claim, "§3.2", "the selected momentum or SGD setting")
+    return _fair(claim, "§3.2", [(f"momentum {setting_label(momentum_runs[0].config)} − SGD "
+                                  f"{setting_label(sgd_runs[0].config)}",
+                                  protocol.compare(momentum_runs, sgd_runs), "a > b", None)])
+
+
+def fair_balance(balance_runs, tuned_sgd_runs) -> Claim:
+    """§2.1, under the protocol: each of the report's three balanced settings is no worse than tuned SGD.
+
+    ``balance_runs`` maps ``(η, m)`` to that setting's runs; each is compared
+    with the tuned SGD setting as non-inferiority (``"a >= b"``) within
+    :data:`ex3lib.protocol.EQUIVALENCE_MARGIN`.
+    """
+    claim = "(η=0.1, m=100), (0.01, 10) and (0.001, 1) strike a good balance (as good as tuned SGD)"
+    present = [k for k in BALANCED if balance_runs.get(k)]
+    if not present or not tuned_sgd_runs:
+        return _untested(claim, "§2.1", *(f"η={lr:g}, m={m}" for lr, m in BALANCED))
+    return _fair(claim, "§2.1", [(f"(η={lr:g}, m={m}) − tuned SGD", protocol.compare(balance_runs[(lr, m)],
+                                  tuned_sgd_runs), "a >= b", protocol.EQUIVALENCE_MARGIN) for lr, m in present])
+
+
+def fair_adagrad_premature(adagrad_runs, rmsprop_runs, adam_runs) -> Claim:
+    """§4, under the protocol: RMSProp and Adam, which fix AdaGrad's shrinking step, beat tuned AdaGrad."""
+    claim = "RMSProp and Adam, which fix AdaGrad's ever-shrinking step, do better (each tuned)"
+    if not adagrad_runs or not rmsprop_runs or not adam_runs:
+        return _untested(claim, "§4", "the selected AdaGrad, RMSProp or Adam setting")
+    return _fair(claim, "§4", [(f"{name} − AdaGrad", protocol.compare(runs, adagrad_runs), "a > b", None)
+                               for name, runs in (("RMSProp", rmsprop_runs), ("Adam", adam_runs))])
+
+
+def sharp_minima(measurements) -> Claim:
+    """§2.1 (Keskar et al. 2017): large batches converge to sharper minimizers.
+
+    ``measurements`` is a list of dicts with ``group`` ("equal η/m" or
+    "equal η"), ``batch_size``, ``seed`` and ``top_eigenvalue`` (the largest
+    Hessian eigenvalue of the training loss at the end of training; failed
+    runs left out). In each group the largest batch is compared with the
+    smallest on log λ_max (paired by seed), claimed larger.
+    """
+    claim = "large batches converge to sharp minimizers of the training loss (Keskar et al. 2017)"
+    parts = []
+    for group in dict.fromkeys(r["group"] for r in measurements):
+        rows = [r for r in measurements if r["group"] == group]
+        small, large = min(r["batch_size"] for r in rows), max(r["batch_size"] for r in rows)
+        if small == large:
+            continue
+        lam = {m: {r["seed"]: np.log(r["top_eigenvalue"]) for r in rows if r["batch_size"] == m}
+               for m in (small, large)}
+        seeds = sorted(set(lam[small]) & set(lam[large]))
+        if len(seeds) < 2:
+            continue
+        parts.append((f"{group}: log λ_max at m={large} − at m={small}",
+                      protocol.compare([lam[large][s] for s in seeds], [lam[small][s] for s in seeds],
+                                       paired=True), "a > b", None))
+    if not parts:
+        return _untested(claim, "§2.1", "two batch sizes with two seeds each")
+    return _fair(claim, "§2.1", parts)
+
+
+def batch_increase_equivalent(increase_runs, decay_runs) -> Claim:
+    """§3.1 (Smith et al. 2018): growing the batch is equivalent to decaying η, with fewer updates.
+
+    Holds when the final test accuracies are equivalent within
+    :data:`ex3lib.protocol.EQUIVALENCE_MARGIN` (``"a == b"``) and the growing
+    batch takes fewer updates; does not hold when the accuracies differ by
+    more than the margin; partly otherwise.
+    """
+    claim = "increasing the batch size is equivalent to decaying the learning rate, with fewer updates"
+    if not increase_runs or not decay_runs:
+        return _untested(claim, "§3.1", "the batch-size schedule or the decay it mirrors")
+    cmp = protocol.compare(increase_runs, decay_runs)
+    same = protocol.decide(cmp, claimed="a == b", margin=protocol.EQUIVALENCE_MARGIN)
+    updates = (float(np.mean([h.extra["updates"] for h in increase_runs])),
+               float(np.mean([h.extra["updates"] for h in decay_runs])))
+    fewer = updates[0] < updates[1]
+    verdict = same if (same != "holds" or fewer) else "partly"
+    evidence = (f"final test accuracy, growing batch − decay: {cmp.text().replace('a − b', 'difference')} "
+                f"(equivalent within ±{protocol.EQUIVALENCE_MARGIN:g}: {same}); updates "
+                f"{updates[0]:,.0f} against {updates[1]:,.0f}")
+    return Claim(claim, "§3.1", verdict, evidence,
+                 {"difference": cmp.difference, "low": cmp.low, "high": cmp.high, "equivalent": same,
+                  "updates_increase": updates[0], "updates_decay": updates[1],
+                  "updates_ratio": updates[0] / updates[1]})
+
+
+def fair_claims(runs) -> list[Claim]:
+    """The comparing claims judged under the protocol (``runs``: an :class:`ex3lib.protocol.ProtocolRuns`)."""
+    ten = runs.seeds
+    return [fair_balance(runs.balance, ten["SGD"]), fair_decay_improves(ten["SGD + decay"], ten["SGD"]),
+            fair_momentum_improves(ten["momentum α=0.9"], ten["SGD"]),
+            fair_adagrad_premature(ten["AdaGrad"], ten["RMSProp"], ten["Adam"])]

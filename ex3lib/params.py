@@ -169,6 +169,11 @@ CHAPTERS = {
         "comparison_batch_size": BATCH_SIZE, "n_seeds": N_SEEDS, "n_seeds_grid": N_SEEDS,
         "train_size": TRAIN_SIZE, "explorer": EXPLORER,
     },
+    "protocol": {
+        "epochs": EPOCHS, "n_seeds": integer(2), "targets": list_of(real(0.0, 1.0, low_open=True), min_len=1),
+        "sharpness_seeds": integer(2), "hessian_images": integer(1, N_TRAIN),
+        "epsilon": real(0.0, low_open=True), "schedule_seeds": integer(2), "train_size": TRAIN_SIZE,
+    },
     "conclusion": {
         "epochs": EPOCHS, "learning_rates": _GRID_LEARNING_RATES, "batch_sizes": _GRID_BATCH_SIZES,
         "decay_learning_rate": LEARNING_RATE, "lr_final": LR_FINAL, "momentum": MOMENTUM,

@@ -503,3 +503,115 @@ def combined(comb_ok, decay_ok, batch_sizes, momentum, title):
         ax.set_ylim(0.9, 1.0)
         ax.legend(loc="lower right", fontsize="small")
     return fig
+
+
+def _method_style(name):
+    """Colour and line style of a protocol method: the method's colour, dashed with decay."""
+    return colour_for(method=name), "--" if "decay" in name else "-"
+
+
+def lr_sensitivity(tables, selected):
+    """Final validation accuracy against η for each method (``tables[name]``: :func:`ex3lib.protocol.lr_sensitivity`).
+
+    ``selected[name]`` is the η the protocol picked, ringed; failed runs are
+    crosses at the value they ended with.
+    """
+    fig, ax = plt.subplots(figsize=(8, 4.2), layout="constrained")
+    for name, table in tables.items():
+        colour, linestyle = _method_style(name)
+        ok = ~table["failed"].to_numpy()
+        ax.plot(table["learning_rate"], table["mean"], linestyle, color=colour, marker="o", markersize=4,
+                label=name)
+        ax.plot(table["learning_rate"][~ok], table["mean"][~ok], "x", color=colour, markersize=9, mew=2)
+        pick = table[table["learning_rate"] == selected[name]]
+        ax.plot(pick["learning_rate"], pick["mean"], "o", markersize=12, mfc="none", mec=colour, mew=1.5)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate η (η₀ with decay)")
+    ax.set_ylabel("final validation accuracy")
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_ylim(0.85, 1.0)
+    ax.legend(loc="lower center", ncols=3, fontsize="small")
+    return fig
+
+
+def seed_strip(runs, metric="test_accuracy", level=0.95):
+    """Every seed's final ``metric`` (dots) of each method (``runs[name]``), with the mean and its CI (bar)."""
+    from .protocol import seed_summary
+
+    fig, ax = plt.subplots(figsize=(8, 0.55 * len(runs) + 1.2), layout="constrained")
+    for k, (name, hs) in enumerate(runs.items()):
+        values = np.array([float(getattr(h, metric)[-1]) for h in hs])
+        s = seed_summary(values, level)
+        colour, _ = _method_style(name)
+        ax.plot(values, np.full(values.size, k), "o", color=colour, alpha=0.6, markersize=5)
+        ax.errorbar([s.mean], [k], xerr=[[s.mean - s.ci_low], [s.ci_high - s.mean]], fmt="|", color="black",
+                    markersize=14, capsize=4)
+    ax.set_yticks(range(len(runs)), list(runs))
+    ax.invert_yaxis()
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
+    ax.set_xlabel(f"final test accuracy (each seed; black: mean and {100 * level:g} % confidence interval)")
+    return fig
+
+
+def sharpness(measurements):
+    """λ_max of the Hessian at the end of training against m, one panel per group (equal η/m, equal η)."""
+    groups = list(dict.fromkeys(r["group"] for r in measurements))
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.6), layout="constrained",
+                             sharey=True, squeeze=False)
+    for ax, group in zip(axes[0], groups):
+        rows = [r for r in measurements if r["group"] == group]
+        ms = sorted({r["batch_size"] for r in rows})
+        ax.plot([r["batch_size"] for r in rows], [r["top_eigenvalue"] for r in rows], "o", color="tab:gray",
+                alpha=0.6, label="each seed")
+        ax.plot(ms, [np.exp(np.mean([np.log(r["top_eigenvalue"]) for r in rows if r["batch_size"] == m]))
+                     for m in ms], "-", color="black", label="geometric mean")
+        for m in ms:
+            lr = next(r["learning_rate"] for r in rows if r["batch_size"] == m)
+            top = max(r["top_eigenvalue"] for r in rows if r["batch_size"] == m)
+            ax.annotate(f"η={lr:g}", (m, top), textcoords="offset points", xytext=(0, 6), ha="center",
+                        fontsize="small")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size m")
+        ax.set_title(group)
+    axes[0][0].set_ylabel("λ_max of the training loss's Hessian")
+    axes[0][0].legend(loc="upper left", fontsize="small")
+    return fig
+
+
+def line_losses(lines):
+    """Training loss along the line (1 − α) w_small + α w_large (``lines[label]``: a hessian.LineLosses)."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.8), layout="constrained")
+    for label, line in lines.items():
+        ax.plot(line.alphas, line.loss, marker=".", label=label)
+    ax.axvline(0, color="tab:gray", lw=0.8, ls=":")
+    ax.axvline(1, color="tab:gray", lw=0.8, ls=":")
+    ax.set_yscale("log")
+    ax.set_xlabel("α (0: the small-batch solution, 1: the large-batch one)")
+    ax.set_ylabel("training loss (mean cross-entropy)")
+    ax.legend(loc="upper center", fontsize="small")
+    return fig
+
+
+def against_updates(groups, *, figsize=(10, 3.6), acc_ylim=None):
+    """Training loss (left) and test accuracy (right) against the number of updates (``extra["updates_at"]``).
+
+    ``groups`` as :func:`curves`: ``(histories, label, colour, linestyle)``; each seed is drawn.
+    """
+    fig, (left, right) = plt.subplots(1, 2, figsize=figsize, layout="constrained")
+    for histories, label, colour, linestyle in groups:
+        for i, h in enumerate(histories):
+            updates = np.asarray(h.extra["updates_at"], dtype=float)
+            for ax, metric in ((left, "loss"), (right, "test_accuracy")):
+                ax.plot(updates, getattr(h, metric), linestyle or "-", color=colour, alpha=0.8,
+                        label=label if i == 0 else None)
+    left.set_yscale("log")
+    left.set_ylabel("training loss (mean cross-entropy)")
+    right.set_ylabel("test accuracy")
+    right.yaxis.set_major_formatter(PercentFormatter(1.0))
+    if acc_ylim:
+        right.set_ylim(*acc_ylim)
+    for ax in (left, right):
+        ax.set_xlabel("updates")
+    right.legend(loc="lower right", fontsize="small")
+    return fig

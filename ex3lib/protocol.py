@@ -41,10 +41,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validate import check_choice, check_float
+from ._validate import check_choice, check_float, check_int
 from .experiments import by_setting, failed, setting_label
 from .optimisers import make_optimiser
-from .training import History
+from .network import MLP
+from .training import History, RunConfig
 
 #: Metrics measured on the test set: :func:`select` refuses them unless told ``allow_test=True``.
 TEST_METRICS = ("test_accuracy", "test_loss")
@@ -652,3 +653,190 @@ def lr_sensitivity(histories, metric="validation_accuracy", level=0.95):
                                         "n_failed", "failed"])
     table.attrs["metric"] = metric
     return table
+
+
+# --- The runs of the book's protocol chapter (book/protocol.ipynb), declared once.
+
+#: η_N / η₀ of the decay the protocol tunes: the report's 0.1 → 0.001.
+DECAY_RATIO = 0.01
+#: The methods the protocol compares, in the book's order.
+METHODS = ("SGD", "SGD + decay", "momentum α=0.9", "AdaGrad", "RMSProp", "Adam")
+#: The settings whose final sharpness is measured: m = 1, 10, 100 at equal η/m and at equal η.
+SHARPNESS_SETTINGS = {"equal η/m": ((0.01, 1), (0.1, 10), (1.0, 100)),
+                      "equal η": ((0.01, 1), (0.01, 10), (0.01, 100))}
+
+
+def tuning_runs(*, epochs=10, train_size=None) -> dict[str, list[RunConfig]]:
+    """The runs the protocol selects on, by method: each method over the η of the methods' explorer, m = 10.
+
+    The cells of :data:`ex3lib.pages.GRIDS` ``["adaptive"]`` (trained under the
+    validation split, seed 0), and SGD with the report's linear decay from each
+    η₀ to η₀ × :data:`DECAY_RATIO`.  With the book's defaults (10 epochs, all
+    images) they are the explorer's own runs.
+
+    Examples
+    --------
+    >>> runs = tuning_runs()
+    >>> list(runs)[:2], len(runs["Adam"]), runs["Adam"][0].validation_size
+    (['SGD', 'SGD + decay'], 7, 10000)
+    """
+    from .pages import grid
+
+    g = grid("adaptive")
+    by_method = {}
+    for i, (method, _) in enumerate(g.rows.choices):
+        by_method[method] = [g.cell(i, j).replace(epochs=epochs, train_size=train_size)
+                             for j in range(len(g.columns.choices))]
+    by_method["SGD + decay"] = [c.replace(schedule="linear_decay", lr_final=c.learning_rate * DECAY_RATIO)
+                                for c in by_method["SGD"]]
+    return {name: by_method[name] for name in METHODS}
+
+
+def seeds_of(config: RunConfig, n_seeds: int) -> list[RunConfig]:
+    """``config`` with seeds 0 to ``n_seeds`` − 1 (seed 0 first: the tuning run itself)."""
+    check_int("n_seeds", n_seeds, 1)
+    return [config.replace(seed=s) for s in range(n_seeds)]
+
+
+def sharpness_runs(*, n_seeds=3, epochs=10, train_size=None) -> list[RunConfig]:
+    """The runs whose final parameters are kept for the sharpness measurements (:data:`SHARPNESS_SETTINGS`).
+
+    Report protocol (all training images), plain SGD, ``keep_params=True``; each setting once.
+    """
+    settings = dict.fromkeys(s for group in SHARPNESS_SETTINGS.values() for s in group)
+    return [RunConfig(learning_rate=lr, batch_size=m, epochs=epochs, train_size=train_size, seed=seed,
+                      keep_params=True) for lr, m in settings for seed in range(n_seeds)]
+
+
+def network_of(history: History) -> MLP:
+    """The network a run with ``keep_params`` ended with (float64 or float32, as it trained)."""
+    if not isinstance(history, History):
+        raise TypeError(f"history must be an ex3lib.History, got {type(history).__name__}")
+    if history.params is None:
+        raise ValueError(f"{_run_name(history)} kept no parameters: train it with RunConfig(keep_params=True)")
+    c = history.config
+    net = MLP(tuple(c["layers"]), bias=c["bias"], dtype=c["dtype"], seed=c["init_seed"])
+    if history.params.shape != net.params.shape:
+        raise ValueError(f"{_run_name(history)}: its {history.params.size} kept parameters do not fit the "
+                         f"{net.params.size} of its network {tuple(c['layers'])}")
+    net.params[:] = history.params
+    return net
+
+
+def sharpness_measurements(histories, x, y, *, epsilon=1e-3, iterations=100, tol=1e-3) -> list[dict]:
+    """λ_max and ε-sharpness at the end of each kept run of :func:`sharpness_runs`, one dict per run and group.
+
+    Each run is measured on the samples ``(x, y)`` (a subset of the training
+    images) with :func:`ex3lib.hessian.top_eigenvalue` and
+    :func:`ex3lib.hessian.epsilon_sharpness`; failed runs
+    (:func:`ex3lib.experiments.failed`) are left out, since they ended nowhere
+    near a minimum. A run in both groups of :data:`SHARPNESS_SETTINGS` (e.g.
+    η = 0.01, m = 1) appears in both, measured once.
+
+    Returns
+    -------
+    list of dict
+        ``group``, ``learning_rate``, ``batch_size``, ``seed``,
+        ``top_eigenvalue``, ``residual``, ``iterations``, ``converged``,
+        ``epsilon_sharpness``, ``loss`` (on ``(x, y)``) and ``test_accuracy`` (final).
+    """
+    from . import hessian
+
+    measured = {}
+    rows = []
+    for group, settings in SHARPNESS_SETTINGS.items():
+        for h in histories:
+            key = (h.config["learning_rate"], h.config["batch_size"])
+            if key not in settings or failed(h):
+                continue
+            ident = (*key, h.config["seed"])
+            if ident not in measured:
+                net = network_of(h)
+                top = hessian.top_eigenvalue(net, x, y, iterations=iterations, tol=tol, seed=h.config["seed"])
+                sharp = hessian.epsilon_sharpness(net, x, y, epsilon=epsilon)
+                measured[ident] = {"top_eigenvalue": top.value, "residual": top.residual,
+                                   "iterations": top.iterations + top.shift_iterations,
+                                   "converged": top.converged, "epsilon_sharpness": sharp.value,
+                                   "loss": sharp.loss, "test_accuracy": h.final_accuracy}
+            rows.append({"group": group, "learning_rate": key[0], "batch_size": key[1],
+                         "seed": h.config["seed"], **measured[ident]})
+    return rows
+
+
+def interpolations(histories, x, y, *, alphas=None, seed=0) -> dict:
+    """The loss along the line from the smallest-batch run to the largest-batch one of each group, for ``seed``.
+
+    Keys like ``"equal η/m: m=1 (η=0.01) → m=100 (η=1)"``; values :class:`ex3lib.hessian.LineLosses`
+    (``alphas`` default: −0.5 to 1.5 in steps of 0.05). Pairs with a failed run are left out.
+    """
+    from . import hessian
+
+    alphas = np.round(np.arange(-0.5, 1.5001, 0.05), 10) if alphas is None else alphas
+    at = {(h.config["learning_rate"], h.config["batch_size"]): h for h in histories if h.config["seed"] == seed}
+    lines = {}
+    for group, settings in SHARPNESS_SETTINGS.items():
+        small, large = min(settings, key=lambda s: s[1]), max(settings, key=lambda s: s[1])
+        a, b = at.get(small), at.get(large)
+        if a is None or b is None or failed(a) or failed(b):
+            continue
+        label = f"{group}: m={small[1]} (η={small[0]:g}) → m={large[1]} (η={large[0]:g})"
+        lines[label] = hessian.line_losses(network_of(a), network_of(b), x, y, alphas)
+    return lines
+
+
+def growing_batch(decay: RunConfig) -> RunConfig:
+    """The batch-size schedule that mirrors a linear decay (Smith et al. 2018): η₀ throughout, m growing.
+
+    ``decay`` decays η from η₀ to η_N at batch size m₀ (report Eq. 5); the
+    result keeps η₀ and grows m from m₀ towards m₀ η₀ / η_N, so that η₀/m_k is
+    the decay's η_k/m₀ every epoch (:func:`ex3lib.schedules.make_batch_schedule`).
+
+    Examples
+    --------
+    >>> growing_batch(RunConfig(schedule="linear_decay", learning_rate=0.1, lr_final=0.001)).label
+    'SGD η=0.1 m=10→1000'
+    """
+    if not isinstance(decay, RunConfig) or decay.schedule != "linear_decay":
+        raise ValueError(f"decay must be a RunConfig with schedule='linear_decay', got {decay!r}")
+    return decay.replace(schedule="constant", lr_final=None, batch_schedule="increase",
+                         batch_final=round(decay.batch_size * decay.learning_rate / decay.lr_final))
+
+
+@dataclass(frozen=True)
+class ProtocolRuns:
+    """The runs of the protocol (:func:`run_protocol`), by method name (:data:`METHODS`).
+
+    ``tuning[name]``: the tuning runs (seed 0, one per η); ``selected[name]``:
+    the runs of the setting :func:`select` picked among them; ``seeds[name]``:
+    that setting with every seed; ``balance[(η, m)]``: the report's balanced
+    SGD settings (:data:`ex3lib.claims.BALANCED`) with every seed, under the
+    same split.
+    """
+
+    tuning: dict
+    selected: dict
+    seeds: dict
+    balance: dict
+
+
+def run_protocol(*, n_seeds=10, epochs=10, train_size=None, data=None, **run_many_kwargs) -> ProtocolRuns:
+    """Tune every method on the validation split, then rerun each selected setting with ``n_seeds`` seeds.
+
+    The runs go through :func:`ex3lib.run_many` and its store (the tuning runs
+    are the methods' explorer's own), so the protocol chapter and the
+    conclusion share them.
+    """
+    from .claims import BALANCED
+    from .data import VALIDATION_SIZE
+    from .experiments import run_groups
+
+    check_int("n_seeds", n_seeds, 2)
+    tuning = run_groups(tuning_runs(epochs=epochs, train_size=train_size), data, **run_many_kwargs)
+    selected = {name: select(runs) for name, runs in tuning.items()}
+    base = dict(epochs=epochs, train_size=train_size, validation_size=VALIDATION_SIZE)
+    groups = {name: seeds_of(RunConfig.from_history(runs[0]), n_seeds) for name, runs in selected.items()}
+    groups.update({("balance", lr, m): seeds_of(RunConfig(learning_rate=lr, batch_size=m, **base), n_seeds)
+                   for lr, m in BALANCED})
+    runs = run_groups(groups, data, **run_many_kwargs)
+    return ProtocolRuns(tuning=tuning, selected=selected, seeds={name: runs[name] for name in selected},
+                        balance={(lr, m): runs[("balance", lr, m)] for lr, m in BALANCED})

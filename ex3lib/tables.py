@@ -270,3 +270,69 @@ def layers(net):
     })
     frame.loc[len(frame)] = ["total", "", "", int(net.n_params)]
     return frame.style.hide(axis="index").format({"parameters": "{:,}"})
+
+
+def protocol_methods(selected, runs, level=0.95):
+    """The protocol's comparison: each method's setting selected on validation (``selected[name]``: its
+    tuning runs) and its test accuracy over every seed (``runs[name]``), with the confidence interval."""
+    from .protocol import seed_summary
+
+    rows = []
+    for name, hs in runs.items():
+        test = seed_summary(finals(hs), level)
+        validation = seed_summary(finals(hs, "validation_accuracy"), level)
+        rows.append({"method": name, "selected setting": setting_label(hs[0].config),
+                     "validation accuracy (selection)": f"{finals(selected[name], 'validation_accuracy')[0]:.4f}",
+                     "validation accuracy": validation.text(4),
+                     f"test accuracy, mean [{100 * level:g} % CI]": test.text(4),
+                     "seeds": len(hs), "failed": f"{sum(map(failed, hs))}/{len(hs)}"})
+    return _frame(rows).style.hide(axis="index")
+
+
+def time_to_target(runs, targets):
+    """Epochs, updates and seconds until each method's runs first reach each target test accuracy.
+
+    Means over the seeds that reach it; "reached" counts them (a run that never
+    reaches a target counts as not reaching it).
+    """
+    from .protocol import time_to_target as first_reach
+
+    rows = []
+    for name, hs in runs.items():
+        row = {"method": name}
+        for target in targets:
+            hits = [t for t in (first_reach(h, target) for h in hs) if t.reached]
+            key = f"{100 * target:g} %"
+            row[f"{key}: reached"] = f"{len(hits)}/{len(hs)}"
+            row[f"{key}: epochs"] = f"{np.mean([t.epochs for t in hits]):.1f}" if hits else "never"
+            row[f"{key}: updates"] = f"{np.mean([t.updates for t in hits]):,.0f}" if hits else "never"
+            row[f"{key}: s"] = f"{np.mean([t.seconds for t in hits]):.1f}" if hits else "never"
+        rows.append(row)
+    return _frame(rows).style.hide(axis="index")
+
+
+def sharpness(measurements):
+    """The sharpness measurements by setting: λ_max, ε-sharpness and test accuracy (mean ± std over seeds)."""
+    rows = []
+    keys = dict.fromkeys((r["group"], r["learning_rate"], r["batch_size"]) for r in measurements)
+    for group, lr, m in keys:
+        at = [r for r in measurements if (r["group"], r["learning_rate"], r["batch_size"]) == (group, lr, m)]
+        rows.append({"comparison": group, "η": f"{lr:g}", "m": m, "seeds": len(at),
+                     "λ_max": seeds_text([r["top_eigenvalue"] for r in at], 1),
+                     "ε-sharpness (%)": seeds_text([r["epsilon_sharpness"] for r in at], 3),
+                     "training loss": seeds_text([r["loss"] for r in at], 4),
+                     "test accuracy": seeds_text([r["test_accuracy"] for r in at], 4)})
+    return _frame(rows).style.hide(axis="index")
+
+
+def batch_schedule(runs):
+    """The decay and the growing batch side by side (``runs[name]``): m per epoch, updates, loss, accuracy."""
+    rows = []
+    for name, hs in runs.items():
+        per_epoch = hs[0].extra.get("batch_size")
+        rows.append({"schedule": name, "η": setting_label(hs[0].config).split(",")[0],
+                     "m by epoch": ", ".join(map(str, per_epoch)) if per_epoch else str(hs[0].config["batch_size"]),
+                     "updates": f"{np.mean([h.extra['updates'] for h in hs]):,.0f}",
+                     "final loss": seeds_text(finals(hs, "loss")), "test accuracy": seeds_text(finals(hs), 4),
+                     "seeds": len(hs)})
+    return _frame(rows).style.hide(axis="index")
