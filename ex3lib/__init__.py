@@ -13,7 +13,7 @@ with on-line and mini-batch SGD, learning-rate decay, momentum and AdaGrad).
 from .data import MNIST, load_mnist
 from .network import MLP, REPORT_LAYERS
 from .optimisers import OPTIMISERS, Optimiser, OptState, make_optimiser
-from .schedules import SCHEDULES, Schedule, make_schedule
+from .schedules import BATCH_SCHEDULES, SCHEDULES, BatchSchedule, Schedule, make_batch_schedule, make_schedule
 from .fingerprint import source_fingerprint
 from .params import check_parameters
 from .runner import run_many
@@ -24,6 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MNIST", "load_mnist", "MLP", "REPORT_LAYERS", "OPTIMISERS", "Optimiser", "OptState",
-    "make_optimiser", "SCHEDULES", "Schedule", "make_schedule", "History", "RunConfig", "run",
+    "make_optimiser", "SCHEDULES", "Schedule", "make_schedule", "BATCH_SCHEDULES", "BatchSchedule",
+    "make_batch_schedule", "History", "RunConfig", "run",
     "train", "ResultsStore", "run_many", "source_fingerprint", "check_parameters", "__version__",
 ]

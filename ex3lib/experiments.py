@@ -15,8 +15,8 @@ import numpy as np
 from ._validate import check_int
 from .training import History, RunConfig
 
-SUMMARY_KEYS = ("optimiser", "learning_rate", "lr_final", "schedule", "batch_size", "momentum",
-                "nesterov", "b1", "b2", "epochs", "train_size", "order")
+SUMMARY_KEYS = ("optimiser", "learning_rate", "lr_final", "schedule", "batch_size", "batch_final",
+                "batch_schedule", "momentum", "nesterov", "b1", "b2", "epochs", "train_size", "order")
 
 
 def grid(*, seeds=1, **axes) -> list[RunConfig]:
@@ -101,6 +101,8 @@ def summarise(histories):
     varying = [k for k in SUMMARY_KEYS if table[k].astype(str).nunique() > 1]
     if "lr_final" in varying and (table["schedule"] == "constant").all():
         varying.remove("lr_final")  # a constant schedule's lr_final is just its learning rate
+    if "batch_final" in varying and (table["batch_schedule"] == "constant").all():
+        varying.remove("batch_final")  # and a constant batch schedule's batch_final its batch size
     return table[varying + [c for c in table.columns if c not in SUMMARY_KEYS]]
 
 
@@ -210,7 +212,9 @@ def seeds_or_each(values, digits=3) -> str:
 
 
 def setting_label(config) -> str:
-    """``"η=0.1, m=10"`` or ``"η=0.1→0.001, m=10"`` for a run's configuration (a dict)."""
+    """``"η=0.1, m=10"``, ``"η=0.1→0.001, m=10"`` or ``"η=0.1, m=10→1000"`` for a run's configuration (a dict)."""
     eta = (f"η={config['learning_rate']:g}" if config["schedule"] == "constant"
            else f"η={config['learning_rate']:g}→{config['lr_final']:g}")
-    return f"{eta}, m={config['batch_size']}"
+    m = (f"m={config['batch_size']}" if config.get("batch_schedule", "constant") == "constant"
+         else f"m={config['batch_size']}→{config['batch_final']}")
+    return f"{eta}, {m}"

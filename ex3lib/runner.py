@@ -317,8 +317,9 @@ def _longest_first(todo: list[RunConfig]) -> list[RunConfig]:
     """
     def expected_cost(config):
         kind = "momentum" if config.optimiser == "sgd" and config.momentum else config.optimiser
-        samples = config.epochs * (config.train_size or 60_000)
-        return samples * (1.0 + _STEP_COST.get(kind, 1.0) / config.batch_size)
+        n = config.train_size or 60_000
+        sched = config.batch_schedule_spec
+        return sum(n * (1.0 + _STEP_COST.get(kind, 1.0) / sched.batch_size_at(k)) for k in range(config.epochs))
 
     return sorted(todo, key=expected_cost, reverse=True)
 
@@ -376,8 +377,8 @@ def _failed(configs, todo, failures, store, done):
 
 
 #: RunConfig fields that RunConfig.label already shows.
-_IN_LABEL = {"optimiser", "learning_rate", "lr_final", "schedule", "batch_size", "momentum", "nesterov",
-             "b1", "b2"}
+_IN_LABEL = {"optimiser", "learning_rate", "lr_final", "schedule", "batch_size", "batch_final", "batch_schedule",
+             "momentum", "nesterov", "b1", "b2"}
 
 
 def _describe(config: RunConfig) -> str:

@@ -17,7 +17,7 @@ from ._validate import (check_bool, check_choice, check_int, check_inputs, check
 from .data import N_TRAIN, is_immutable
 from .network import MLP, REPORT_LAYERS, SparseData, check_pixels, to_sparse
 from .optimisers import make_optimiser
-from .schedules import make_schedule
+from .schedules import make_batch_schedule, make_schedule
 
 ORDERS = ("sequential", "shuffle")
 STEP_PERCENTILES = (10, 50, 90)
@@ -54,16 +54,19 @@ class RunConfig:
     protocol, trains on all of them), and ``keep_params`` keeps the final
     parameters in the history (:attr:`History.params`; the results store saves
     them beside it).  Hyper-parameter names follow STYLE.md: ``learning_rate``
-    (η, or η₀ with decay), ``batch_size`` (m), ``epochs``, ``momentum`` (α),
-    ``lr_final`` (η_N), ``b1``, ``b2``, ``eps``, ``seed``.  ``train_size`` (the
-    first n training images; None for all 60,000) and ``log_every`` (samples per
-    logged point) complete it.  Invalid values raise ValueError/TypeError naming
-    the parameter.
+    (η, or η₀ with decay), ``batch_size`` (m, or m₀ with a growing batch),
+    ``epochs``, ``momentum`` (α), ``lr_final`` (η_N), ``b1``, ``b2``, ``eps``,
+    ``seed``; ``batch_schedule`` and ``batch_final`` (m_N) give the batch size
+    a schedule of its own (:func:`ex3lib.schedules.make_batch_schedule`).
+    ``train_size`` (the first n training images; None for all 60,000) and
+    ``log_every`` (samples per logged point) complete it.  Invalid values raise
+    ValueError/TypeError naming the parameter.
 
     Values are canonical, so that equal runs have equal configs (and store
-    keys): a constant schedule's ``lr_final`` is its learning rate; a
-    ``train_size`` of 60,000 (MNIST's training set, less the validation set) or
-    more is None, all of it;
+    keys): a constant schedule's ``lr_final`` is its learning rate and a
+    constant batch schedule's ``batch_final`` its batch size; a
+    ``train_size`` of 60,000 (MNIST's training set, less the validation set)
+    or more is None, all of it;
     and the hyper-parameters the optimiser does not use (``b1``, ``b2`` and
     ``eps`` with ``"sgd"``, ``b1`` and ``b2`` with ``"adagrad"``, ``b1`` with
     ``"rmsprop"``; see :data:`USED_HYPERPARAMETERS`) take their defaults
@@ -82,6 +85,8 @@ class RunConfig:
     epochs: int = 10
     schedule: str = "constant"
     lr_final: float | None = None
+    batch_schedule: str = "constant"
+    batch_final: int | None = None
     momentum: float = 0.0
     nesterov: bool = False
     b1: float = 0.9
@@ -102,6 +107,8 @@ class RunConfig:
                              b1=self.b1, b2=self.b2, eps=self.eps)
         sched = make_schedule(self.schedule, self.learning_rate, lr_final=self.lr_final,
                               epochs=self.epochs)
+        batch_sched = make_batch_schedule(self.batch_schedule, self.batch_size, batch_final=self.batch_final,
+                                          epochs=self.epochs)
         check_int("batch_size", self.batch_size, 1)
         check_int("seed", self.seed, 0)
         check_choice("order", self.order, ORDERS)
@@ -135,6 +142,7 @@ class RunConfig:
                             ("validation_size", int(self.validation_size)),
                             ("keep_params", bool(self.keep_params))):
             object.__setattr__(self, name, value)
+        object.__setattr__(self, "batch_final", batch_sched.batch_final)
 
     @property
     def optimiser_spec(self):
@@ -146,11 +154,19 @@ class RunConfig:
         return make_schedule(self.schedule, self.learning_rate, lr_final=self.lr_final, epochs=self.epochs)
 
     @property
+    def batch_schedule_spec(self):
+        """The batch-size schedule, capped at ``train_size`` (when None, :func:`train` caps it at the data's size)."""
+        return make_batch_schedule(self.batch_schedule, self.batch_size, batch_final=self.batch_final,
+                                   epochs=self.epochs, n_train=self.train_size)
+
+    @property
     def label(self) -> str:
-        """e.g. ``"SGD η=0.1 m=10"`` or ``"momentum α=0.9 η=0.1→0.001 m=10"``."""
+        """e.g. ``"SGD η=0.1 m=10"``, ``"momentum α=0.9 η=0.1→0.001 m=10"`` or ``"SGD η=0.1 m=10→1000"``."""
         eta = (f"η={self.learning_rate:g}" if self.schedule == "constant"
                else f"η={self.learning_rate:g}→{self.lr_final:g}")
-        return f"{self.optimiser_spec.label} {eta} m={self.batch_size}"
+        m = (f"m={self.batch_size}" if self.batch_schedule == "constant"
+             else f"m={self.batch_size}→{self.batch_final}")
+        return f"{self.optimiser_spec.label} {eta} {m}"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -195,12 +211,15 @@ class RunConfig:
     def replace(self, **changes) -> "RunConfig":
         """A copy with some fields changed (and validated).
 
-        A constant schedule's ``lr_final`` follows a changed learning rate, and
+        A constant schedule's ``lr_final`` follows a changed learning rate (a
+        constant batch schedule's ``batch_final`` a changed batch size), and
         a changed optimiser gets its own default ``b2`` unless one is given.
         """
         d = {**self.to_dict(), **changes}
         if d["schedule"] == "constant" and "lr_final" not in changes:
             d["lr_final"] = None  # a constant schedule's lr_final is its learning rate, whatever that becomes
+        if d["batch_schedule"] == "constant" and "batch_final" not in changes:
+            d["batch_final"] = None
         if "optimiser" in changes and changes["optimiser"] != self.optimiser and "b2" not in changes:
             d["b2"] = None  # RMSProp's default is 0.9, Adam's 0.999
         return RunConfig.from_dict(d)
@@ -239,7 +258,9 @@ class History:
         by each logged point) and ``n_train``; with a validation set
         (``validation_size``) also ``validation_loss`` and
         ``validation_accuracy`` per logged point (see
-        :attr:`validation_accuracy`) and ``n_validation``; for the adaptive
+        :attr:`validation_accuracy`) and ``n_validation``; with a batch
+        schedule other than ``"constant"`` also ``batch_size``, the m of each
+        epoch begun, in order; for the adaptive
         methods also ``effective_step`` — per logged point and per layer, the
         ``effective_step_percentiles`` (10th, 50th, 90th) of the step each
         weight takes per unit gradient (see
@@ -490,8 +511,9 @@ ARCHITECTURE = ("layers", "bias", "dtype")
 def train(net: MLP, data, config: RunConfig | None = None, *, progress=True, **hyper) -> History:
     """Train ``net`` in place as ``config`` says and return its :class:`History`.
 
-    Each epoch walks the training set in mini-batches of ``batch_size``
-    consecutive samples of the epoch's order (the last batch may be smaller),
+    Each epoch walks the training set in mini-batches of the batch schedule's
+    m for that epoch (``batch_size`` unless it grows), consecutive samples of
+    the epoch's order (the last batch may be smaller),
     computes the mean gradient ḡ of each batch (report Algorithm 1) and applies
     the optimiser's update with the schedule's learning rate for that epoch.
     Every ``log_every`` samples (moved to the next batch boundary) it records
@@ -515,6 +537,9 @@ def train(net: MLP, data, config: RunConfig | None = None, *, progress=True, **h
         ``learning_rate`` (η, or η₀ with decay), ``batch_size`` (m, from 1 for
         on-line learning to the number of training samples), ``epochs``,
         ``schedule`` and ``lr_final`` (η_N of the report's Eq. 5),
+        ``batch_schedule`` and ``batch_final`` (m_N; a growing batch, capped
+        at the number of training samples: see
+        :func:`ex3lib.schedules.make_batch_schedule`),
         ``momentum``, ``nesterov``, ``b1``, ``b2``, ``eps``, ``seed`` (of the
         per-epoch permutations with ``order="shuffle"``), ``order``
         (``"sequential"``, the training set in order every epoch as the
@@ -605,16 +630,19 @@ def _train(net, cfg: RunConfig, train_data, test_data, validation_data, progress
     opt = cfg.optimiser_spec
     sched = cfg.schedule_spec
     n = train_data.y.shape[0]
+    batch_sched = make_batch_schedule(cfg.batch_schedule, cfg.batch_size, batch_final=cfg.batch_final,
+                                      epochs=cfg.epochs, n_train=n)
+    batch_sizes = [batch_sched.batch_size_at(k) for k in range(cfg.epochs)]
     # The kernels train a copy whose weight rows start on cache-line
     # boundaries (bit-for-bit the same training; see MLP.row_aligned); it is
     # written back to ``net`` however the run ends.
     knet = net.row_aligned() if _ALIGN_ROWS else net
-    work = knet.workspace(cfg.batch_size)
+    work = knet.workspace(max(batch_sizes))
     eval_work = knet.workspace(500)
     state = opt.init(knet.params)
     netarr = knet.arrays()
     real_shapes = [w.shape for w in net.weights]
-    stops = _window_stops(n, cfg.batch_size, cfg.log_every)
+    stops = _window_stops(n, batch_sizes[0], cfg.log_every)
     n_hidden = len(net.layers) - 2
     rng = np.random.default_rng(cfg.seed)
     test_rows = np.arange(test_data.y.shape[0], dtype=np.int64)
@@ -627,6 +655,8 @@ def _train(net, cfg: RunConfig, train_data, test_data, validation_data, progress
     points = {"epoch": [], "loss": [], "test_loss": [], "test_accuracy": [], "learning_rate": [], "time": []}
 
     extra = {"updates": 0, "updates_at": [], "n_train": int(n)}
+    if cfg.batch_schedule != "constant":
+        extra["batch_size"] = []
     if validation_data is not None:
         validation_rows = np.arange(validation_data.y.shape[0], dtype=np.int64)
         validation_pred = np.empty(validation_rows.shape[0], np.int64)
@@ -669,11 +699,15 @@ def _train(net, cfg: RunConfig, train_data, test_data, validation_data, progress
                 order = rng.permutation(n).astype(np.int64)
             lr = sched.learning_rate_at(k)
             optarr = opt.arrays(state, lr)
+            m = batch_sizes[k]
+            stops = _window_stops(n, m, cfg.log_every)
+            if "batch_size" in extra:
+                extra["batch_size"].append(m)
             start = 0
             for stop in stops:
                 work.layer_alive[:] = 0
                 loss_sum, used, step, status = kernels.train_window(
-                    netarr, optarr, work, train_data, order, start, int(stop), cfg.batch_size, step)
+                    netarr, optarr, work, train_data, order, start, int(stop), m, step)
                 bar.update(used)
                 epoch = k + (start + used) / n
                 log(epoch, loss_sum / used, lr)

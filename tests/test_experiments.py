@@ -35,6 +35,7 @@ def test_summarise_groups_seeds(small):
     table = summarise(hists)
     assert list(table["learning_rate"]) == [0.1, 0.01]
     assert "lr_final" not in table.columns and "batch_size" not in table.columns
+    assert "batch_final" not in table.columns and "batch_schedule" not in table.columns
     acc = [h.final_accuracy for h in hists[:2]]
     assert table["accuracy_mean"][0] == pytest.approx(np.mean(acc))
     assert table["accuracy_std"][0] == pytest.approx(np.std(acc, ddof=1))
@@ -102,6 +103,8 @@ def test_runs_at_seed_stats_and_texts():
     assert setting_label(runs[0].config) == "η=0.1, m=10"
     assert setting_label(hist(0.9, schedule="linear_decay", learning_rate=0.1, lr_final=0.001).config) == \
         "η=0.1→0.001, m=10"
+    assert setting_label(hist(0.9, batch_schedule="increase", learning_rate=0.1, batch_final=1000).config) == \
+        "η=0.1, m=10→1000"
 
 
 def test_run_groups_returns_histories_by_name(small):

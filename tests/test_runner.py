@@ -277,6 +277,16 @@ def test_describe_names_what_the_label_does_not():
     assert runner_mod._describe(RunConfig(seed=2, epochs=20)) == "SGD η=0.1 m=10 (epochs=20, seed=2)"
     assert (runner_mod._describe(RunConfig(optimiser="adam", learning_rate=0.001, eps=1e-300))
             == "Adam β₁=0.9 β₂=0.999 η=0.001 m=10 (eps=1e-300)")
+    assert (runner_mod._describe(RunConfig(batch_schedule="increase", batch_final=1000, train_size=2000))
+            == "SGD η=0.1 m=10→1000 (train_size=2000)")
+
+
+def test_a_growing_batch_is_expected_to_cost_less_than_its_first_batch_size():
+    grown = RunConfig(batch_schedule="increase", batch_size=1, batch_final=100, epochs=3, train_size=1000)
+    assert runner_mod._longest_first([grown, grown.replace(batch_schedule="constant", batch_final=None),
+                                      grown.replace(batch_size=2, batch_schedule="constant", batch_final=None)]) \
+        == [grown.replace(batch_schedule="constant", batch_final=None), grown,
+            grown.replace(batch_size=2, batch_schedule="constant", batch_final=None)]
 
 
 

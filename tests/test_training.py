@@ -68,6 +68,114 @@ def test_linear_decay_learning_rates_are_logged(small):
     np.testing.assert_allclose(hist.learning_rate[1:], np.repeat(expected, 2))
 
 
+def test_a_growing_batch_takes_the_updates_of_its_batch_sizes(small):
+    # m_0 = 3, m_N = 60, N = 4: m_k = 720 / (240 - 57 k) = 3, 3.93, 5.71, 10.43
+    hist = train(MLP((784, 16, 10)), small, batch_schedule="increase", batch_size=3, batch_final=60, epochs=4,
+                 log_every=50, learning_rate=0.05, progress=False)
+    assert hist.extra["batch_size"] == [3, 4, 6, 10]
+    # ceil(200 / m_k) updates per epoch: 67 + 50 + 34 + 20
+    assert hist.extra["updates"] == sum(math.ceil(200 / m) for m in (3, 4, 6, 10)) == 171
+    assert np.all(hist.learning_rate[1:] == 0.05)  # η stays where it started
+    np.testing.assert_array_equal(hist.epoch[[4, 8, 12, 16]], [1, 2, 3, 4])
+    assert hist.config["batch_schedule"] == "increase" and hist.config["batch_final"] == 60
+    assert RunConfig.from_history(hist).label == "SGD η=0.05 m=3→60"
+
+
+def test_a_growing_batch_stops_at_the_training_set(small):
+    # m_0 = 50, m_N = 10⁶, N = 5: m_4 = 249.95, more than the 200 samples
+    hist = train(MLP((784, 8, 10)), small, batch_schedule="increase", batch_size=50, batch_final=10**6,
+                 epochs=5, progress=False)
+    assert hist.extra["batch_size"] == [50, 62, 83, 125, 200]
+    assert hist.extra["updates"] == 4 + 4 + 3 + 2 + 1
+
+
+def test_each_epoch_of_a_growing_batch_is_a_run_at_that_batch_size(small):
+    """Bit for bit: epoch k of the schedule is one epoch at m_k (plain SGD carries no state between epochs)."""
+    # m_0 = 5, m_N = 50, N = 2: m_1 = 500 / 55 = 9.09
+    grown_net, net = MLP((784, 16, 10), seed=2), MLP((784, 16, 10), seed=2)
+    grown = train(grown_net, small, batch_schedule="increase", batch_size=5, batch_final=50, epochs=2,
+                  log_every=60, train_size=150, progress=False)
+    assert grown.extra["batch_size"] == [5, 9]
+    first = train(net, small, batch_size=5, epochs=1, log_every=60, train_size=150, progress=False)
+    second = train(net, small, batch_size=9, epochs=1, log_every=60, train_size=150, progress=False)
+    np.testing.assert_array_equal(grown_net.params, net.params)
+    n1 = len(first.epoch)
+    for key in ("loss", "test_loss", "test_accuracy", "learning_rate"):
+        np.testing.assert_array_equal(getattr(grown, key)[:n1], getattr(first, key))
+        np.testing.assert_array_equal(getattr(grown, key)[n1:], getattr(second, key)[1:])
+    np.testing.assert_array_equal(grown.epoch[n1:], second.epoch[1:] + 1)
+    assert grown.extra["updates"] == first.extra["updates"] + second.extra["updates"] == 30 + 17
+
+
+def test_a_growing_batch_with_momentum_matches_the_numpy_twin(small):
+    """The velocity carries over from one batch size to the next, as in ex3lib.reference's rule."""
+    from ex3lib import reference
+
+    net = MLP((784, 24, 16, 10), seed=7)
+    weights = [w.copy() for w in net.weights]
+    # m_0 = 2, m_N = 20, N = 3: m_k = 120 / (60 - 18 k) = 2, 2.86, 5
+    hist = train(net, small, batch_schedule="increase", batch_size=2, batch_final=20, epochs=3, momentum=0.9,
+                 learning_rate=0.05, train_size=35, log_every=35, progress=False)
+    assert hist.extra["batch_size"] == [2, 3, 5]
+    x, y = small.x_train[:35], small.y_train[:35]
+    flat = np.concatenate([w.ravel() for w in weights])
+    state = reference.init_state(flat)
+    for m in (2, 3, 5):
+        for start in range(0, 35, m):  # the last batch of m = 2 and 3 is smaller
+            _, gw, _ = reference.loss_and_grad(weights, x[start:start + m], y[start:start + m])
+            g = np.concatenate([gi.ravel() for gi in gw])
+            flat, state = reference.update("sgd", flat, g, state, learning_rate=0.05, momentum=0.9)
+            offset = 0
+            for w in weights:
+                w[...] = flat[offset:offset + w.size].reshape(w.shape)
+                offset += w.size
+    np.testing.assert_allclose(net.params, flat, rtol=1e-9, atol=1e-12)
+    assert hist.extra["updates"] == 18 + 12 + 7
+
+
+def test_batch_schedule_config_is_canonical_and_round_trips(tmp_path):
+    grown = RunConfig(batch_schedule="increase", batch_final=1000)
+    assert grown.label == "SGD η=0.1 m=10→1000"
+    assert RunConfig(schedule="linear_decay", lr_final=0.001, batch_schedule="increase",
+                     batch_final=1000).label == "SGD η=0.1→0.001 m=10→1000"
+    assert RunConfig.from_dict(grown.to_dict()) == grown
+    assert grown.to_dict()["batch_final"] == 1000 and grown.to_dict()["batch_schedule"] == "increase"
+    # A constant batch schedule's batch_final is its batch size, and follows it.
+    assert RunConfig().batch_final == 10 and RunConfig(batch_final=10) == RunConfig()
+    assert RunConfig().replace(batch_size=20) == RunConfig(batch_size=20)
+    assert grown.replace(batch_size=20).batch_final == 1000
+    assert grown.replace(batch_schedule="constant", batch_final=None) == RunConfig()
+    # A dict from before batch schedules existed is a constant batch.
+    old = {k: v for k, v in RunConfig().to_dict().items() if not k.startswith("batch_") or k == "batch_size"}
+    assert RunConfig.from_dict(old) == RunConfig()
+    store = ex3lib.ResultsStore(tmp_path)
+    assert store.key(grown) != store.key(RunConfig())
+    assert store.key(grown) != store.key(grown.replace(batch_final=999))
+    assert [grown.batch_schedule_spec.batch_size_at(k) for k in (0, 9)] == [10, 92]
+
+
+@pytest.mark.parametrize("kwargs, exc, message", [
+    ({"batch_schedule": "grow"}, ValueError, r"batch_schedule must be one of 'constant', 'increase'; got 'grow'"),
+    ({"batch_schedule": "increse", "batch_final": 100}, ValueError, r"did you mean 'increase'\?"),
+    ({"batch_schedule": "increase"}, ValueError, "batch_schedule 'increase' needs batch_final"),
+    ({"batch_schedule": "increase", "batch_final": 5}, ValueError, "batch_final must be at least batch_size=10"),
+    ({"batch_schedule": "increase", "batch_final": -1}, ValueError, "batch_final must be an integer >= 1"),
+    ({"batch_schedule": "increase", "batch_final": 1e3}, TypeError, "batch_final must be an integer"),
+    ({"batch_schedule": "increase", "batch_size": 0, "batch_final": 100}, ValueError, "batch_size"),
+    ({"batch_final": 100}, ValueError, "batch_final applies to batch_schedule 'increase' only"),
+    ({"batch_schedule": "increase", "batch_size": 10, "batch_final": 100, "train_size": 5}, ValueError,
+     "batch_size must be from 1 to train_size=5"),
+])
+def test_batch_schedule_refusals_name_the_parameter(kwargs, exc, message):
+    with pytest.raises(exc, match=message):
+        RunConfig(**kwargs)
+
+
+def test_a_growing_batch_must_start_within_the_data(small):
+    with pytest.raises(ValueError, match=r"batch_size must be from 1 to the number of training samples \(200\)"):
+        train(MLP((784, 8, 10)), small, batch_schedule="increase", batch_size=201, batch_final=1000)
+
+
 def test_non_finite_loss_stops_the_run_at_once(small):
     net = MLP((784, 16, 10), seed=0)
     net.params *= 1e200
