@@ -636,6 +636,8 @@ def lr_sensitivity(histories, metric="validation_accuracy", level=0.95):
         if (label, lr) in seen:
             other = dict(seen[(label, lr)])
             differ = sorted(k for k, v in key if other.get(k) != v)
+            if "batch_size" in differ and dict(key).get("batch_schedule") == other.get("batch_schedule") == "constant":
+                differ.remove("batch_final")  # a constant batch's batch_final is its batch_size
             raise ValueError(f"histories: two settings of {label} at η={lr:g} differ in {', '.join(differ)}; "
                              f"pass the runs of one of them (e.g. experiments.runs_at(runs, {differ[0]}=...))")
         seen[(label, lr)] = key
