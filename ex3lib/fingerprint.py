@@ -24,7 +24,7 @@ from pathlib import Path
 import numba
 import numpy as np
 
-__all__ = ["RUN_ROOTS", "chapter_fingerprint", "run_sources", "source_fingerprint"]
+__all__ = ["RUN_ROOTS", "chapter_fingerprint", "module_fingerprint", "run_sources", "source_fingerprint"]
 
 #: The modules that turn a RunConfig into a History: ``run`` (training) and
 #: ``load_mnist`` (data). The fingerprint covers them and every ex3lib module
@@ -33,6 +33,21 @@ __all__ = ["RUN_ROOTS", "chapter_fingerprint", "run_sources", "source_fingerprin
 #: stored runs, and a new module that training imports is covered without
 #: anyone listing it.
 RUN_ROOTS = ("training.py", "data.py")
+
+
+@functools.cache
+def module_fingerprint(*roots: str) -> str:
+    """Like :func:`source_fingerprint`, over the modules ``roots`` (e.g. ``"hessian.py"``) and what they import.
+
+    For results computed by code other than training, such as the
+    measurements :meth:`ex3lib.ResultsStore.get_measurement` keeps.
+
+    Examples
+    --------
+    >>> module_fingerprint("hessian.py") != source_fingerprint()
+    True
+    """
+    return _fingerprint(run_sources(roots))
 
 
 @functools.cache

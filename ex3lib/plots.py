@@ -544,7 +544,7 @@ def seed_strip(runs, metric="test_accuracy", level=0.95):
         s = seed_summary(values, level)
         colour, _ = _method_style(name)
         ax.plot(values, np.full(values.size, k), "o", color=colour, alpha=0.6, markersize=5)
-        ax.errorbar([s.mean], [k], xerr=[[s.mean - s.ci_low], [s.ci_high - s.mean]], fmt="|", color="black",
+        ax.errorbar([s.mean], [k], xerr=[[s.mean - s.ci[0]], [s.ci[1] - s.mean]], fmt="|", color="black",
                     markersize=14, capsize=4)
     ax.set_yticks(range(len(runs)), list(runs))
     ax.invert_yaxis()

@@ -36,7 +36,9 @@ coverage); :func:`select` supersedes :func:`ex3lib.experiments.best_setting`
 
 from __future__ import annotations
 
+import hashlib
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -725,7 +727,7 @@ def network_of(history: History) -> MLP:
     return net
 
 
-def sharpness_measurements(histories, x, y, *, epsilon=1e-3, iterations=100, tol=1e-3) -> list[dict]:
+def sharpness_measurements(histories, x, y, *, epsilon=1e-3, iterations=100, tol=1e-3, store=None) -> list[dict]:
     """λ_max and ε-sharpness at the end of each kept run of :func:`sharpness_runs`, one dict per run and group.
 
     Each run is measured on the samples ``(x, y)`` (a subset of the training
@@ -735,6 +737,13 @@ def sharpness_measurements(histories, x, y, *, epsilon=1e-3, iterations=100, tol
     near a minimum. A run in both groups of :data:`SHARPNESS_SETTINGS` (e.g.
     η = 0.01, m = 1) appears in both, measured once.
 
+    Each run's measurement is kept in the results store (``store``: a
+    :class:`ex3lib.ResultsStore`, None for the default one, False for none)
+    under the run's store key, the samples' sha256, the settings and the
+    fingerprint of :mod:`ex3lib.hessian` and what it imports, so the chapter
+    and the conclusion measure each run once, and a change to any of those
+    measures again.
+
     Returns
     -------
     list of dict
@@ -743,7 +752,16 @@ def sharpness_measurements(histories, x, y, *, epsilon=1e-3, iterations=100, tol
         ``epsilon_sharpness``, ``loss`` (on ``(x, y)``) and ``test_accuracy`` (final).
     """
     from . import hessian
+    from .fingerprint import module_fingerprint
+    from .store import ResultsStore
 
+    if store is None:
+        store = ResultsStore()
+    elif store is not False and not isinstance(store, ResultsStore):
+        raise TypeError(f"store must be a ResultsStore, None (the default store) or False, got {store!r}")
+    x, y = np.ascontiguousarray(x), np.ascontiguousarray(y)
+    samples = hashlib.sha256(f"{x.shape}{x.dtype}{y.shape}{y.dtype}".encode() + x.tobytes() + y.tobytes()).hexdigest()
+    code = module_fingerprint("hessian.py")
     measured = {}
     rows = []
     for group, settings in SHARPNESS_SETTINGS.items():
@@ -753,13 +771,23 @@ def sharpness_measurements(histories, x, y, *, epsilon=1e-3, iterations=100, tol
                 continue
             ident = (*key, h.config["seed"])
             if ident not in measured:
-                net = network_of(h)
-                top = hessian.top_eigenvalue(net, x, y, iterations=iterations, tol=tol, seed=h.config["seed"])
-                sharp = hessian.epsilon_sharpness(net, x, y, epsilon=epsilon)
-                measured[ident] = {"top_eigenvalue": top.value, "residual": top.residual,
-                                   "iterations": top.iterations + top.shift_iterations,
-                                   "converged": top.converged, "epsilon_sharpness": sharp.value,
-                                   "loss": sharp.loss, "test_accuracy": h.final_accuracy}
+                cache_key = {"run": store.key(RunConfig.from_history(h)), "samples": samples,
+                             "epsilon": epsilon, "iterations": iterations, "tol": tol, "code": code} if store else None
+                value = store.get_measurement("sharpness", cache_key) if store else None
+                if value is None:
+                    net = network_of(h)
+                    top = hessian.top_eigenvalue(net, x, y, iterations=iterations, tol=tol, seed=h.config["seed"])
+                    sharp = hessian.epsilon_sharpness(net, x, y, epsilon=epsilon)
+                    value = {"top_eigenvalue": top.value, "residual": top.residual,
+                             "iterations": top.iterations + top.shift_iterations,
+                             "converged": bool(top.converged), "epsilon_sharpness": sharp.value,
+                             "loss": sharp.loss}
+                    if store:
+                        try:
+                            store.put_measurement("sharpness", cache_key, value)
+                        except OSError as err:
+                            warnings.warn(f"could not keep a sharpness measurement in {store.root} ({err})")
+                measured[ident] = {**value, "test_accuracy": h.final_accuracy}
             rows.append({"group": group, "learning_rate": key[0], "batch_size": key[1],
                          "seed": h.config["seed"], **measured[ident]})
     return rows

@@ -32,7 +32,7 @@ import platformdirs
 
 from .fingerprint import source_fingerprint
 from .sysutil import atomic_write
-from .training import History, RunConfig
+from .training import History, RunConfig, _decode_json, _encode_json
 
 __all__ = ["FORMAT", "RESULTS_ENV_VAR", "ResultsStore"]
 
@@ -249,6 +249,51 @@ class ResultsStore:
         atomic_write(path, lambda f: json.dump(payload, f, allow_nan=False), "w")
         self._warned.discard(path)
 
+    def get_measurement(self, kind: str, key: dict) -> dict | None:
+        """A measurement stored by :meth:`put_measurement` under ``kind`` and ``key``, or None.
+
+        For results that take long to compute from stored runs (the Hessian
+        measurements of :func:`ex3lib.protocol.sharpness_measurements`). The
+        ``key`` (JSON data) must name everything the result depends on: the
+        run's store key, the settings, and the fingerprint of the code (e.g.
+        :func:`ex3lib.fingerprint.module_fingerprint`). A damaged, edited or
+        unreadable file counts as missing, with a warning, as in :meth:`get`.
+        """
+        path = self._measurement_path(kind, key)
+        try:
+            stored = json.loads(path.read_bytes().decode("utf-8"), parse_constant=_refuse_constant)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, RecursionError) as err:
+            return self._invalid(path, f"cannot be read as JSON ({err})")
+        if (not isinstance(stored, dict) or sorted(stored) != ["key", "kind", "sha256", "value"]
+                or stored["sha256"] != _checksum(stored)
+                or stored["key"] != json.loads(json.dumps(key)) or stored["kind"] != kind):
+            return self._invalid(path, "is not the measurement it is named after, or does not match its "
+                                       "checksum (sha256)")
+        return _decode_json(stored["value"])
+
+    def put_measurement(self, kind: str, key: dict, value: dict) -> None:
+        """Save ``value`` (a dict of JSON data; non-finite numbers allowed) as the measurement ``kind``, ``key``.
+
+        Written atomically, with the sha256 of its content; raises ValueError
+        for what JSON cannot hold, OSError when the file cannot be written.
+        """
+        if not isinstance(value, dict):
+            raise TypeError(f"value must be a dict, got {type(value).__name__}")
+        payload = {"kind": kind, "key": json.loads(json.dumps(key)),
+                   "value": _encode_json(f"measurement {kind}", value)}
+        payload["sha256"] = _checksum(payload)
+        path = self._measurement_path(kind, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda f: json.dump(payload, f, allow_nan=False), "w")
+
+    def _measurement_path(self, kind: str, key: dict) -> Path:
+        if not isinstance(kind, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", kind):
+            raise ValueError(f"kind must be a lower-case name such as 'sharpness', got {kind!r}")
+        digest = hashlib.sha256(json.dumps([kind, key], sort_keys=True).encode()).hexdigest()
+        return self.root / "measurements" / kind / f"{digest}.json"
+
     def __contains__(self, config) -> bool:
         """Whether :meth:`get` would return a history for ``config``."""
         return isinstance(config, RunConfig) and self.get(config) is not None
@@ -258,7 +303,7 @@ class ResultsStore:
         return sum(1 for _ in self._files())
 
     def clear(self) -> int:
-        """Delete every result file (and leftover temporary file) of the store.
+        """Delete every result file, kept parameters, measurement (and leftover temporary file) of the store.
 
         Only files named as the store names them are removed, so a root that
         also holds other files is safe to clear.
@@ -283,6 +328,17 @@ class ResultsStore:
                     tmp.unlink()
             with contextlib.suppress(OSError):
                 folder.rmdir()
+        measurements = self.root / "measurements"
+        kinds = [k for k in measurements.iterdir() if k.is_dir()] if measurements.is_dir() else []
+        for kind in kinds:
+            for path in [*kind.glob("*.json"), *kind.glob(".*.json.*.tmp")]:
+                if _KEY_RE.fullmatch(path.name.split(".")[0] or path.name.split(".")[1]):
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+            with contextlib.suppress(OSError):
+                kind.rmdir()
+        with contextlib.suppress(OSError):
+            measurements.rmdir()
         self._warned.clear()
         return removed
 

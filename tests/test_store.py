@@ -643,3 +643,23 @@ def test_clear_removes_parameters_files(store, mnist):
     store.put(config, run(config, mnist, progress=False))
     assert store.clear() == 1
     assert files_under(store.root) == []
+
+
+def test_measurements_round_trip_and_damage_is_a_miss(store):
+    key = {"run": "ab" * 32, "epsilon": 1e-3}
+    assert store.get_measurement("sharpness", key) is None
+    store.put_measurement("sharpness", key, {"top_eigenvalue": 12.5, "residual": float("inf")})
+    assert store.get_measurement("sharpness", key) == {"top_eigenvalue": 12.5, "residual": float("inf")}
+    assert store.get_measurement("sharpness", {**key, "epsilon": 5e-4}) is None
+    path, = (store.root / "measurements" / "sharpness").glob("*.json")
+    path.write_text(path.read_text().replace("12.5", "13.5"))
+    with pytest.warns(UserWarning, match="does not match its checksum"):
+        assert store.get_measurement("sharpness", key) is None
+    path.write_bytes(b"\xff")
+    with pytest.warns(UserWarning, match="cannot be read as JSON"):
+        assert ResultsStore(store.root).get_measurement("sharpness", key) is None
+    with pytest.raises(ValueError, match="kind must be a lower-case name"):
+        store.put_measurement("../x", key, {})
+    store.put_measurement("sharpness", key, {"top_eigenvalue": 1.0})
+    store.clear()
+    assert not (store.root / "measurements").exists()
