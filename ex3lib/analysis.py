@@ -518,12 +518,16 @@ def rank_methods(best) -> dict:
 
     Returns ``winner`` (its ``winner_setting``, ``winner_acc``, ``winner_std``),
     ``loser`` (``loser_acc``), ``acc_range`` between them and ``tied``: the
-    methods within one seed std (the larger of the two) of the winner, as text.
+    methods the winner does not beat under the protocol's decision rule (the
+    95 % interval of the difference contains 0; :func:`ex3lib.protocol.decide`),
+    as text.
     """
+    from .protocol import compare, decide
+
     acc = {name: seed_stats(finals(hs)) for name, hs in best.items()}
     winner = max(acc, key=lambda n: acc[n][0])
     loser = min(acc, key=lambda n: acc[n][0])
-    tied = [n for n in acc if n != winner and acc[winner][0] - acc[n][0] <= max(acc[winner][1], acc[n][1])]
+    tied = [n for n in acc if n != winner and decide(compare(best[winner], best[n]), claimed="a > b") != "holds"]
     return {"winner": winner, "winner_setting": setting_label(best[winner][0].config), "winner_acc": acc[winner][0],
             "winner_std": acc[winner][1], "loser": loser, "loser_acc": acc[loser][0],
             "acc_range": acc[winner][0] - acc[loser][0], "tied": ", ".join(tied) if tied else "none"}

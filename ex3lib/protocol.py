@@ -870,3 +870,13 @@ def run_protocol(*, n_seeds=10, epochs=10, train_size=None, data=None, **run_man
     runs = run_groups(groups, data, **run_many_kwargs)
     return ProtocolRuns(tuning=tuning, selected=selected, seeds={name: runs[name] for name in selected},
                         balance={(lr, m): runs[("balance", lr, m)] for lr, m in BALANCED})
+
+
+def schedule_runs(*, n_seeds=3, epochs=10, train_size=None) -> dict[str, list[RunConfig]]:
+    """The report's decay (η₀ = 0.1 → η_N = 0.001, m = 10) and the growing batch that mirrors it, ``n_seeds`` each.
+
+    Keys ``"decay"`` and ``"growing batch"`` (:func:`growing_batch`); the report's protocol (all training images).
+    """
+    decay = RunConfig(schedule="linear_decay", learning_rate=0.1, lr_final=0.001, batch_size=10, epochs=epochs,
+                      train_size=train_size)
+    return {"decay": seeds_of(decay, n_seeds), "growing batch": seeds_of(growing_batch(decay), n_seeds)}
