@@ -220,3 +220,73 @@ def test_adagrad_premature(ada_gain, others, verdict):
     c = claims.adagrad_premature(ada, rms, adam)
     assert c.verdict == verdict
     assert "η=0.001, m=10" in c.evidence
+
+
+# Under the fair protocol: ten seeds, the decision rule of ex3lib.protocol.decide.
+
+def ten(acc, shift=0.0, **config):
+    """Ten seeds whose final test accuracies are ``acc`` + a seed effect (shared by every setting) + ``shift``."""
+    effect = np.linspace(-0.002, 0.002, 10)
+    return [hist(acc + e + shift + 1e-5 * (i % 3), seed=i, **config) for i, e in enumerate(effect)]
+
+
+@pytest.mark.parametrize("gain, verdict", [(0.002, "holds"), (0.0, "partly"), (-0.002, "does not hold")])
+def test_fair_decay_and_momentum_improve(gain, verdict):
+    sgd = ten(0.978)
+    decay = ten(0.978, gain, schedule="linear_decay", lr_final=0.001)
+    momentum = ten(0.978, gain, momentum=0.9)
+    c = claims.fair_decay_improves(decay, sgd)
+    assert c.verdict == verdict and c.section == "§3.1" and "→ " + verdict in c.evidence
+    assert claims.fair_momentum_improves(momentum, sgd).verdict == verdict
+    assert claims.fair_decay_improves([], sgd).verdict == claims.UNTESTED
+
+
+def test_fair_balance_is_non_inferiority_within_the_margin():
+    tuned = ten(0.980, learning_rate=0.05)
+    close = {(0.1, 100): ten(0.979, learning_rate=0.1, batch_size=100),
+             (0.01, 10): ten(0.9795, learning_rate=0.01), (0.001, 1): ten(0.9785, learning_rate=0.001, batch_size=1)}
+    assert claims.fair_balance(close, tuned).verdict == "holds"
+    far = {**close, (0.001, 1): ten(0.970, learning_rate=0.001, batch_size=1)}
+    c = claims.fair_balance(far, tuned)
+    assert c.verdict == "partly" and c.numbers["part_verdicts"] == ["holds", "holds", "does not hold"]
+    assert claims.fair_balance({k: ten(0.95, **dict(zip(("learning_rate", "batch_size"), k)))
+                                for k in close}, tuned).verdict == "does not hold"
+
+
+def test_fair_adagrad_premature_needs_both():
+    ada = ten(0.975, optimiser="adagrad")
+    better, same = ten(0.978, optimiser="rmsprop"), ten(0.975, optimiser="adam")
+    assert claims.fair_adagrad_premature(ada, better, ten(0.979, optimiser="adam")).verdict == "holds"
+    assert claims.fair_adagrad_premature(ada, better, same).verdict == "partly"
+
+
+def _sharpness(ratio):
+    """Measurements where λ_max at m=100 is ``ratio`` times that at m=1, three seeds, two groups."""
+    rows = []
+    for group in ("equal η/m", "equal η"):
+        for m, scale in ((1, 1.0), (10, 1.0), (100, ratio)):
+            for seed, wobble in enumerate((0.9, 1.0, 1.1)):
+                rows.append({"group": group, "batch_size": m, "learning_rate": 0.01 * m, "seed": seed,
+                             "top_eigenvalue": 20.0 * scale * wobble * (1 + 0.01 * seed * (m == 100))})
+    return rows
+
+
+@pytest.mark.parametrize("ratio, verdict", [(3.0, "holds"), (0.3, "does not hold")])
+def test_sharp_minima(ratio, verdict):
+    c = claims.sharp_minima(_sharpness(ratio))
+    assert c.verdict == verdict and "equal η/m" in c.evidence and "equal η:" in c.evidence
+    mixed = [r for r in _sharpness(3.0) if r["group"] == "equal η/m"] + [
+        r for r in _sharpness(0.3) if r["group"] == "equal η"]
+    assert claims.sharp_minima(mixed).verdict == "partly"
+    assert claims.sharp_minima([]).verdict == claims.UNTESTED
+
+
+def test_batch_increase_equivalent():
+    decay = [hist(0.983 + 0.0002 * i, seed=i, extra={"updates": 60000}) for i in range(3)]
+    growing = [hist(0.9831 + 0.0002 * i, seed=i, extra={"updates": 33393}) for i in range(3)]
+    c = claims.batch_increase_equivalent(growing, decay)
+    assert c.verdict == "holds" and c.numbers["updates_ratio"] == pytest.approx(33393 / 60000)
+    worse = [hist(0.970 + 0.0002 * i, seed=i, extra={"updates": 33393}) for i in range(3)]
+    assert claims.batch_increase_equivalent(worse, decay).verdict == "does not hold"
+    more = [hist(0.9831 + 0.0002 * i, seed=i, extra={"updates": 90000}) for i in range(3)]
+    assert claims.batch_increase_equivalent(more, decay).verdict == "partly"

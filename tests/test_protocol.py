@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
+import ex3lib
 from ex3lib import History, protocol
+from ex3lib.experiments import failed
 from synthetic import dead, hist, overflow, seeds
 
 # Student-t quantiles from a printed table (df 2 and 4), not from the code under test.
@@ -336,3 +338,97 @@ H = seeds(0.97)
 def test_bad_input(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+# The protocol's runs ------------------------------------------------------------------------------
+
+def test_tuning_runs_are_the_methods_explorers_cells_plus_the_decay():
+    from ex3lib import pages
+
+    runs = protocol.tuning_runs()
+    assert list(runs) == list(protocol.METHODS)
+    cells = set(pages.GRIDS["adaptive"].cells())
+    for name in protocol.METHODS:
+        assert len(runs[name]) == len(pages.LEARNING_RATES[:7])
+        assert all(c.validation_size == 10_000 and c.batch_size == 10 and c.seed == 0 for c in runs[name])
+        assert (set(runs[name]) <= cells) == (name != "SGD + decay"), name
+    decay = runs["SGD + decay"]
+    assert all(c.schedule == "linear_decay" and c.lr_final == pytest.approx(c.learning_rate / 100) for c in decay)
+    small = protocol.tuning_runs(epochs=1, train_size=500)
+    assert {c.epochs for cs in small.values() for c in cs} == {1} and small["Adam"][0].train_size == 500
+
+
+def test_seeds_of_and_growing_batch():
+    config = ex3lib.RunConfig(learning_rate=0.01, validation_size=10_000)
+    assert [c.seed for c in protocol.seeds_of(config, 3)] == [0, 1, 2]
+    assert protocol.seeds_of(config, 3)[0] == config
+    with pytest.raises(ValueError, match="n_seeds"):
+        protocol.seeds_of(config, 0)
+    decay = ex3lib.RunConfig(schedule="linear_decay", learning_rate=0.1, lr_final=0.001, batch_size=10)
+    grow = protocol.growing_batch(decay)
+    assert (grow.schedule, grow.learning_rate, grow.batch_schedule, grow.batch_size, grow.batch_final) == (
+        "constant", 0.1, "increase", 10, 1000)
+    with pytest.raises(ValueError, match="schedule='linear_decay'"):
+        protocol.growing_batch(config)
+    runs = protocol.schedule_runs(n_seeds=2)
+    assert runs["decay"][1] == decay.replace(seed=1) and runs["growing batch"][0] == grow
+
+
+def test_sharpness_runs_cover_both_comparisons_once_each():
+    runs = protocol.sharpness_runs(n_seeds=2)
+    settings = {(c.learning_rate, c.batch_size) for c in runs}
+    assert settings == {s for group in protocol.SHARPNESS_SETTINGS.values() for s in group}
+    assert len(runs) == 2 * len(settings) and all(c.keep_params and c.validation_size == 0 for c in runs)
+
+
+@pytest.fixture(scope="module")
+def kept(mnist, tmp_path_factory):
+    store = ex3lib.ResultsStore(tmp_path_factory.mktemp("kept"))
+    configs = protocol.sharpness_runs(n_seeds=2, epochs=1, train_size=2000)
+    return store, ex3lib.run_many(configs, store=store, progress=False, workers=2)
+
+
+def test_network_of_a_kept_run(kept):
+    _, runs = kept
+    net = protocol.network_of(runs[0])
+    assert np.array_equal(net.params, runs[0].params) and net.layers == ex3lib.REPORT_LAYERS
+    with pytest.raises(ValueError, match="kept no parameters.*keep_params=True"):
+        protocol.network_of(hist(0.9))
+
+
+def test_sharpness_measurements_leave_out_failed_runs_and_are_kept_in_the_store(kept, mnist, monkeypatch):
+    from ex3lib import hessian
+
+    store, runs = kept
+    x, y = mnist.x_train[:300], mnist.y_train[:300]
+    rows = protocol.sharpness_measurements(runs, x, y, epsilon=1e-3, store=store)
+    measured = {(r["learning_rate"], r["batch_size"], r["seed"]) for r in rows}
+    failed_runs = {(h.config["learning_rate"], h.config["batch_size"], h.config["seed"]) for h in runs if failed(h)}
+    assert measured and not measured & failed_runs
+    assert {r["group"] for r in rows} <= set(protocol.SHARPNESS_SETTINGS)
+    assert all(r["converged"] and r["top_eigenvalue"] > 0 and r["epsilon_sharpness"] >= 0 for r in rows)
+    # η = 0.01, m = 1 is in both groups: measured once, listed twice.
+    both = [r for r in rows if (r["learning_rate"], r["batch_size"], r["seed"]) == (0.01, 1, 0)]
+    assert len(both) == 2 and both[0]["top_eigenvalue"] == both[1]["top_eigenvalue"]
+    # A second call reads every measurement back from the store, bit for bit.
+    monkeypatch.setattr(hessian, "top_eigenvalue", lambda *a, **k: pytest.fail("measured again"))
+    assert protocol.sharpness_measurements(runs, x, y, epsilon=1e-3, store=store) == rows
+    # Other samples or another ε are other measurements.
+    monkeypatch.undo()
+    other = protocol.sharpness_measurements(runs[:1], x[:200], y[:200], epsilon=1e-3, store=store)
+    assert other[0]["top_eigenvalue"] != rows[0]["top_eigenvalue"] or failed(runs[0])
+
+
+def test_interpolations_start_and_end_at_the_two_solutions(kept, mnist):
+    from ex3lib import hessian
+
+    _, runs = kept
+    x, y = mnist.x_train[:300], mnist.y_train[:300]
+    lines = protocol.interpolations(runs, x, y, alphas=np.array([0.0, 0.5, 1.0]))
+    at = {(h.config["learning_rate"], h.config["batch_size"]): h for h in runs if h.config["seed"] == 0}
+    for label, line in lines.items():
+        group = label.split(":")[0]
+        settings = protocol.SHARPNESS_SETTINGS[group]
+        small, large = at[min(settings, key=lambda s: s[1])], at[max(settings, key=lambda s: s[1])]
+        assert line.loss[0] == protocol.network_of(small).evaluate(x, y)[0]
+        assert line.loss[-1] == protocol.network_of(large).evaluate(x, y)[0]
