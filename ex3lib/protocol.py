@@ -665,6 +665,8 @@ def lr_sensitivity(histories, metric="validation_accuracy", level=0.95):
 DECAY_RATIO = 0.01
 #: The methods the protocol compares, in the book's order.
 METHODS = ("SGD", "SGD + decay", "momentum α=0.9", "AdaGrad", "RMSProp", "Adam")
+#: Each method's name in glued values and sweep columns (``sgd_decay_test_mean``).
+METHOD_KEYS = dict(zip(METHODS, ("sgd", "sgd_decay", "momentum", "adagrad", "rmsprop", "adam")))
 #: The settings whose final sharpness is measured: m = 1, 10, 100 at equal η/m and at equal η.
 SHARPNESS_SETTINGS = {"equal η/m": ((0.01, 1), (0.1, 10), (1.0, 100)),
                       "equal η": ((0.01, 1), (0.01, 10), (0.01, 100))}
