@@ -514,22 +514,24 @@ def lr_sensitivity(tables, selected):
     """Final validation accuracy against η for each method (``tables[name]``: :func:`ex3lib.protocol.lr_sensitivity`).
 
     ``selected[name]`` is the η the protocol picked, ringed; failed runs are
-    crosses at the value they ended with.
+    crosses, drawn at the bottom edge when they ended below ``low`` (chance level).
     """
+    low = 0.85
     fig, ax = plt.subplots(figsize=(8, 4.2), layout="constrained")
     for name, table in tables.items():
         colour, linestyle = _method_style(name)
-        ok = ~table["failed"].to_numpy()
-        ax.plot(table["learning_rate"], table["mean"], linestyle, color=colour, marker="o", markersize=4,
-                label=name)
-        ax.plot(table["learning_rate"][~ok], table["mean"][~ok], "x", color=colour, markersize=9, mew=2)
+        bad = table["failed"].to_numpy()
+        ok = table[~bad]
+        ax.plot(ok["learning_rate"], ok["mean"], linestyle, color=colour, marker="o", markersize=4, label=name)
+        ax.plot(table["learning_rate"][bad], np.maximum(table["mean"][bad], low + 0.002), "x", color=colour,
+                markersize=9, mew=2, clip_on=False)
         pick = table[table["learning_rate"] == selected[name]]
         ax.plot(pick["learning_rate"], pick["mean"], "o", markersize=12, mfc="none", mec=colour, mew=1.5)
     ax.set_xscale("log")
     ax.set_xlabel("learning rate η (η₀ with decay)")
     ax.set_ylabel("final validation accuracy")
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-    ax.set_ylim(0.85, 1.0)
+    ax.set_ylim(low, 1.0)
     ax.legend(loc="lower center", ncols=3, fontsize="small")
     return fig
 

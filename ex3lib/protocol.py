@@ -729,7 +729,7 @@ def network_of(history: History) -> MLP:
     return net
 
 
-def sharpness_measurements(histories, x, y, *, epsilon=1e-3, iterations=100, tol=1e-3, store=None) -> list[dict]:
+def sharpness_measurements(histories, x, y, *, epsilon=1e-3, iterations=200, tol=1e-3, store=None) -> list[dict]:
     """λ_max and ε-sharpness at the end of each kept run of :func:`sharpness_runs`, one dict per run and group.
 
     Each run is measured on the samples ``(x, y)`` (a subset of the training
