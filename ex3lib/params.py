@@ -176,10 +176,9 @@ CHAPTERS = {
     },
     "conclusion": {
         "epochs": EPOCHS, "learning_rates": _GRID_LEARNING_RATES, "batch_sizes": _GRID_BATCH_SIZES,
-        "decay_learning_rate": LEARNING_RATE, "lr_final": LR_FINAL, "momentum": MOMENTUM,
-        "nesterov_batch_sizes": _GRID_BATCH_SIZES, "adam_learning_rate": LEARNING_RATE,
-        "rmsprop_learning_rate": LEARNING_RATE, "comparison_batch_size": BATCH_SIZE,
-        "n_seeds": N_SEEDS, "n_seeds_grid": N_SEEDS, "train_size": TRAIN_SIZE,
+        "decay_learning_rate": LEARNING_RATE, "lr_final": LR_FINAL, "n_seeds": N_SEEDS, "n_seeds_grid": N_SEEDS,
+        "protocol_seeds": integer(2), "sharpness_seeds": integer(2), "hessian_images": integer(1, N_TRAIN),
+        "epsilon": real(0.0, low_open=True), "schedule_seeds": integer(2), "train_size": TRAIN_SIZE,
     },
 }
 
