@@ -272,6 +272,11 @@ def layers(net):
     return frame.style.hide(axis="index").format({"parameters": "{:,}"})
 
 
+def _interval(summary) -> str:
+    """``"0.9753 [0.9735, 0.9770]"``: a seed summary's mean and confidence interval."""
+    return f"{summary.mean:.4f} [{summary.ci[0]:.4f}, {summary.ci[1]:.4f}]"
+
+
 def protocol_methods(selected, runs, level=0.95):
     """The protocol's comparison: each method's setting selected on validation (``selected[name]``: its
     tuning runs) and its test accuracy over every seed (``runs[name]``), with the confidence interval."""
@@ -283,8 +288,8 @@ def protocol_methods(selected, runs, level=0.95):
         validation = seed_summary(finals(hs, "validation_accuracy"), level)
         rows.append({"method": name, "selected setting": setting_label(hs[0].config),
                      "validation accuracy (selection)": f"{finals(selected[name], 'validation_accuracy')[0]:.4f}",
-                     "validation accuracy": validation.text(4),
-                     f"test accuracy, mean [{100 * level:g} % CI]": test.text(4),
+                     f"validation accuracy, mean [{100 * level:g} % CI]": _interval(validation),
+                     f"test accuracy, mean [{100 * level:g} % CI]": _interval(test),
                      "seeds": len(hs), "failed": f"{sum(map(failed, hs))}/{len(hs)}"})
     return _frame(rows).style.hide(axis="index")
 

@@ -407,8 +407,8 @@ def test_sharpness_measurements_leave_out_failed_runs_and_are_kept_in_the_store(
     assert measured and not measured & failed_runs
     assert {r["group"] for r in rows} <= set(protocol.SHARPNESS_SETTINGS)
     assert all(r["converged"] and r["top_eigenvalue"] > 0 and r["epsilon_sharpness"] >= 0 for r in rows)
-    # η = 0.01, m = 1 is in both groups: measured once, listed twice.
-    both = [r for r in rows if (r["learning_rate"], r["batch_size"], r["seed"]) == (0.01, 1, 0)]
+    # η = 0.01, m = 10 is in both groups: measured once, listed twice.
+    both = [r for r in rows if (r["learning_rate"], r["batch_size"], r["seed"]) == (0.01, 10, 0)]
     assert len(both) == 2 and both[0]["top_eigenvalue"] == both[1]["top_eigenvalue"]
     # A second call reads every measurement back from the store, bit for bit.
     monkeypatch.setattr(hessian, "top_eigenvalue", lambda *a, **k: pytest.fail("measured again"))
