@@ -574,6 +574,8 @@ def sharpness(measurements):
                         fontsize="small")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.set_xlim(min(ms) / 1.8, max(ms) * 1.8)  # room for the η labels at both ends
+        ax.margins(y=0.2)
         ax.set_xlabel("batch size m")
         ax.set_title(group)
     axes[0][0].set_ylabel("λ_max of the training loss's Hessian")

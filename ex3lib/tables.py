@@ -319,7 +319,9 @@ def time_to_target(runs, targets):
 def sharpness(measurements):
     """The sharpness measurements by setting: λ_max, ε-sharpness and test accuracy (mean ± std over seeds)."""
     rows = []
-    keys = dict.fromkeys((r["group"], r["learning_rate"], r["batch_size"]) for r in measurements)
+    groups = list(dict.fromkeys(r["group"] for r in measurements))
+    keys = sorted(dict.fromkeys((r["group"], r["learning_rate"], r["batch_size"]) for r in measurements),
+                  key=lambda k: (groups.index(k[0]), k[2]))
     for group, lr, m in keys:
         at = [r for r in measurements if (r["group"], r["learning_rate"], r["batch_size"]) == (group, lr, m)]
         rows.append({"comparison": group, "η": f"{lr:g}", "m": m, "seeds": len(at),
