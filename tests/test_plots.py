@@ -116,3 +116,34 @@ def test_schedule_label_and_style():
     assert schedule_label(decay) == "decay η = 0.1 → 0.001"
     assert schedule_style(decay, {None: ":", 0.001: "-"}) == ("tab:red", "-")
     assert schedule_style({"schedule": "constant", "learning_rate": 0.01, "lr_final": 0.01}, {None: ":"}) == ("tab:blue", ":")
+
+
+def test_protocol_figures():
+    from ex3lib import hessian, plots, protocol
+    from synthetic import dead, hist, seeds
+
+    tuning = {"SGD": [hist([0.1, a], learning_rate=lr, validation_size=10_000, extra={"validation_accuracy": [0.1, a],
+                                                                               "validation_loss": [2.3, 0.1]})
+                      for a, lr in ((0.95, 0.01), (0.97, 0.1))]}
+    tuning["SGD"][0] = dead(learning_rate=0.01, validation_size=10_000,
+                            extra={"validation_accuracy": [0.1, 0.098, 0.098], "validation_loss": [2.3, 2.3, 2.3]})
+    fig = plots.lr_sensitivity({name: protocol.lr_sensitivity(hs) for name, hs in tuning.items()}, {"SGD": 0.1})
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and ax.get_ylim()[0] == 0.85
+    crosses = [l for l in ax.lines if l.get_marker() == "x"]
+    assert len(crosses) == 1 and crosses[0].get_ydata()[0] > 0.85, "a failed run is drawn at the bottom edge"
+    plt.close(fig)
+    fig = plots.seed_strip({"SGD": seeds(0.97, 4), "Adam": seeds(0.98, 4, optimiser="adam")})
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["SGD", "Adam"]
+    plt.close(fig)
+    rows = [{"group": "equal η", "learning_rate": 0.01, "batch_size": m, "seed": s, "top_eigenvalue": float(m)}
+            for m in (1, 100) for s in range(2)]
+    fig = plots.sharpness(rows)
+    assert fig.axes[0].get_title() == "equal η" and fig.axes[0].get_yscale() == "log"
+    plt.close(fig)
+    line = hessian.LineLosses(np.array([0.0, 1.0]), np.array([0.1, 0.2]), np.array([0.9, 0.8]))
+    plt.close(plots.line_losses({"a → b": line}))
+    runs = [hist(0.98, extra={"updates_at": [0, 3000, 6000] + [6000 + 3000 * k for k in range(1, 19)]})]
+    fig = plots.against_updates([(runs, "decay", "tab:gray", "--")])
+    assert fig.axes[0].lines[0].get_xdata()[-1] == 60000 and fig.axes[1].get_xlabel() == "updates"
+    plt.close(fig)

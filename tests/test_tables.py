@@ -77,3 +77,43 @@ def test_report_accuracy_and_layers():
     t = tables.layers(MLP()).data
     assert t["parameters"].tolist() == [235200, 30000, 10000, 1000, 276200]
     assert t["from → to"].tolist()[0] == "input → hidden 1"
+
+
+def _validated(acc, n=3, **config):
+    """``n`` seeds with validation curves (as runs with a validation set log them)."""
+    runs = seeds(acc, n, validation_size=10_000, **config)
+    for h in runs:
+        h.extra.update(validation_accuracy=(h.test_accuracy - 0.001).tolist(),
+                       validation_loss=h.test_loss.tolist(), updates_at=list(range(0, 1000 * len(h.epoch), 1000)))
+    return runs
+
+
+def test_protocol_tables():
+    runs = {"SGD": _validated(0.975), "Adam": _validated(0.978, optimiser="adam", learning_rate=1e-4)}
+    frame = tables.protocol_methods({name: hs[:1] for name, hs in runs.items()}, runs).data
+    assert frame["selected setting"].tolist() == ["η=0.1, m=10", "η=0.0001, m=10"]
+    assert frame["validation accuracy (selection)"].tolist() == ["0.9730", "0.9760"]
+    low, high = 0.978 - 4.3027 * 0.001 / np.sqrt(3), 0.978 + 4.3027 * 0.001 / np.sqrt(3)
+    assert frame["test accuracy, mean [95 % CI]"][1] == f"0.9780 [{low:.4f}, {high:.4f}]"
+    assert frame["failed"].tolist() == ["0/3", "0/3"]
+    ttt = tables.time_to_target(runs, [0.97, 0.99]).data
+    assert ttt["97 %: reached"].tolist() == ["3/3", "3/3"] and ttt["99 %: epochs"].tolist() == ["never", "never"]
+    # SGD's seeds reach 0.97 at the point whose accuracy is first >= 0.97 (the curve rises by 0.02/19 per point).
+    first = [int(np.argmax(h.test_accuracy >= 0.97)) for h in runs["SGD"]]
+    assert ttt["97 %: updates"][0] == f"{np.mean([1000 * i for i in first]):,.0f}"
+
+
+def test_sharpness_and_batch_schedule_tables():
+    rows = [{"group": g, "learning_rate": lr, "batch_size": m, "seed": s, "top_eigenvalue": 2.0 * m ** 0.5 + s,
+             "epsilon_sharpness": 1.0, "loss": 0.02, "test_accuracy": 0.97}
+            for g, settings in (("equal η/m", ((0.1, 100), (0.001, 1))), ("equal η", ((0.01, 10), (0.01, 1))))
+            for lr, m in settings for s in range(2)]
+    frame = tables.sharpness(rows).data
+    assert list(zip(frame["comparison"], frame["m"])) == [("equal η/m", 1), ("equal η/m", 100), ("equal η", 1),
+                                                         ("equal η", 10)]
+    assert frame["λ_max"][1] == "20.5 ± 0.7"
+    growing = [hist(0.98, seed=i, batch_schedule="increase", batch_final=1000,
+                    extra={"updates": 33393, "batch_size": [10, 11, 12]}) for i in range(2)]
+    decay = [hist(0.98, seed=i, schedule="linear_decay", lr_final=0.001, extra={"updates": 60000}) for i in range(2)]
+    table = tables.batch_schedule({"decay": decay, "growing": growing}).data
+    assert table["m by epoch"].tolist() == ["10", "10, 11, 12"] and table["updates"].tolist() == ["60,000", "33,393"]
