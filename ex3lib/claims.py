@@ -522,11 +522,13 @@ def sharp_minima(measurements) -> Claim:
     ``measurements`` is a list of dicts with ``group`` ("equal η/m" or
     "equal η"), ``batch_size``, ``seed`` and ``top_eigenvalue`` (the largest
     Hessian eigenvalue of the training loss at the end of training; failed
-    runs left out). In each group the largest batch is compared with the
-    smallest on log λ_max (paired by seed), claimed larger.
+    runs left out), and optionally ``loss``. In each group the largest batch
+    is compared with the smallest on log λ_max (paired by seed), claimed
+    larger. ``numbers["ratios"]`` gives, per group, the geometric-mean ratio
+    of λ_max (and of the training loss) as text.
     """
     claim = "large batches converge to sharp minimizers of the training loss (Keskar et al. 2017)"
-    parts = []
+    parts, ratios = [], []
     for group in dict.fromkeys(r["group"] for r in measurements):
         rows = [r for r in measurements if r["group"] == group]
         small, large = min(r["batch_size"] for r in rows), max(r["batch_size"] for r in rows)
@@ -537,12 +539,17 @@ def sharp_minima(measurements) -> Claim:
         seeds = sorted(set(lam[small]) & set(lam[large]))
         if len(seeds) < 2:
             continue
-        parts.append((f"{group}: log λ_max at m={large} − at m={small}",
-                      protocol.compare([lam[large][s] for s in seeds], [lam[small][s] for s in seeds],
-                                       paired=True), "a > b", None))
+        cmp = protocol.compare([lam[large][s] for s in seeds], [lam[small][s] for s in seeds], paired=True)
+        parts.append((f"{group}: log λ_max at m={large} − at m={small}", cmp, "a > b", None))
+        losses = {m: np.mean([r["loss"] for r in rows if r["batch_size"] == m and r["seed"] in seeds])
+                  for m in (small, large)} if all("loss" in r for r in rows) else None
+        ratios.append(f"{group}, m = {large} against m = {small}: λ_max × {np.exp(cmp.difference):.2g}"
+                      + (f" at a training loss × {losses[large] / losses[small]:.2g}" if losses else ""))
     if not parts:
         return _untested(claim, "§2.1", "two batch sizes with two seeds each")
-    return _fair(claim, "§2.1", parts)
+    c = _fair(claim, "§2.1", parts)
+    c.numbers["ratios"] = "; ".join(ratios)
+    return c
 
 
 def batch_increase_equivalent(increase_runs, decay_runs) -> Claim:

@@ -290,3 +290,10 @@ def test_batch_increase_equivalent():
     assert claims.batch_increase_equivalent(worse, decay).verdict == "does not hold"
     more = [hist(0.9831 + 0.0002 * i, seed=i, extra={"updates": 90000}) for i in range(3)]
     assert claims.batch_increase_equivalent(more, decay).verdict == "partly"
+
+
+def test_sharp_minima_reports_the_ratios():
+    rows = [dict(r, loss=0.02 * (5 if r["batch_size"] == 100 else 1)) for r in _sharpness(3.0)]
+    c = claims.sharp_minima(rows)
+    assert "equal η/m, m = 100 against m = 1: λ_max × 3" in c.numbers["ratios"]
+    assert "training loss × 5" in c.numbers["ratios"]
