@@ -472,24 +472,24 @@ def _fair(claim, section, parts) -> Claim:
     return Claim(claim, section, verdict, evidence, numbers)
 
 
+def _fair_better(claim, section, name, runs, baseline_runs) -> Claim:
+    """``claim`` judged as "``runs`` beat ``baseline_runs`` (tuned SGD)" on final test accuracy, paired by seed."""
+    if not runs or not baseline_runs:
+        return _untested(claim, section, f"the selected {name} or SGD setting")
+    what = f"{name} {setting_label(runs[0].config)} − SGD {setting_label(baseline_runs[0].config)}"
+    return _fair(claim, section, [(what, protocol.compare(runs, baseline_runs), "a > b", None)])
+
+
 def fair_decay_improves(decay_runs, constant_runs) -> Claim:
     """§3.1, under the protocol: the tuned linear decay beats tuned constant-η SGD in final test accuracy."""
-    claim = "the learning-rate decay improves on a constant rate (each tuned on the validation set)"
-    if not decay_runs or not constant_runs:
-        return _untested(claim, "§3.1", "the selected decay or constant setting")
-    return _fair(claim, "§3.1", [(f"decay {setting_label(decay_runs[0].config)} − SGD "
-                                  f"{setting_label(constant_runs[0].config)}",
-                                  protocol.compare(decay_runs, constant_runs), "a > b", None)])
+    return _fair_better("the learning-rate decay improves on a constant rate (each tuned on the validation set)",
+                        "§3.1", "decay", decay_runs, constant_runs)
 
 
 def fair_momentum_improves(momentum_runs, sgd_runs) -> Claim:
     """§3.2 (empty in the report; the momentum chapter's question): tuned momentum beats tuned SGD."""
-    claim = "momentum (α = 0.9) improves on plain SGD (each tuned on the validation set)"
-    if not momentum_runs or not sgd_runs:
-        return _untested(claim, "§3.2", "the selected momentum or SGD setting")
-    return _fair(claim, "§3.2", [(f"momentum {setting_label(momentum_runs[0].config)} − SGD "
-                                  f"{setting_label(sgd_runs[0].config)}",
-                                  protocol.compare(momentum_runs, sgd_runs), "a > b", None)])
+    return _fair_better("momentum (α = 0.9) improves on plain SGD (each tuned on the validation set)",
+                        "§3.2", "momentum", momentum_runs, sgd_runs)
 
 
 def fair_balance(balance_runs, tuned_sgd_runs) -> Claim:
