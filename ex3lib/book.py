@@ -47,3 +47,26 @@ def report_scale(epochs, train_size) -> bool:
     """Whether a chapter runs at the report's scale (10 epochs on all 60,000 images), where its checks of the
     report's numbers apply."""
     return epochs == 10 and train_size >= 60_000
+
+
+
+def set_up(train_size, epochs):
+    """A chapter's first steps once its parameters are checked: MNIST, and the scale it runs at.
+
+    Silences numpy's overflow warnings (diverged runs end with infinite or
+    nan losses, whose summaries should show nan, not warn) and returns
+    ``(data, n_train, full_scale)``: the MNIST data, the ``train_size`` of a
+    RunConfig for the chapter's ``train_size`` (:func:`train_subset`) and
+    whether it runs at the report's scale (:func:`report_scale`).
+
+    Examples
+    --------
+    >>> ex3lib.check_parameters(globals(), "adaptive")                 # doctest: +SKIP
+    >>> data, n_train, full_scale = set_up(train_size, epochs)         # doctest: +SKIP
+    """
+    import numpy as np
+
+    from .data import load_mnist
+
+    np.seterr(over="ignore", invalid="ignore")
+    return load_mnist(), train_subset(train_size), report_scale(epochs, train_size)
