@@ -673,6 +673,144 @@ SHARPNESS_SETTINGS = {"equal η/m": ((0.001, 1), (0.01, 10), (0.1, 100)),
                       "equal η": ((0.01, 1), (0.01, 10), (0.01, 100))}
 
 
+#: How many half-decade steps the protocol may add past an edge of a method's tuning grid (:func:`extend_tuning`).
+MAX_EXTENSIONS = 2
+
+
+def next_rate(lr, side) -> float:
+    """The next learning rate past ``lr`` on the half-decade ladder 1, 3, 10, 30, … × 10ᵏ of the explorers.
+
+    ``side`` is +1 (larger) or −1 (smaller).
+
+    Examples
+    --------
+    >>> next_rate(0.1, +1), next_rate(0.3, +1), next_rate(1e-4, -1), next_rate(3e-5, -1)
+    (0.3, 1.0, 3e-05, 1e-05)
+    """
+    check_float("lr", lr, low=0.0, low_open=True)
+    if side not in (1, -1):
+        raise ValueError(f"side must be +1 (a larger learning rate) or -1 (a smaller one), got {side!r}")
+    exponent = math.floor(math.log10(lr))
+    ladder = sorted(float(f"{m}e{e}") for e in range(exponent - 1, exponent + 3) for m in (1, 3))
+    if side > 0:
+        return next(v for v in ladder if v > lr * (1 + 1e-9))
+    return max(v for v in ladder if v < lr * (1 - 1e-9))
+
+
+def _at_rate(config: RunConfig, lr: float) -> RunConfig:
+    """``config`` at learning rate ``lr``; a decay keeps its ratio η_N/η₀ = :data:`DECAY_RATIO`, as in :func:`tuning_runs`."""
+    if config.schedule == "linear_decay":
+        return config.replace(learning_rate=lr, lr_final=lr * DECAY_RATIO)
+    return config.replace(learning_rate=lr)
+
+
+def edge_step(histories, declared, *, max_steps=MAX_EXTENSIONS):
+    """The learning rate to try next because the selected one lies at an edge of those tried, or None.
+
+    A best setting at an edge of the grid is only the best the grid allows:
+    the optimum may lie beyond it. When :func:`select` picks the largest (or
+    smallest) η of ``histories``, the answer is the next half-decade step past
+    it (:func:`next_rate`), unless ``max_steps`` steps past that edge of the
+    ``declared`` grid have been taken already. A failed run never stops the
+    search by itself: it is simply never selected, so the edge moves inside.
+
+    Parameters
+    ----------
+    histories : list of History
+        One method's tuning runs, one setting per η (seed 0).
+    declared : sequence of float
+        The learning rates of the declared grid.
+    max_steps : int
+    """
+    check_int("max_steps", max_steps, 0)
+    declared = sorted(float(v) for v in declared)
+    if not declared:
+        raise ValueError("declared must hold the learning rates of the declared grid, got none")
+    etas = sorted({float(h.config["learning_rate"]) for h in histories})
+    lr = float(select(histories)[0].config["learning_rate"])
+    if len(etas) < 2:
+        return None
+    if lr == etas[-1] and sum(v > declared[-1] for v in etas) < max_steps:
+        return next_rate(lr, +1)
+    if lr == etas[0] and sum(v < declared[0] for v in etas) < max_steps:
+        return next_rate(lr, -1)
+    return None
+
+
+def extend_tuning(tuning, data=None, *, max_steps=MAX_EXTENSIONS, **run_many_kwargs) -> dict:
+    """Each method's tuning runs, extended past an edge of the grid while the selected setting lies there.
+
+    Round by round, every method whose selection is at an edge
+    (:func:`edge_step`) gets one more run one half-decade step beyond it, all
+    of a round trained in one :func:`ex3lib.run_many` call (so through the
+    results store); at most ``max_steps`` rounds. Each method's runs come back
+    sorted by η; the runs of the declared grid are kept as they are.
+
+    Parameters
+    ----------
+    tuning : dict of str to list of History
+        The declared grid's runs by method (as :func:`run_protocol` trains them).
+    """
+    from .experiments import run_groups
+
+    declared = {name: [h.config["learning_rate"] for h in runs] for name, runs in tuning.items()}
+    tuning = {name: list(runs) for name, runs in tuning.items()}
+    for _ in range(max_steps):
+        more = {}
+        for name, runs in tuning.items():
+            lr = edge_step(runs, declared[name], max_steps=max_steps)
+            if lr is not None:
+                more[name] = [_at_rate(RunConfig.from_history(runs[0]), lr)]
+        if not more:
+            break
+        for name, new in run_groups(more, data, **run_many_kwargs).items():
+            tuning[name] = sorted(tuning[name] + new, key=lambda h: h.config["learning_rate"])
+    return tuning
+
+
+def extensions(tuning, declared=None) -> dict[str, list[float]]:
+    """The learning rates each method was tuned at beyond the declared grid (:func:`extend_tuning`), by method.
+
+    ``declared``: the declared grid's learning rates by method (default: those of :func:`tuning_runs`).
+    """
+    if declared is None:
+        declared = {name: [c.learning_rate for c in configs] for name, configs in tuning_runs().items()}
+    out = {}
+    for name, runs in tuning.items():
+        grid = set(declared.get(name, ()))
+        extra = sorted(float(h.config["learning_rate"]) for h in runs if h.config["learning_rate"] not in grid)
+        if extra:
+            out[name] = extra
+    return out
+
+
+def grid_note(tuning, selected, declared=None) -> str:
+    """One sentence for a page: where the tuning grid was extended, and any selection still at an edge.
+
+    ``tuning`` and ``selected`` as in :class:`ProtocolRuns`; ``declared`` as in :func:`extensions`.
+    """
+    extended = extensions(tuning, declared)
+    parts = []
+    if extended:
+        said = ", ".join(f"{name} (η = {', '.join(f'{v:g}' for v in etas)})" for name, etas in extended.items())
+        parts.append(f"The grid was extended one half-decade step at a time past the edge where the selection "
+                     f"lay, for {said}.")
+    still = []
+    for name, runs in selected.items():
+        etas = [h.config["learning_rate"] for h in tuning[name]]
+        lr = runs[0].config["learning_rate"]
+        if lr in (min(etas), max(etas)):
+            still.append(f"{name} (η = {lr:g})")
+    if still:
+        parts.append(f"Selected at an edge of the learning rates tried even so: {', '.join(still)}; a better "
+                     f"setting may lie beyond, so {'this method' if len(still) == 1 else 'these methods'} "
+                     f"{'is' if len(still) == 1 else 'are'} shown at the best the search allows, not at "
+                     f"{'its' if len(still) == 1 else 'their'} best.")
+    else:
+        parts.append("Every method's selected setting lies inside the learning rates it was tuned on.")
+    return " ".join(parts)
+
+
 def tuning_runs(*, epochs=10, train_size=None) -> dict[str, list[RunConfig]]:
     """The runs the protocol selects on, by method: each method over the η of the methods' explorer, m = 10.
 
@@ -694,7 +832,7 @@ def tuning_runs(*, epochs=10, train_size=None) -> dict[str, list[RunConfig]]:
     for i, (method, _) in enumerate(g.rows.choices):
         by_method[method] = [g.cell(i, j).replace(epochs=epochs, train_size=train_size)
                              for j in range(len(g.columns.choices))]
-    by_method["SGD + decay"] = [c.replace(schedule="linear_decay", lr_final=c.learning_rate * DECAY_RATIO)
+    by_method["SGD + decay"] = [_at_rate(c.replace(schedule="linear_decay"), c.learning_rate)
                                 for c in by_method["SGD"]]
     return {name: by_method[name] for name in METHODS}
 
@@ -842,7 +980,8 @@ def growing_batch(decay: RunConfig) -> RunConfig:
 class ProtocolRuns:
     """The runs of the protocol (:func:`run_protocol`), by method name (:data:`METHODS`).
 
-    ``tuning[name]``: the tuning runs (seed 0, one per η); ``selected[name]``:
+    ``tuning[name]``: the tuning runs (seed 0, one per η, the declared grid
+    extended past an edge where the selection lay: :func:`extend_tuning`); ``selected[name]``:
     the runs of the setting :func:`select` picked among them; ``seeds[name]``:
     that setting with every seed; ``balance[(η, m)]``: the report's balanced
     SGD settings (:data:`ex3lib.claims.BALANCED`) with every seed, under the
@@ -858,6 +997,9 @@ class ProtocolRuns:
 def run_protocol(*, n_seeds=10, epochs=10, train_size=None, data=None, **run_many_kwargs) -> ProtocolRuns:
     """Tune every method on the validation split, then rerun each selected setting with ``n_seeds`` seeds.
 
+    Tuning is on the declared grid (:func:`tuning_runs`), extended past an edge
+    while a method's selected setting lies there (:func:`extend_tuning`).
+
     The runs go through :func:`ex3lib.run_many` and its store (the tuning runs
     are the methods' explorer's own), so the protocol chapter and the
     conclusion share them.
@@ -868,6 +1010,7 @@ def run_protocol(*, n_seeds=10, epochs=10, train_size=None, data=None, **run_man
 
     check_int("n_seeds", n_seeds, 2)
     tuning = run_groups(tuning_runs(epochs=epochs, train_size=train_size), data, **run_many_kwargs)
+    tuning = extend_tuning(tuning, data, **run_many_kwargs)
     selected = {name: select(runs) for name, runs in tuning.items()}
     base = dict(epochs=epochs, train_size=train_size, validation_size=VALIDATION_SIZE)
     groups = {name: seeds_of(RunConfig.from_history(runs[0]), n_seeds) for name, runs in selected.items()}

@@ -358,6 +358,95 @@ def test_tuning_runs_are_the_methods_explorers_cells_plus_the_decay():
     assert {c.epochs for cs in small.values() for c in cs} == {1} and small["Adam"][0].train_size == 500
 
 
+@pytest.mark.parametrize("lr, side, expected", [(0.1, 1, 0.3), (0.3, 1, 1.0), (1.0, 1, 3.0), (0.03, 1, 0.1),
+                                                 (1e-4, -1, 3e-5), (3e-5, -1, 1e-5), (0.01, -1, 0.003)])
+def test_next_rate_walks_the_explorers_half_decade_ladder(lr, side, expected):
+    assert protocol.next_rate(lr, side) == expected
+    assert protocol.next_rate(expected, -side) == lr
+
+
+def test_next_rate_refuses_what_is_not_a_rate_or_a_side():
+    with pytest.raises(ValueError, match=r"lr must be a finite number in \(0"):
+        protocol.next_rate(0.0, 1)
+    with pytest.raises(ValueError, match=r"side must be \+1 .* or -1 .*got 2"):
+        protocol.next_rate(0.1, 2)
+
+
+def tuned(scores, **config):
+    """One seed-0 tuning run per η, its final validation accuracy the score given for that η."""
+    return [vhist(0.97, score, learning_rate=lr, seed=0, **config) for lr, score in scores.items()]
+
+
+GRID = (1e-3, 0.01, 0.1)
+
+
+@pytest.mark.parametrize("scores, step", [
+    ({1e-3: 0.95, 0.01: 0.97, 0.1: 0.96}, None),     # inside: no step
+    ({1e-3: 0.95, 0.01: 0.96, 0.1: 0.97}, 0.3),      # at the top edge: one step up
+    ({1e-3: 0.97, 0.01: 0.96, 0.1: 0.95}, 3e-4),     # at the bottom edge: one step down
+    ({1e-3: 0.95, 0.01: 0.96, 0.1: 0.97, 0.3: 0.975}, 1.0),          # one step taken, still at the edge
+    ({1e-3: 0.95, 0.01: 0.96, 0.1: 0.97, 0.3: 0.975, 1.0: 0.98}, None),  # max_steps = 2 taken
+    ({1e-3: 0.95, 0.01: 0.96, 0.1: 0.97, 0.3: 0.098}, None),         # past the edge it failed: inside now
+])
+def test_edge_step(scores, step):
+    assert protocol.edge_step(tuned(scores), GRID, max_steps=2) == step
+
+
+def test_edge_step_with_no_steps_allowed_and_bad_input():
+    at_top = tuned({1e-3: 0.95, 0.01: 0.96, 0.1: 0.97})
+    assert protocol.edge_step(at_top, GRID, max_steps=0) is None
+    with pytest.raises(ValueError, match="max_steps must be"):
+        protocol.edge_step(at_top, GRID, max_steps=-1)
+    with pytest.raises(ValueError, match="declared must hold"):
+        protocol.edge_step(at_top, [])
+
+
+def fake_trainer(curves, calls):
+    """A stand-in for run_groups: each run's validation accuracy is curves[method](η); records each call."""
+    def run_groups(groups, data=None, **kwargs):
+        calls.append({name: [c.learning_rate for c in configs] for name, configs in groups.items()})
+        return {name: [vhist(0.97, curves[name](c.learning_rate), **c.to_dict()) for c in configs]
+                for name, configs in groups.items()}
+    return run_groups
+
+
+def test_extend_tuning_steps_past_edges_round_by_round(monkeypatch):
+    import ex3lib.experiments
+
+    curves = {"inside": lambda lr: 0.97 - abs(math.log10(lr) + 2) / 100,      # best at 0.01
+              "up": lambda lr: 0.97 - abs(math.log10(lr) - math.log10(0.3)) / 100,  # best at 0.3
+              "far down": lambda lr: 0.9 - math.log10(lr) / 100,               # better and better downwards
+              "SGD + decay": lambda lr: 0.97 if lr < 0.2 else 0.098}           # fails past the grid
+    calls = []
+    monkeypatch.setattr(ex3lib.experiments, "run_groups", fake_trainer(curves, calls))
+    base = ex3lib.RunConfig(validation_size=10_000)
+    decay = base.replace(schedule="linear_decay", lr_final=0.001)
+    tuning = {name: [vhist(0.97, curves[name](lr), **(decay if name == "SGD + decay" else base)
+                           .replace(learning_rate=lr, lr_final=lr / 100 if name == "SGD + decay" else None).to_dict())
+                     for lr in GRID] for name in curves}
+    tuning["SGD + decay"][-1].extra["validation_accuracy"][-1] = 0.98  # best at the top edge
+    out = protocol.extend_tuning(tuning, max_steps=2)
+    # one call per round, every method at an edge in it
+    assert calls == [{"up": [0.3], "far down": [3e-4], "SGD + decay": [0.3]}, {"up": [1.0], "far down": [1e-4]}]
+    assert [h.config["learning_rate"] for h in out["inside"]] == list(GRID)
+    assert [h.config["learning_rate"] for h in out["up"]] == [1e-3, 0.01, 0.1, 0.3, 1.0]  # 0.3, inside now
+    assert [h.config["learning_rate"] for h in out["far down"]] == [1e-4, 3e-4, 1e-3, 0.01, 0.1]
+    step = out["SGD + decay"][-1].config
+    assert step["learning_rate"] == 0.3 and step["lr_final"] == 0.3 * protocol.DECAY_RATIO  # the decay keeps η_N/η₀
+    assert all(h.config["validation_size"] == 10_000 for hs in out.values() for h in hs)
+    assert tuning["up"][-1].config["learning_rate"] == 0.1, "the input was changed"
+    declared = {name: list(GRID) for name in curves}
+    assert protocol.extensions(out, declared) == {"up": [0.3, 1.0], "far down": [1e-4, 3e-4],
+                                                    "SGD + decay": [0.3]}
+    selected = {name: protocol.select(runs) for name, runs in out.items()}
+    note = protocol.grid_note(out, selected, declared)
+    assert "extended" in note and "up (η = 0.3, 1)" in note and "far down (η = 0.0001, 0.0003)" in note
+    assert "even so: far down (η = 0.0001); a better setting may lie beyond, so this method is" in note
+    inside = {"inside": out["inside"]}
+    assert protocol.grid_note(inside, {"inside": selected["inside"]}, declared) == (
+        "Every method's selected setting lies inside the learning rates it was tuned on.")
+
+
 def test_seeds_of_and_growing_batch():
     config = ex3lib.RunConfig(learning_rate=0.01, validation_size=10_000)
     assert [c.seed for c in protocol.seeds_of(config, 3)] == [0, 1, 2]
