@@ -510,14 +510,18 @@ def _method_style(name):
     return colour_for(method=name), "--" if "decay" in name else "-"
 
 
-def lr_sensitivity(tables, selected):
+def lr_sensitivity(tables, selected, declared=None):
     """Final validation accuracy against η for each method (``tables[name]``: :func:`ex3lib.protocol.lr_sensitivity`).
 
     ``selected[name]`` is the η the protocol picked, ringed; failed runs are
     crosses, drawn at the bottom edge when they ended below ``low`` (chance level).
+    ``declared``, the (lowest, highest) η of the declared grid, is shaded, so
+    that the points of a grid extended past its edges stand out.
     """
     low = 0.85
     fig, ax = plt.subplots(figsize=(8, 4.2), layout="constrained")
+    if declared is not None:
+        ax.axvspan(*declared, color="0.93", zorder=0, label="declared grid")
     for name, table in tables.items():
         colour, linestyle = _method_style(name)
         bad = table["failed"].to_numpy()

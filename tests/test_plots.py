@@ -132,6 +132,12 @@ def test_protocol_figures():
     assert ax.get_xscale() == "log" and ax.get_ylim()[0] == 0.85
     crosses = [l for l in ax.lines if l.get_marker() == "x"]
     assert len(crosses) == 1 and crosses[0].get_ydata()[0] > 0.85, "a failed run is drawn at the bottom edge"
+    assert not ax.patches, "no declared grid given, none shaded"
+    plt.close(fig)
+    fig = plots.lr_sensitivity({name: protocol.lr_sensitivity(hs) for name, hs in tuning.items()}, {"SGD": 0.1},
+                               declared=(0.01, 0.03))
+    (band,) = fig.axes[0].patches
+    assert band.get_x() == pytest.approx(0.01) and band.get_x() + band.get_width() == pytest.approx(0.03)
     plt.close(fig)
     fig = plots.seed_strip({"SGD": seeds(0.97, 4), "Adam": seeds(0.98, 4, optimiser="adam")})
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["SGD", "Adam"]
