@@ -7,7 +7,8 @@ vector type: ``LANES`` = 8 lanes of the array's dtype, an LLVM ``<8 x double>``
 (or float). LLVM lowers it to whatever the CPU has: one AVX-512 register, two
 AVX2 registers, four SSE2 registers, NEON pairs. Loads and stores take a lane
 count ``n`` (lanes ``k >= n`` are neither read nor written, loads give 0
-there), so a row whose width is not a multiple of 8 needs no scalar tail loop.
+there), so a row whose width is not a multiple of 8 needs no scalar tail loop;
+a whole vector is a plain load or store, only a partial one masked.
 
 Every operation here is exact IEEE arithmetic lane by lane (``vfma`` and
 ``vmuladd`` round once, as a fused multiply-add does); :mod:`ex3lib.reference`
@@ -143,10 +144,24 @@ def _lane_mask(builder, n):
 
 
 def _masked_access(context, builder, sig, args, vtype):
-    """Pointer to ``arr[idx]`` as a vector pointer, and the lane mask for ``n`` lanes."""
+    """Pointer to ``arr[idx]`` as a vector pointer, the lane mask for ``n`` lanes, and whether ``n >= LANES``.
+
+    A whole vector is read or written with a plain load or store, and only a
+    row's last, partial one with a masked one: on CPUs without AVX-512 (AVX2's
+    ``vmaskmovpd``) a masked store costs many times a plain one (on AMD's Zen
+    cores it is microcoded), even with every lane on. The values read and
+    written are the same either way.
+    """
     arr = context.make_array(sig.args[0])(context, builder, args[0])
     ptr = builder.bitcast(builder.gep(arr.data, [args[1]]), vtype.as_pointer())
-    return ptr, _lane_mask(builder, context.cast(builder, args[2], sig.args[2], types.int64))
+    n = context.cast(builder, args[2], sig.args[2], types.int64)
+    full = builder.icmp_signed(">=", n, ir.Constant(ir.IntType(64), LANES))
+    return ptr, _lane_mask(builder, n), full
+
+
+def _align(vtype):
+    """The alignment a vector of ``vtype`` may assume: its element's (an array row need not start on a vector)."""
+    return 8 if isinstance(vtype.element, ir.DoubleType) else 4
 
 
 def _suffix(vtype):
@@ -183,11 +198,21 @@ def vload(typingctx, arr, idx, n):
 
     def codegen(context, builder, signature, args):
         vtype = context.get_value_type(vt)
-        ptr, mask = _masked_access(context, builder, signature, args, vtype)
+        ptr, mask, full = _masked_access(context, builder, signature, args, vtype)
         fn = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(vtype, [vtype.as_pointer(), ir.IntType(32), mask.type, vtype]),
             f"llvm.masked.load.{_suffix(vtype)}.p0")
-        return builder.call(fn, [ptr, ir.Constant(ir.IntType(32), 1), mask, ir.Constant(vtype, None)])
+        with builder.if_else(full, likely=True) as (whole, part):
+            with whole:
+                plain = builder.load(ptr, align=_align(vtype))
+                whole_block = builder.block
+            with part:
+                masked = builder.call(fn, [ptr, ir.Constant(ir.IntType(32), 1), mask, ir.Constant(vtype, None)])
+                part_block = builder.block
+        value = builder.phi(vtype)
+        value.add_incoming(plain, whole_block)
+        value.add_incoming(masked, part_block)
+        return value
     return vt(arr, idx, n), codegen
 
 
@@ -199,11 +224,15 @@ def vstore(typingctx, arr, idx, n, v):
 
     def codegen(context, builder, signature, args):
         vtype = args[3].type
-        ptr, mask = _masked_access(context, builder, signature, args, vtype)
+        ptr, mask, full = _masked_access(context, builder, signature, args, vtype)
         fn = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ir.VoidType(), [vtype, vtype.as_pointer(), ir.IntType(32), mask.type]),
             f"llvm.masked.store.{_suffix(vtype)}.p0")
-        builder.call(fn, [args[3], ptr, ir.Constant(ir.IntType(32), 1), mask])
+        with builder.if_else(full, likely=True) as (whole, part):
+            with whole:
+                builder.store(args[3], ptr, align=_align(vtype))
+            with part:
+                builder.call(fn, [args[3], ptr, ir.Constant(ir.IntType(32), 1), mask])
         return context.get_dummy_value()
     return types.none(arr, idx, n, v), codegen
 
