@@ -16,6 +16,12 @@ And serves the explorers of the static pages (:mod:`ex3lib.pages`): copies
 ``plotly.min.js`` from the installed ``plotly`` wheel into the site's
 ``_static`` folder and loads it (deferred) on the pages that hold an explorer,
 and only there.
+
+And reads (so executes) the chapters in the book's reading order, the order of
+``_toc.yml``, instead of Sphinx's alphabetical one: each chapter then trains its
+own runs, and the conclusion finds the earlier chapters' runs in the results
+store instead of training the protocol chapter's inside one of its cells. The
+tests (``book/conftest.py``) run the chapters in the same order.
 """
 
 import os
@@ -171,6 +177,32 @@ def _name_the_chapter(app, docname, source):
         os.environ["EX3_CHAPTER"] = Path(docname).name
 
 
+def reading_order(site_map):
+    """The documents of a ``sphinx_external_toc`` site map as a reader meets them: depth first from the root."""
+    order = []
+
+    def visit(docname):
+        if docname not in order:
+            order.append(docname)
+            if docname in site_map:
+                for child in site_map[docname].child_files():
+                    visit(child)
+
+    visit(site_map.root.docname)
+    return order
+
+
+def _read_in_reading_order(app, env, docnames):
+    # Sphinx reads the added and changed documents in sorted order and lets this
+    # event reorder them in place; documents the table of contents does not list
+    # (there are none under only_build_toc_files) go last, alphabetically.
+    site_map = getattr(env, "external_site_map", None)
+    if site_map is None:
+        return
+    rank = {name: i for i, name in enumerate(reading_order(site_map))}
+    docnames.sort(key=lambda name: (rank.get(name, len(rank)), name))
+
+
 def setup(app):
     app.add_enumerable_node(
         TableFigure,
@@ -183,6 +215,7 @@ def setup(app):
         texinfo=(_visit_other, _depart_other),
     )
     app.connect("doctree-read", _retype_table_figures)
+    app.connect("env-before-read-docs", _read_in_reading_order)
     app.connect("source-read", _depend_on_ex3lib)
     app.connect("source-read", _name_the_chapter)
     app.connect("html-page-context", _load_plotly)

@@ -1,0 +1,33 @@
+"""pytest --nbval runs the chapters in the book's reading order (``_toc.yml``), after the unit tests.
+
+A chapter trains the runs it needs and the results store keeps them, so in
+reading order each chapter trains its own runs and the conclusion, which puts
+the earlier chapters' runs side by side, reads them back. In pytest's default
+(alphabetical) order the conclusion ran second and trained the protocol
+chapter's runs inside one of its cells. ``jupyter-book build`` reads the
+chapters in the same order (``book/_ext/ex3_html.py``).
+"""
+
+import sys
+from pathlib import Path
+
+from sphinx_external_toc.parsing import parse_toc_yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "book" / "_ext"))
+from ex3_html import reading_order  # noqa: E402
+
+
+def chapter_key(path, order):
+    """Where a collected file runs: the unit tests first, in pytest's order, then notebooks in ``order``."""
+    path = Path(path).resolve()
+    if path.suffix != ".ipynb":
+        return (0, 0)
+    name = path.relative_to(ROOT).with_suffix("").as_posix()
+    return (1, order.index(name) if name in order else len(order))
+
+
+def pytest_collection_modifyitems(session, config, items):
+    order = reading_order(parse_toc_yaml(str(ROOT / "_toc.yml")))
+    # sorted() is stable: within a file (and among the unit tests) pytest's order is kept
+    items[:] = sorted(items, key=lambda item: chapter_key(item.path, order))
