@@ -75,3 +75,22 @@ def test_the_tests_run_the_chapters_in_reading_order():
              ROOT / "book" / "stray.ipynb", ROOT / "tests" / "test_b.py"]
     ranked = sorted(files, key=lambda path: conftest.chapter_key(path, order))
     assert [p.name for p in ranked] == ["test_a.py", "test_b.py", "sgd.ipynb", "conclusion.ipynb", "stray.ipynb"]
+
+
+def test_every_chapter_cell_goes_to_one_xdist_worker(pytestconfig, monkeypatch):
+    from importlib.util import module_from_spec, spec_from_file_location
+
+    import xdist.scheduler.loadscope
+    from xdist.scheduler import LoadScopeScheduling
+
+    monkeypatch.setattr(xdist.scheduler.loadscope, "parse_tx_spec_config", lambda config: ["popen"] * 2)
+
+    spec = spec_from_file_location("book_conftest", ROOT / "book" / "conftest.py")
+    conftest = module_from_spec(spec)
+    spec.loader.exec_module(conftest)
+    cells = ["book/sgd.ipynb::Cell 3", "book/conclusion.ipynb::Cell 0"]
+    unit_tests = ["tests/test_a.py::test_x", "tests/test_a.py::test_y[ipynb]", "tests/test_b.py::C::test_z"]
+    scheduler = conftest.pytest_xdist_make_scheduler(pytestconfig, None)
+    assert isinstance(scheduler, LoadScopeScheduling)
+    assert {scheduler._split_scope(nodeid) for nodeid in cells} == {conftest.BOOK_UNIT}
+    assert [scheduler._split_scope(nodeid) for nodeid in unit_tests] == unit_tests
