@@ -11,7 +11,7 @@ Under pytest-xdist (``-n 2`` in ``pyproject.toml``) the scheduler below sends
 every chapter's cells to one worker as one unit of work, which xdist starts
 first (it starts the largest units first), so that worker executes the
 chapters one after the other in reading order while the other worker runs the
-unit tests one by one. Without xdist (``-n 0``) the unit tests run first.
+unit tests one by one. Without xdist (``-n 0`` or ``-p no:xdist``) the unit tests run first.
 (xdist's own ``--dist loadgroup`` cannot group the cells: it renames items
 through an attribute that pytest 9.2's nodes no longer read.)
 """
@@ -19,6 +19,7 @@ through an attribute that pytest 9.2's nodes no longer read.)
 import sys
 from pathlib import Path
 
+import pytest
 from sphinx_external_toc.parsing import parse_toc_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +45,7 @@ def work_unit(nodeid):
     return BOOK_UNIT if nodeid.split("::", 1)[0].endswith(".ipynb") else nodeid
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of xdist's: unknown, and never called, under -p no:xdist
 def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadScopeScheduling
 
