@@ -133,3 +133,68 @@ def test_a_new_cache_folder_prunes_all_but_the_newest_old_ones(tmp_path, monkeyp
     assert left == sorted([folder.name, "ex3-kernels-old2", "ex3-kernels-old3", "ex3-kernels-old4",
                            "someone-elses"])
     assert kernels.cache_dir() == folder and len(list(tmp_path.iterdir())) == 5, "an existing folder prunes nothing"
+
+
+# Short runs through every tile: layer widths with a 32-column chunk and a tail
+# (72 = 64 + 8), 16-column chunks and a tail (40), batches of 1, an odd size
+# (the error sent back sample by sample) and blocks of 5 and 8.
+TILE_RUNS = [dict(optimiser="sgd", batch_size=m) for m in (1, 7, 10, 100)] + [
+    dict(optimiser="sgd", momentum=0.9, batch_size=10), dict(optimiser="sgd", momentum=0.9, batch_size=1),
+    dict(optimiser="adam", batch_size=3, bias=True), dict(optimiser="rmsprop", batch_size=10, dtype="float32")]
+
+TILE_PROBE = """
+import json, sys, numpy as np, ex3lib
+from ex3lib.kernels.target import WIDE_TILES
+data = ex3lib.load_mnist()
+arrays = {}
+for i, hyper in enumerate(json.loads(sys.argv[2])):
+    config = ex3lib.RunConfig(layers=(784, 72, 40, 10), train_size=600, epochs=1, log_every=300,
+                              learning_rate=0.01, **hyper)
+    net = ex3lib.MLP(config.layers, bias=config.bias, dtype=np.dtype(config.dtype), seed=0)
+    hist = ex3lib.train(net, data, config, progress=False)
+    arrays.update({f"{i} {key}": getattr(hist, key) for key in ("loss", "test_loss", "test_accuracy")})
+    arrays[f"{i} params"] = net.params
+np.savez(sys.argv[1], **arrays)
+print(json.dumps({"wide": WIDE_TILES, "cache": str(ex3lib.kernels.cache_dir())}))
+"""
+
+
+def _tile_probe(path, tiles):
+    env = {**os.environ, "EX3_TILES": tiles}
+    out = subprocess.run([sys.executable, "-c", TILE_PROBE, str(path), json.dumps(TILE_RUNS)], env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_wide_and_narrow_tiles_give_the_same_bits(tmp_path):
+    # The tiles for 32 vector registers and for 16 sum the same terms in the
+    # same order: every history and parameter is the same bits with either.
+    wide = _tile_probe(tmp_path / "wide.npz", "wide")
+    narrow = _tile_probe(tmp_path / "narrow.npz", "narrow")
+    assert wide["wide"] and not narrow["wide"]
+    assert wide["cache"] != narrow["cache"], "the two widths never share compiled code"
+    with np.load(tmp_path / "wide.npz") as a, np.load(tmp_path / "narrow.npz") as b:
+        assert sorted(a.files) == sorted(b.files) and len(a.files) == 4 * len(TILE_RUNS)
+        for key in a.files:
+            assert a[key].dtype == b[key].dtype
+            assert a[key].tobytes() == b[key].tobytes(), key
+
+
+def test_the_tile_width_follows_the_cpu_unless_ex3_tiles_names_one(monkeypatch):
+    from ex3lib.kernels import target
+
+    real = target.compile_features()
+    assert real and all(f[0] in "+-" for f in real)
+    if os.environ.get("EX3_TILES", "auto").strip().lower() in ("", "auto"):
+        assert target.WIDE_TILES == ("+avx512f" in real)
+    monkeypatch.setattr(target, "compile_features", lambda: ["+avx2", "+avx512f", "+fma"])
+    for setting, width in (("", "wide"), ("auto", "wide"), ("narrow", "narrow"), (" Wide ", "wide")):
+        monkeypatch.setenv("EX3_TILES", setting)
+        assert target.tile_width() == width
+    monkeypatch.setattr(target, "compile_features", lambda: ["+avx2", "-avx512f", "+fma"])
+    monkeypatch.delenv("EX3_TILES")
+    assert target.tile_width() == "narrow"
+    monkeypatch.setenv("EX3_TILES", "avx512")
+    with pytest.raises(ValueError, match=r"EX3_TILES='avx512' is not one of auto, wide, narrow"):
+        target.tile_width()

@@ -1,6 +1,7 @@
 """Compiled kernels of ex3lib, one file per stage of the computation.
 
 =========================  ===================================================================
+``target.py``              which register tiles to compile: for 32 vector registers or for 16
 ``simd.py``                an 8-lane SIMD vector type for Numba (loads, stores, FMA, reductions)
 ``tiles.py``               register tiles of a layer's three matrix products
 ``forward.py``             forward pass and loss of a batch (report Eq. 1-3)
@@ -21,7 +22,8 @@ Numba's on-disk cache (``cache=True``) checks only the file that defines a
 kernel: a kernel that inlines or calls a helper from another file would keep
 running stale machine code after the helper changed. So, before any kernel
 file is imported, ``numba.config.CACHE_DIR`` points at a folder named by the
-fingerprint of every file of this package (:func:`kernel_fingerprint`): an edit
+fingerprint of every file of this package and of the tile width
+(:func:`kernel_fingerprint`, :mod:`~ex3lib.kernels.target`): an edit
 to any of them compiles every kernel afresh, and an unchanged package reuses
 its cache. The folder lies in ``$NUMBA_CACHE_DIR`` if that is set, else in
 this package's ``__pycache__`` (else the user cache folder, if the package is
@@ -36,17 +38,20 @@ from pathlib import Path
 
 import numba
 
+from .target import WIDE_TILES
+
 _HERE = Path(__file__).resolve().parent
 
 
 def kernel_fingerprint() -> str:
-    """The sha256 of every ``*.py`` file of this package (names and contents) and of Numba's version."""
+    """The sha256 of every ``*.py`` file of this package (names and contents), Numba's version and the tile width."""
     h = hashlib.sha256()
     for path in sorted(_HERE.glob("*.py")):
         for part in (path.name.encode(), path.read_bytes()):
             h.update(len(part).to_bytes(8, "little"))
             h.update(part)
     h.update(numba.__version__.encode())
+    h.update(b"wide tiles" if WIDE_TILES else b"narrow tiles")
     return h.hexdigest()
 
 

@@ -28,6 +28,7 @@ by pixel: :func:`gather_batch` lists the pixels a batch uses.
 import numpy as np
 from numba import njit
 
+from .target import WIDE_TILES
 from .tiles import GRAD_BLOCK, dots_active, dots_tile, grad_one, grad_one_step, grad_tile, grad_tile_step
 from .updates import RULE, SGD_FUSED, coast_rows_except, step_rows
 
@@ -248,16 +249,18 @@ def backward_batch(net, n_used, B, work, how):
             Dprev = D[l - 1]
             # The error sent back, with the old weights: the dot products of
             # pairs of samples in register tiles, then 0 where the unit was
-            # off (ReLU); an odd sample out takes only the units it used.
-            pairs = B - B % 2
+            # off (ReLU); an odd sample out takes only the units it used. With
+            # 16 vector registers (not WIDE_TILES) a pair's 16 accumulators do
+            # not fit, and every sample takes only the units it used.
+            pairs = B - B % 2 if WIDE_TILES else 0
             for j0 in range(0, n_in, 8):
                 for s in range(0, pairs, 2):
                     dots_tile(weights, j0, Dl, s, s + 1, Dprev)
             for s in range(pairs):
                 for j in range(n_in):
                     Dprev[s, j] = Dprev[s, j] if inputs[s, j] != 0.0 else 0.0
-            if pairs < B:
-                dots_active(weights, Dl, B - 1, inputs, Dprev, work.block_units, work.unit_max)
+            for s in range(pairs, B):
+                dots_active(weights, Dl, s, inputs, Dprev, work.block_units, work.unit_max)
             n_rows = hidden_grad(Dl, inputs, B, step_scale, dest, work, how, base)
             if how.mode == RULE and not how.opt.sparse_safe:
                 coast_rows_except(how, base, n_out, n_in, work.block_units, n_rows, work.row_seen)

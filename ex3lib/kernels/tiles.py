@@ -18,7 +18,10 @@ sums (e.g. 5 samples x 32 columns, or 8 input rows x 16 columns) in vector
 registers while its loop runs over the shared index, so each weight chunk is
 loaded once for the whole block and each row of the result is written once.
 Inside a tile the accumulators are named by position: ``a{q}{c}`` holds row
-``q`` of the block, columns ``8c .. 8c + 7`` of the current chunk.
+``q`` of the block, columns ``8c .. 8c + 7`` of the current chunk. Those
+widths fill AVX-512's 32 vector registers; where the CPU has 16 (AVX2), the
+tiles take 8 columns (one vector per row of the block) at a time instead
+(``WIDE_TILES``, :mod:`~ex3lib.kernels.target`), which changes no sum.
 
 Every sum runs over its terms in ascending order of the shared index, whatever
 else is in the block (a term whose coefficient is 0 adds exactly 0), so a
@@ -31,6 +34,7 @@ while the weights are finite. Sums along a row are lane-wise (lane
 from numba import njit
 
 from .simd import LANES, vadd, vfma, vload, vmuladd, vstore, vsum8, vzero
+from .target import WIDE_TILES
 from .updates import step_rows
 
 #: Samples per block of the forward tile (:func:`forward_tile`).
@@ -58,9 +62,14 @@ def _fma2(c, x0, x1, a0, a1):
 
 
 @njit(cache=True, inline="always")
+def _add_store(row, kc, n, a):
+    vstore(row, kc, n, vadd(vload(row, kc, n), a))
+
+
+@njit(cache=True, inline="always")
 def _add_store2(row, kc, n, a0, a1):
-    vstore(row, kc, n, vadd(vload(row, kc, n), a0))
-    vstore(row, kc + 8, n - 8, vadd(vload(row, kc + 8, n - 8), a1))
+    _add_store(row, kc, n, a0)
+    _add_store(row, kc + 8, n - 8, a1)
 
 
 @njit(cache=True, inline="always")
@@ -82,10 +91,11 @@ def forward_tile(weights, used, n_used, block_inputs, out, s0):
     ascending, and ``block_inputs[i, q]`` is sample ``q``'s input ``i`` (0
     where it has none: an exact no-op, so every sample's sum is the one it
     would get alone). 32 columns at a time; the columns past the last
-    multiple of 32 go 8 at a time, so a narrow layer computes few unused lanes.
+    multiple of 32 go 8 at a time, so a narrow layer computes few unused lanes
+    (every column 8 at a time without ``WIDE_TILES``).
     """
     n_out = weights.shape[1]
-    full = n_out - n_out % 32
+    full = n_out - n_out % 32 if WIDE_TILES else 0
     for kc in range(0, full, 32):
         ncols = n_out - kc
         a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = a20 = a21 = a22 = a23 = vzero(weights[0])
@@ -170,17 +180,45 @@ def _grad_sums(deltas, samples, n_samples, coefs, kc, ncols):
     return a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51, a60, a61, a70, a71
 
 
+@njit(cache=True, inline="always")
+def _grad_sums_narrow(deltas, samples, n_samples, coefs, kc, ncols):
+    """The tile's sums for columns ``kc .. kc + 7``: eight vectors, one per row (:func:`_grad_sums` for 16 registers)."""
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = vzero(deltas[0])
+    for t in range(n_samples):
+        s = samples[t]
+        c = coefs[s]
+        d0 = vload(deltas[s], kc, ncols)
+        a0, a1 = vfma(c[0], d0, a0), vfma(c[1], d0, a1)
+        a2, a3 = vfma(c[2], d0, a2), vfma(c[3], d0, a3)
+        a4, a5 = vfma(c[4], d0, a4), vfma(c[5], d0, a5)
+        a6, a7 = vfma(c[6], d0, a6), vfma(c[7], d0, a7)
+    return a0, a1, a2, a3, a4, a5, a6, a7
+
+
 @njit(cache=True)
 def grad_tile(deltas, samples, n_samples, coefs, dest, rows):
     """``dest[rows[q]] += sum_t coefs[samples[t], q] * deltas[samples[t]]`` for the eight rows ``q < 8``.
 
     A weight matrix's gradient (or its SGD step) for eight input units at
-    once, 16 columns at a time: ``samples[:n_samples]`` lists, ascending, the
-    samples that use any of the eight, and ``coefs[s, q]`` is sample ``s``'s
-    coefficient for unit ``rows[q]`` (its input value, scaled; 0 when it does
-    not use it).
+    once, 16 columns at a time (8 without ``WIDE_TILES``):
+    ``samples[:n_samples]`` lists, ascending, the samples that use any of the
+    eight, and ``coefs[s, q]`` is sample ``s``'s coefficient for unit
+    ``rows[q]`` (its input value, scaled; 0 when it does not use it).
     """
     n_cols = deltas.shape[1]
+    if not WIDE_TILES:
+        for kc in range(0, n_cols, LANES):
+            ncols = n_cols - kc
+            a0, a1, a2, a3, a4, a5, a6, a7 = _grad_sums_narrow(deltas, samples, n_samples, coefs, kc, ncols)
+            _add_store(dest[rows[0]], kc, ncols, a0)
+            _add_store(dest[rows[1]], kc, ncols, a1)
+            _add_store(dest[rows[2]], kc, ncols, a2)
+            _add_store(dest[rows[3]], kc, ncols, a3)
+            _add_store(dest[rows[4]], kc, ncols, a4)
+            _add_store(dest[rows[5]], kc, ncols, a5)
+            _add_store(dest[rows[6]], kc, ncols, a6)
+            _add_store(dest[rows[7]], kc, ncols, a7)
+        return
     for kc in range(0, n_cols, 16):
         ncols = n_cols - kc
         a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51, a60, a61, a70, a71 = _grad_sums(
@@ -205,18 +243,31 @@ def grad_tile_step(deltas, samples, n_samples, coefs, rows, how, base, sums):
     weights and state in the flat parameters (``base``: the matrix's offset).
     """
     n_cols = deltas.shape[1]
-    for kc in range(0, n_cols, 16):
-        ncols = n_cols - kc
-        a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51, a60, a61, a70, a71 = _grad_sums(
-            deltas, samples, n_samples, coefs, kc, ncols)
-        _store2(sums[0], kc, ncols, a00, a01)
-        _store2(sums[1], kc, ncols, a10, a11)
-        _store2(sums[2], kc, ncols, a20, a21)
-        _store2(sums[3], kc, ncols, a30, a31)
-        _store2(sums[4], kc, ncols, a40, a41)
-        _store2(sums[5], kc, ncols, a50, a51)
-        _store2(sums[6], kc, ncols, a60, a61)
-        _store2(sums[7], kc, ncols, a70, a71)
+    if not WIDE_TILES:
+        for kc in range(0, n_cols, LANES):
+            ncols = n_cols - kc
+            a0, a1, a2, a3, a4, a5, a6, a7 = _grad_sums_narrow(deltas, samples, n_samples, coefs, kc, ncols)
+            vstore(sums[0], kc, ncols, a0)
+            vstore(sums[1], kc, ncols, a1)
+            vstore(sums[2], kc, ncols, a2)
+            vstore(sums[3], kc, ncols, a3)
+            vstore(sums[4], kc, ncols, a4)
+            vstore(sums[5], kc, ncols, a5)
+            vstore(sums[6], kc, ncols, a6)
+            vstore(sums[7], kc, ncols, a7)
+    else:
+        for kc in range(0, n_cols, 16):
+            ncols = n_cols - kc
+            a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51, a60, a61, a70, a71 = _grad_sums(
+                deltas, samples, n_samples, coefs, kc, ncols)
+            _store2(sums[0], kc, ncols, a00, a01)
+            _store2(sums[1], kc, ncols, a10, a11)
+            _store2(sums[2], kc, ncols, a20, a21)
+            _store2(sums[3], kc, ncols, a30, a31)
+            _store2(sums[4], kc, ncols, a40, a41)
+            _store2(sums[5], kc, ncols, a50, a51)
+            _store2(sums[6], kc, ncols, a60, a61)
+            _store2(sums[7], kc, ncols, a70, a71)
     step_rows(how, base, n_cols, rows, 8, sums, sums[0], False)
 
 
@@ -257,7 +308,8 @@ def dots_tile(weights, j0, deltas, s0, s1, out):
     The error a layer sends back to its inputs, for eight weight rows and two
     samples at once: sixteen dot products summed lane-wise in registers, then
     reduced together by :func:`~ex3lib.kernels.simd.vsum8`. Rows past the end
-    of ``weights`` are not written (their lanes repeat the last row).
+    of ``weights`` are not written (their lanes repeat the last row). Used with
+    ``WIDE_TILES`` only: its sixteen accumulators need 32 vector registers.
     """
     n_in, n_out = weights.shape
     last = n_in - 1
