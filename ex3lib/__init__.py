@@ -15,7 +15,7 @@ from .network import MLP, REPORT_LAYERS
 from .optimisers import OPTIMISERS, Optimiser, OptState, make_optimiser
 from .schedules import BATCH_SCHEDULES, SCHEDULES, BatchSchedule, Schedule, make_batch_schedule, make_schedule
 from .fingerprint import source_fingerprint
-from .params import check_parameters
+from .params import chapter_parameters, check_parameters
 from .runner import run_many
 from .store import ResultsStore
 from .training import History, RunConfig, run, train
@@ -26,5 +26,5 @@ __all__ = [
     "MNIST", "load_mnist", "MLP", "REPORT_LAYERS", "OPTIMISERS", "Optimiser", "OptState",
     "make_optimiser", "SCHEDULES", "Schedule", "make_schedule", "BATCH_SCHEDULES", "BatchSchedule",
     "make_batch_schedule", "History", "RunConfig", "run",
-    "train", "ResultsStore", "run_many", "source_fingerprint", "check_parameters", "__version__",
+    "train", "ResultsStore", "run_many", "source_fingerprint", "chapter_parameters", "check_parameters", "__version__",
 ]

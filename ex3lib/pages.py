@@ -34,7 +34,7 @@ from __future__ import annotations
 import html
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -117,6 +117,11 @@ class Grid:
         out += [b for b in dict.fromkeys(self.baseline_of(c) for c in out) if b not in set(out)]
         return out
 
+    def at_scale(self, train_size=None) -> "Grid":
+        """The same grid with every run on the first ``train_size`` training images (None: all of them), for a
+        chapter run at a smaller scale (its ``train_size`` parameter)."""
+        return replace(self, base={**self.base, "train_size": train_size})
+
 
 #: Learning rates of the explorers: a log grid with steps of about half a decade.
 LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0)
@@ -167,14 +172,15 @@ def grid(name: str) -> Grid:
     return GRIDS[name]
 
 
-def explorer(name: str, *, sweep=None, h=None, data=None, store=None):
+def explorer(name: str, *, sweep=None, h=None, data=None, store=None, train_size=None):
     """The static-page explorer of a chapter, as an HTML element the notebook displays.
 
     ``name`` is a grid of :data:`GRIDS` (its missing runs are trained with
-    :func:`ex3lib.run_many` first, ``data`` and ``store`` passed on), or
-    ``"gradients"`` with the chapter's ``sweep`` (an
-    :class:`ex3lib.gradcheck.HSweep` with histograms) and its step ``h``
-    selected first.
+    :func:`ex3lib.run_many` first, ``data`` and ``store`` passed on, each on
+    the first ``train_size`` training images, None for all: the chapter's
+    scale, :meth:`Grid.at_scale`), or ``"gradients"`` with the chapter's
+    ``sweep`` (an :class:`ex3lib.gradcheck.HSweep` with histograms) and its
+    step ``h`` selected first.
     """
     from IPython.display import HTML
 
@@ -184,7 +190,7 @@ def explorer(name: str, *, sweep=None, h=None, data=None, store=None):
         return HTML(element(gradients_payload(sweep, h)))
     from .runner import run_many
 
-    g = grid(name)
+    g = grid(name).at_scale(train_size)
     configs = g.configs()
     histories = run_many(configs, data, store=store, progress=False)
     return HTML(element(runs_payload(g, dict(zip(configs, histories)))))
@@ -239,7 +245,7 @@ def runs_payload(g: Grid, runs: dict) -> dict:
     images = _images_text(first)
     caption = (f"{g.title}: {len(cells)} stored runs, one per cell, each {first.epochs} epochs of seed "
                f"{first.seed} on {images}; in grey, {g.baseline_label}.")
-    return {"kind": "runs", "name": g.name, "title": g.title, "caption": caption,
+    return {"kind": "runs", "name": g.name, "title": g.title, "caption": caption, "train_size": first.train_size,
             "baseline_label": g.baseline_label,
             "axes": [{"label": a.label, "choices": a.texts, "control": a.control, "value": v}
                      for a, v in ((g.rows, start[0]), (g.columns, start[1]))],

@@ -22,15 +22,17 @@ ValueError: n_seeds must be an integer >= 1, got 0
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import os
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 
-from ._validate import check_bool, check_choice, check_float, check_int
+from ._validate import check_bool, check_choice, check_float, check_int, did_you_mean
 from .data import N_TRAIN
 
 __all__ = ["BATCH_SIZE", "CHAPTERS", "EPOCHS", "EXPLORER", "LEARNING_RATE", "LR_FINAL", "MOMENTUM", "N_SEEDS", "ORDER",
-           "Rule", "SEED", "STEP", "TRAIN_SIZE", "check_parameters", "choice", "flag", "integer",
-           "list_of", "real"]
+           "OVERRIDES_ENV_VAR", "Rule", "SEED", "STEP", "TRAIN_SIZE", "chapter_parameters", "check_parameters",
+           "choice", "environment_parameters", "flag", "integer", "list_of", "real"]
 
 
 @dataclass(frozen=True)
@@ -233,3 +235,90 @@ def check_parameters(namespace, spec) -> dict:
                              f"set it")
         checked[name] = rule.check(name, value)
     return checked
+
+
+#: Parameter values that replace those of the chapters' ``parameters`` cells, as papermill's ``-p`` would, where
+#: papermill does not run the chapters (``jupyter-book build``, ``pytest --nbval``): a JSON object, e.g.
+#: ``EX3_BOOK_PARAMETERS='{"train_size": 10000}'``. CI sets it (``.ci/run``); each chapter takes the values of
+#: the parameters it has.
+OVERRIDES_ENV_VAR = "EX3_BOOK_PARAMETERS"
+
+
+def environment_parameters() -> dict:
+    """The parameter values of ``$EX3_BOOK_PARAMETERS`` (an empty dict when it is unset or empty), each checked.
+
+    Raises
+    ------
+    ValueError, TypeError
+        The variable is not a JSON object, names a parameter no chapter has,
+        or gives a value that a chapter with that parameter refuses (the
+        message names the parameter and the variable).
+
+    Examples
+    --------
+    >>> import os
+    >>> os.environ["EX3_BOOK_PARAMETERS"] = '{"train_size": 10000}'
+    >>> environment_parameters()
+    {'train_size': 10000}
+    >>> os.environ["EX3_BOOK_PARAMETERS"] = '{"train_sise": 10000}'
+    >>> environment_parameters()
+    Traceback (most recent call last):
+    ...
+    ValueError: EX3_BOOK_PARAMETERS names train_sise, which no chapter has (did you mean 'train_size'?); the chapters' parameters are ...
+    >>> del os.environ["EX3_BOOK_PARAMETERS"]
+    """
+    text = os.environ.get(OVERRIDES_ENV_VAR, "").strip()
+    if not text:
+        return {}
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{OVERRIDES_ENV_VAR} must be a JSON object of parameter values, e.g. "
+                         f"'{{\"train_size\": 10000}}'; got {text!r} ({exc.msg})") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{OVERRIDES_ENV_VAR} must be a JSON object of parameter values, e.g. "
+                         f"'{{\"train_size\": 10000}}'; got {text!r}")
+    known = sorted({name for rules in CHAPTERS.values() for name in rules})
+    for name, value in values.items():
+        if name not in known:
+            raise ValueError(f"{OVERRIDES_ENV_VAR} names {name}, which no chapter has"
+                             f"{did_you_mean(name, known)}; the chapters' parameters are {', '.join(known)}")
+        for chapter, rules in CHAPTERS.items():
+            if name in rules:
+                try:
+                    rules[name].check(name, value)
+                except (TypeError, ValueError) as exc:
+                    raise type(exc)(f"{OVERRIDES_ENV_VAR}: {exc} (chapter {chapter})") from None
+    return values
+
+
+def chapter_parameters(namespace, chapter: str) -> dict:
+    """A chapter's parameters, with ``$EX3_BOOK_PARAMETERS``'s values in place of its own, checked.
+
+    What a chapter's set-up cell calls with its ``globals()``: the values of
+    :func:`environment_parameters` that name one of the chapter's parameters
+    replace those of its ``parameters`` cell in ``namespace`` (a line printed
+    under the cell says which), after papermill's own values if papermill ran
+    it; then :func:`check_parameters` checks them all.
+
+    Returns
+    -------
+    dict
+        As :func:`check_parameters`.
+
+    Examples
+    --------
+    >>> chapter_parameters({"n_samples_shown": 40, "seed": 0}, "intro")
+    {'n_samples_shown': 40, 'seed': 0}
+    """
+    if not isinstance(namespace, MutableMapping):
+        raise TypeError(f"namespace must be a chapter's globals() (a mutable mapping), got "
+                        f"{type(namespace).__name__}")
+    rules = CHAPTERS[check_choice("chapter", chapter, tuple(CHAPTERS))]
+    changed = {name: value for name, value in environment_parameters().items() if name in rules}
+    if changed:
+        was = ", ".join(f"{name} = {value!r} (its parameters cell: {namespace.get(name)!r})"
+                        for name, value in changed.items())
+        print(f"Run with {OVERRIDES_ENV_VAR}: {was}.")
+        namespace.update(changed)
+    return check_parameters(namespace, rules)

@@ -827,10 +827,10 @@ def tuning_runs(*, epochs=10, train_size=None) -> dict[str, list[RunConfig]]:
     """
     from .pages import grid
 
-    g = grid("adaptive")
+    g = grid("adaptive").at_scale(train_size)
     by_method = {}
     for i, (method, _) in enumerate(g.rows.choices):
-        by_method[method] = [g.cell(i, j).replace(epochs=epochs, train_size=train_size)
+        by_method[method] = [g.cell(i, j).replace(epochs=epochs)
                              for j in range(len(g.columns.choices))]
     by_method["SGD + decay"] = [_at_rate(c.replace(schedule="linear_decay"), c.learning_rate)
                                 for c in by_method["SGD"]]

@@ -61,7 +61,7 @@ def _check_runs(root, data, store, shots, stem) -> list[str]:
     from ex3lib import pages
 
     problems = []
-    grid = pages.grid(data["name"])
+    grid = pages.grid(data["name"]).at_scale(data["train_size"])  # the chapter's scale, as the page says
     selected = [a["value"] for a in data["axes"]]
     for k, axis in enumerate(data["axes"]):
         for index in _targets(axis):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from synthetic import dead, hist, overflow
 
-from ex3lib import MLP, RunConfig, gradcheck, pages
+from ex3lib import MLP, RunConfig, gradcheck, pages, protocol
 from ex3lib.book import train_subset
 from ex3lib.experiments import grid
 
@@ -192,3 +192,18 @@ def test_grid_cells_are_valid_configs():
 def test_show_says_when_the_explorer_is_off(capsys):
     pages.show("sgd", False)
     assert capsys.readouterr().out == "The explorer skipped: explorer = False\n"
+
+
+def test_a_grid_at_a_smaller_scale_trains_every_run_on_those_images():
+    for g in pages.GRIDS.values():
+        assert g.at_scale(None).configs() == g.configs(), "at full scale, the same runs (the same store keys)"
+        small = g.at_scale(10_000)
+        assert len(small.configs()) == len(g.configs())
+        assert all(c.train_size == 10_000 for c in small.configs())
+        assert [c.replace(train_size=None) for c in small.configs()] == g.configs()
+        assert all(small.baseline_of(c).train_size == 10_000 for c in small.cells())
+    # The methods' explorer is still the protocol chapter's tuning grid at that scale.
+    full = {c for runs in protocol.tuning_runs().values() for c in runs} & set(pages.GRIDS["adaptive"].cells())
+    small = {c for runs in protocol.tuning_runs(train_size=10_000).values() for c in runs}
+    small &= set(pages.GRIDS["adaptive"].at_scale(10_000).cells())
+    assert len(full) == len(small) == 35, "the five methods at 7 learning rates, at either scale"

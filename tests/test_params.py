@@ -1,6 +1,7 @@
 """ex3lib.params: a chapter's notebook parameters checked with the library's messages, naming the parameter."""
 
 import ast
+import re
 import types
 from pathlib import Path
 
@@ -126,8 +127,43 @@ def test_every_chapter_checks_its_parameters_before_it_runs_anything(chapter):
     code = [c for c in nb.cells if c.cell_type == "code"]
     first = next(i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", []))
     after = code[first + 1].source
-    call = f'ex3lib.check_parameters(globals(), "{chapter}")'
+    call = f'ex3lib.chapter_parameters(globals(), "{chapter}")'
     assert call in after, f"the cell after {chapter}'s parameters must call {call}"
     before = after[:after.index(call)]
     assert "load_mnist" not in before and "run_many" not in before and "train(" not in before, \
         "nothing may run before the parameters are checked"
+
+
+def test_environment_parameters_replace_the_chapters_own(monkeypatch, capsys):
+    monkeypatch.delenv(params.OVERRIDES_ENV_VAR, raising=False)
+    assert params.environment_parameters() == {}
+    namespace = {**declared("protocol")}
+    assert ex3lib.chapter_parameters(namespace, "protocol") == declared("protocol")
+    assert capsys.readouterr().out == "", "nothing is said when nothing is replaced"
+
+    monkeypatch.setenv(params.OVERRIDES_ENV_VAR, '{"train_size": 10000, "n_seeds": 3}')
+    checked = ex3lib.chapter_parameters(namespace, "protocol")
+    assert checked["train_size"] == namespace["train_size"] == 10000
+    assert checked["n_seeds"] == namespace["n_seeds"] == 3
+    assert checked["epochs"] == 10, "the others stay as the parameters cell set them"
+    out = capsys.readouterr().out
+    assert "EX3_BOOK_PARAMETERS" in out and "train_size = 10000 (its parameters cell: 60000)" in out
+    # A chapter takes only the parameters it has: the intro has neither.
+    intro = {**declared("intro")}
+    assert ex3lib.chapter_parameters(intro, "intro") == declared("intro") and "train_size" not in intro
+
+
+@pytest.mark.parametrize("text, exc, message", [
+    ("train_size=10000", ValueError, "EX3_BOOK_PARAMETERS must be a JSON object of parameter values"),
+    ("[10000]", ValueError, "EX3_BOOK_PARAMETERS must be a JSON object of parameter values"),
+    ('{"train_sise": 10000}', ValueError, "EX3_BOOK_PARAMETERS names train_sise, which no chapter has "
+                                          "(did you mean 'train_size'?)"),
+    ('{"train_size": 0}', ValueError, "EX3_BOOK_PARAMETERS: train_size must be an integer >= 1, got 0"),
+    ('{"train_size": "ten"}', TypeError, "EX3_BOOK_PARAMETERS: train_size must be an integer, got 'ten' (str)"),
+])
+def test_bad_environment_parameters_are_refused_naming_the_variable(monkeypatch, text, exc, message):
+    monkeypatch.setenv(params.OVERRIDES_ENV_VAR, text)
+    namespace = {**declared("sgd")}
+    with pytest.raises(exc, match=re.escape(message)):
+        ex3lib.chapter_parameters(namespace, "sgd")
+    assert namespace == declared("sgd"), "nothing is replaced when the variable is refused"

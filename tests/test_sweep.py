@@ -158,6 +158,15 @@ def test_bad_options(toy, tmp_path):
             sw.run_sweep(sweep, out=tmp_path / "runs", progress=False, log=lambda s: None, **kwargs)
 
 
+
+def test_a_sweep_refuses_the_book_parameters_variable(toy, tmp_path, monkeypatch):
+    # A sweep's points run with their own parameters; EX3_BOOK_PARAMETERS would replace them.
+    monkeypatch.setenv("EX3_BOOK_PARAMETERS", '{"train_size": 10000}')
+    with pytest.raises(sw.SweepError, match="EX3_BOOK_PARAMETERS is set .* unset it first"):
+        sw.run_sweep(sw.make_sweep(toy, {}, {}), out=tmp_path / "runs", progress=False, log=lambda s: None)
+    assert not (tmp_path / "runs").exists(), "nothing is written"
+
+
 # ---------------------------------------------------------------------------- running
 
 

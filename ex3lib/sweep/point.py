@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from ..fingerprint import chapter_fingerprint
+from ..params import OVERRIDES_ENV_VAR
 from ..sysutil import atomic_write
 from .grid import Point
 
@@ -53,8 +54,10 @@ def execute_point(notebook_text: str, parameters: dict, *, cwd=None, retries: in
     """Execute a notebook with papermill for one point; never raises for a failing notebook.
 
     Runs in a worker process (a local one or a Dask worker), whose environment
-    it updates with ``pinned``. A kernel that does not start or dies is
-    retried up to ``retries`` times; a cell that raises is not.
+    it updates with ``pinned`` (and from which it removes
+    ``$EX3_BOOK_PARAMETERS``: a point runs with its own parameters only). A
+    kernel that does not start or dies is retried up to ``retries`` times; a
+    cell that raises is not.
 
     Parameters
     ----------
@@ -84,6 +87,7 @@ def execute_point(notebook_text: str, parameters: dict, *, cwd=None, retries: in
     from papermill.exceptions import PapermillExecutionError
 
     os.environ.update(pinned or {})
+    os.environ.pop(OVERRIDES_ENV_VAR, None)
     os.environ.setdefault("MPLBACKEND", "Agg")
     start = time.perf_counter()
     attempts, error, executed = 0, None, None

@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..cluster import Cluster
+from ..params import OVERRIDES_ENV_VAR
 from ..sysutil import PINNED_THREADS, terminate_workers
 from .grid import Sweep, SweepError
 from .point import (PARAMETERS_CHANGED, SweepFolder, as_stored, execute_point, point_identity,
@@ -147,6 +148,10 @@ def run_sweep(sweep: Sweep, *, out=DEFAULT_OUT, workers=None, scheduler=None, re
         raise SweepError(f"retries must be an integer >= 0, got {retries!r}")
     if not (isinstance(start_timeout, (int, float)) and start_timeout > 0):
         raise SweepError(f"start_timeout must be a positive number of seconds, got {start_timeout!r}")
+    if os.environ.get(OVERRIDES_ENV_VAR, "").strip():
+        raise SweepError(f"{OVERRIDES_ENV_VAR} is set ({os.environ[OVERRIDES_ENV_VAR]}): it is for runs of the book "
+                         f"that papermill does not drive; a sweep sets the chapters' parameters itself "
+                         f"(-p, --grid), so unset it first")
     check_metrics(sweep, metrics)
     root = Path(out) / sweep.chapter
     try:
