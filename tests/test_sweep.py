@@ -44,6 +44,14 @@ def make_toy(path: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _no_book_parameters():
+    # A sweep refuses EX3_BOOK_PARAMETERS, which CI sets for the chapters (.ci/run); these tests run sweeps.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("EX3_BOOK_PARAMETERS", raising=False)
+        yield
+
+
 @pytest.fixture
 def toy(tmp_path):
     return make_toy(tmp_path / "toy.ipynb")
