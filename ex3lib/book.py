@@ -61,7 +61,7 @@ def set_up(train_size, epochs):
 
     Examples
     --------
-    >>> ex3lib.check_parameters(globals(), "adaptive")                 # doctest: +SKIP
+    >>> ex3lib.chapter_parameters(globals(), "adaptive")               # doctest: +SKIP
     >>> data, n_train, full_scale = set_up(train_size, epochs)         # doctest: +SKIP
     """
     import numpy as np

@@ -8,7 +8,10 @@ parameter the reader passed (``n_seeds``), not an argument of some function it
 reaches later (``seeds``)::
 
     import ex3lib
-    ex3lib.check_parameters(globals(), "sgd")
+    ex3lib.chapter_parameters(globals(), "sgd")  # check_parameters, after $EX3_BOOK_PARAMETERS's values
+
+Where papermill does not run a chapter (``jupyter-book build``, ``pytest
+--nbval``), :data:`OVERRIDES_ENV_VAR` gives it parameter values instead.
 
 :data:`CHAPTERS` holds each chapter's rules, built from the rules below; a
 rule for one of the library's hyper-parameters (:data:`LEARNING_RATE`,
