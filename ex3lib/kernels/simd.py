@@ -15,7 +15,6 @@ Every operation here is exact IEEE arithmetic lane by lane (``vfma`` and
 computes the same sums with NumPy, up to the order of the additions.
 """
 
-import math
 
 from llvmlite import ir
 from numba import njit, types
@@ -58,60 +57,6 @@ def fma(typingctx, a, b, c):
         fn = builder.module.declare_intrinsic("llvm.fma", [ty], ir.FunctionType(ty, [ty] * 3))
         return builder.call(fn, values)
     return result(a, b, c), codegen
-
-
-@intrinsic
-def _as_float(typingctx, bits):
-    """The float64 whose IEEE bits are the int64 ``bits``."""
-    if bits != types.int64:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.DoubleType())
-    return types.float64(bits), codegen
-
-
-@intrinsic
-def _as_bits(typingctx, x):
-    """The IEEE bits of the float64 ``x``, as an int64."""
-    if x != types.float64:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(64))
-    return types.int64(x), codegen
-
-
-#: The first guess of :func:`rsqrt`: ``x^(-1/2)`` from halving the exponent
-#: in the bits (Lomont's constant for doubles), within 3.5 % of the result.
-_RSQRT_MAGIC = 0x5FE6EB50C7B537A9
-
-
-@njit(cache=True, inline="always")
-def rsqrt(x):
-    """``1 / sqrt(x)`` for a float64 ``x >= 0``, within a few ulp (tested against ``1 / math.sqrt``).
-
-    A first guess from the bits of ``x`` and four Newton steps
-    ``y (1.5 - x y² / 2)``, each squaring the relative error (3.5 % → 2e-3 →
-    5e-6 → 3e-11 → rounding): only multiplications and additions, which
-    vectorise, where a square root and a division take several times as long.
-    Subnormal numbers are scaled into the normal range first; ``0`` gives
-    ``inf`` and ``inf`` gives ``0``, as ``1 / sqrt`` does.
-    """
-    tiny = x < 2.0**-1000
-    xs = x * 2.0**1000 if tiny else x
-    y = _as_float(_RSQRT_MAGIC - (_as_bits(xs) >> 1))
-    half = 0.5 * xs
-    y = y * (1.5 - half * y * y)
-    y = y * (1.5 - half * y * y)
-    y = y * (1.5 - half * y * y)
-    y = y * (1.5 - half * y * y)
-    y = y * 2.0**500 if tiny else y
-    if x == 0.0:
-        y = math.inf
-    if x == math.inf:
-        y = 0.0
-    return y
 
 
 LANES = 8

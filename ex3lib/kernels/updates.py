@@ -39,7 +39,7 @@ from collections import namedtuple
 
 from numba import njit
 
-from .simd import fma, rsqrt, sqrt
+from .simd import fma, sqrt
 
 SGD, MOMENTUM, NESTEROV, ADAGRAD, RMSPROP, ADAM = 0, 1, 2, 3, 4, 5
 
@@ -110,14 +110,14 @@ def momentum_coast(w, v, momentum, nesterov):
 def adagrad_rule(w, sum_sq, g, learning_rate, eps):
     """``G = G + g²``, ``w - η g / sqrt(G + ε)`` (report Algorithm 2); returns ``(w, G)``."""
     sum_sq = fma(g, g, sum_sq)
-    return fma(-(learning_rate * rsqrt(sum_sq + eps)), g, w), sum_sq
+    return fma(-(learning_rate / sqrt(sum_sq + eps)), g, w), sum_sq
 
 
 @njit(cache=True, inline="always")
 def rmsprop_rule(w, sum_sq, g, learning_rate, b2, eps):
     """``G = β₂ G + (1 - β₂) g²``, ``w - η g / sqrt(G + ε)``; returns ``(w, G)``."""
     sum_sq = flush(fma(b2, sum_sq, (1.0 - b2) * g * g))
-    return fma(-(learning_rate * rsqrt(sum_sq + eps)), g, w), sum_sq
+    return fma(-(learning_rate / sqrt(sum_sq + eps)), g, w), sum_sq
 
 
 @njit(cache=True, inline="always")
