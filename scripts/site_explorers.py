@@ -20,6 +20,12 @@ from pathlib import Path
 
 READY_TIMEOUT_MS = 30_000
 
+#: Applied while an explorer's screenshot is taken: the theme's sticky header
+#: bars and its "Skip to main content" link (shown while it has the focus)
+#: stay at the top of the window as Chromium scrolls the element into view,
+#: and would be painted over the middle of the picture.
+SCREENSHOT_STYLE = ".skip-link, .bd-header, .bd-header-article { visibility: hidden !important; }"
+
 
 def _same(page_values, history_values) -> bool:
     """The page's values (JSON: null for a non-finite value) are exactly the history's."""
@@ -91,7 +97,7 @@ def _check_runs(root, data, store, shots, stem) -> list[str]:
             marker = state["traces"][6]
             if marker["x"] != [_choice(data, 1, selected)] or marker["y"] != [_choice(data, 0, selected)]:
                 problems.append(f"{where}: the map marks {marker['x']}, {marker['y']}, not the selected cell")
-            root.screenshot(path=str(shots / f"{stem}-{data['name']}-{k}-{index}.png"))
+            root.screenshot(path=str(shots / f"{stem}-{data['name']}-{k}-{index}.png"), style=SCREENSHOT_STYLE)
     return problems
 
 
@@ -120,7 +126,7 @@ def _check_gradients(root, data, shots, stem) -> list[str]:
                 problems.append(f"{where}: the text does not say the {m} median {text}: {state['readout']!r}")
         if state["step"] != str(index) or state["traces"][6]["x"][:1] != [data["hs"][index]]:
             problems.append(f"{where}: the curve against h does not mark the selected step")
-        root.screenshot(path=str(shots / f"{stem}-gradients-{index}.png"))
+        root.screenshot(path=str(shots / f"{stem}-gradients-{index}.png"), style=SCREENSHOT_STYLE)
     return problems
 
 
