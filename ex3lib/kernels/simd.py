@@ -15,7 +15,6 @@ Every operation here is exact IEEE arithmetic lane by lane (``vfma`` and
 computes the same sums with NumPy, up to the order of the additions.
 """
 
-
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
