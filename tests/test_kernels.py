@@ -172,3 +172,76 @@ def test_the_tile_width_follows_the_cpu_unless_ex3_tiles_names_one(monkeypatch):
     monkeypatch.setenv("EX3_TILES", "avx512")
     with pytest.raises(ValueError, match=r"EX3_TILES='avx512' is not one of auto, wide, narrow"):
         target.tile_width()
+
+
+def test_every_rule_gives_the_same_bits_on_a_vector_as_on_each_weight():
+    # The momentum tile applies the rules of kernels/updates.py to Vecs of
+    # eight lanes: the same functions, lane by lane, must give the scalar bits,
+    # including the flush of subnormal states, NaN, infinities and signed zeros,
+    # and a partial last vector must leave what lies past its lanes alone.
+    from numba import njit
+
+    from ex3lib.kernels import updates
+    from ex3lib.kernels.simd import vload, vstore
+
+    @njit
+    def vector(w, s1, s2, g, n, k):
+        out_w, out_a, out_b = w.copy(), s1.copy(), s2.copy()
+        for lo in range(0, n, 8):
+            m = min(n - lo, 8)
+            W, A, B, G = vload(w, lo, m), vload(s1, lo, m), vload(s2, lo, m), vload(g, lo, m)
+            if k == 0:
+                vstore(out_w, lo, m, updates.sgd_rule(W, G, 0.1))
+            elif k == 1:
+                W, A = updates.momentum_rule(W, A, 0.1 * G, 0.9)
+            elif k == 2:
+                W, A = updates.nesterov_rule(W, A, 0.1 * G, 0.9)
+            elif k == 3:
+                W, A = updates.adagrad_rule(W, A, G, 0.1, 1e-8)
+            elif k == 4:
+                W, A = updates.rmsprop_rule(W, A, G, 0.1, 0.9, 1e-8)
+            else:
+                W, A, B = updates.adam_rule(W, A, B, G, 0.1, 0.9, 0.999, 1e-8, 3.0)
+            if k > 0:
+                vstore(out_w, lo, m, W)
+                vstore(out_a, lo, m, A)
+                vstore(out_b, lo, m, B)
+        return out_w, out_a, out_b
+
+    @njit
+    def scalar(w, s1, s2, g, n, k):
+        out_w, out_a, out_b = w.copy(), s1.copy(), s2.copy()
+        for i in range(n):
+            if k == 0:
+                out_w[i] = updates.sgd_rule(w[i], g[i], 0.1)
+            elif k == 1:
+                out_w[i], out_a[i] = updates.momentum_rule(w[i], s1[i], 0.1 * g[i], 0.9)
+            elif k == 2:
+                out_w[i], out_a[i] = updates.nesterov_rule(w[i], s1[i], 0.1 * g[i], 0.9)
+            elif k == 3:
+                out_w[i], out_a[i] = updates.adagrad_rule(w[i], s1[i], g[i], 0.1, 1e-8)
+            elif k == 4:
+                out_w[i], out_a[i] = updates.rmsprop_rule(w[i], s1[i], g[i], 0.1, 0.9, 1e-8)
+            else:
+                out_w[i], out_a[i], out_b[i] = updates.adam_rule(w[i], s1[i], s2[i], g[i], 0.1, 0.9, 0.999, 1e-8, 3.0)
+        return out_w, out_a, out_b
+
+    rng = np.random.default_rng(0)
+    n = 8 * 40 + 5  # a partial last vector, with 3 more elements after it
+    tiny = np.nextafter(0.0, 1.0)
+    special = np.array([0.0, -0.0, tiny, -tiny, 1e-310, np.inf, -np.inf, np.nan, 1e300, 2.2250738585072014e-308])
+    w = rng.normal(size=n + 3)
+    g = rng.normal(size=n + 3) * 10.0 ** rng.integers(-320, 2, n + 3)
+    g[:special.size] = special
+    s1 = np.abs(rng.normal(size=n + 3)) * 10.0 ** rng.integers(-320, 1, n + 3)  # states near the subnormals
+    s2 = np.abs(rng.normal(size=n + 3)) * 10.0 ** rng.integers(-320, 1, n + 3)
+    s1[special.size:2 * special.size] = np.abs(special)
+    w[2 * special.size:3 * special.size] = special
+    flushed = 0
+    for k in range(6):
+        for state in (s1, -s1) if k in (1, 2) else (s1,):  # a velocity has either sign
+            v_out, s_out = vector(w, state, s2, g, n, k), scalar(w, state, s2, g, n, k)
+            for a, b in zip(v_out, s_out):
+                assert np.array_equal(a.view(np.uint64), b.view(np.uint64)), f"rule {k}"
+            flushed += int(np.sum((state[:n] != 0) & (s_out[1][:n] == 0)))
+    assert flushed > 0, "some subnormal states were flushed, lane by lane as one by one"

@@ -13,49 +13,20 @@ a whole vector is a plain load or store, only a partial one masked.
 Every operation here is exact IEEE arithmetic lane by lane (``vfma`` and
 ``vmuladd`` round once, as a fused multiply-add does); :mod:`ex3lib.reference`
 computes the same sums with NumPy, up to the order of the additions.
+
+``+``, ``-``, ``*``, ``/`` and unary ``-`` also work on a ``Vec`` (with a
+scalar standing for itself in every lane), and :func:`fma`, :func:`sqrt` and
+:func:`zero_if_below` take floats or vectors alike, so an update rule of
+:mod:`ex3lib.kernels.updates` is written once and gives the same bits on one
+weight or on eight (the momentum tile of :mod:`ex3lib.kernels.tiles`).
 """
+
+import operator
 
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
-from numba.core.extending import intrinsic, models, register_model
-
-
-@intrinsic
-def sqrt(typingctx, x):
-    """IEEE square root as the LLVM intrinsic: correctly rounded like ``math.sqrt``.
-
-    Numba lowers ``math.sqrt`` to a call of the C library's ``sqrt``, which
-    may set errno and so keeps LLVM from vectorising the loop around it.
-    """
-    if not isinstance(x, types.Float):
-        return None
-
-    def codegen(context, builder, signature, args):
-        fn = builder.module.declare_intrinsic("llvm.sqrt", [args[0].type])
-        return builder.call(fn, args)
-    return x(x), codegen
-
-
-@intrinsic
-def fma(typingctx, a, b, c):
-    """``a * b + c`` rounded once (IEEE fused multiply-add), in the widest float type of the three.
-
-    Written out where a kernel wants one, so that no compiler's choice of
-    which products to fuse (``fastmath`` "contract") can change a result.
-    """
-    if not all(isinstance(t, (types.Float, types.Integer)) for t in (a, b, c)):
-        return None
-    result = typingctx.unify_types(a, b, c)
-    if not isinstance(result, types.Float):
-        result = types.float64
-
-    def codegen(context, builder, signature, args):
-        values = [context.cast(builder, v, t, result) for v, t in zip(args, signature.args)]
-        ty = values[0].type
-        fn = builder.module.declare_intrinsic("llvm.fma", [ty], ir.FunctionType(ty, [ty] * 3))
-        return builder.call(fn, values)
-    return result(a, b, c), codegen
+from numba.core.extending import intrinsic, models, overload, register_model
 
 
 LANES = 8
@@ -252,3 +223,142 @@ def vsum8(typingctx, a0, a1, a2, a3, a4, a5, a6, a7):
         u = [_pair_sums(builder, t[2 * i], t[2 * i + 1], r2) for i in range(2)]
         return _pair_sums(builder, u[0], u[1], r3)
     return a0(a0, a1, a2, a3, a4, a5, a6, a7), codegen
+
+
+# -- Scalar and vector arithmetic: the update rules of :mod:`ex3lib.kernels.updates` are written once, for a
+# float or a ``Vec`` alike (a scalar operand of a vector operation stands for that value in every lane).
+
+def _splat(builder, vtype, value):
+    """``value`` (of the vector's element type) in every lane of a ``vtype``."""
+    one = builder.insert_element(ir.Constant(vtype, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(one, ir.Constant(vtype, ir.Undefined),
+                                  ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+
+
+def _operands(context, builder, signature, args, result):
+    """The arguments as values of ``result``'s LLVM type: vectors as they are, scalars cast and splatted."""
+    out = []
+    for value, ty in zip(args, signature.args):
+        if isinstance(ty, Vec):
+            out.append(value)
+        elif isinstance(result, Vec):
+            out.append(_splat(builder, context.get_value_type(result),
+                              context.cast(builder, value, ty, result.dtype)))
+        else:
+            out.append(context.cast(builder, value, ty, result))
+    return out
+
+
+def _result_type(typingctx, *operands):
+    """The type of an operation on ``operands``: their ``Vec`` if any is one (all vectors must agree), else the
+    widest float of the scalars; ``None`` (no match) for anything else."""
+    vectors = {t for t in operands if isinstance(t, Vec)}
+    if len(vectors) > 1 or not all(isinstance(t, (Vec, types.Float, types.Integer)) for t in operands):
+        return None
+    if vectors:
+        return vectors.pop()
+    result = typingctx.unify_types(*operands)
+    return result if isinstance(result, types.Float) else types.float64
+
+
+def _intrinsic_name(base, ty):
+    """LLVM's name of intrinsic ``base`` (``"llvm.fma"``) for the LLVM type ``ty``."""
+    if isinstance(ty, ir.VectorType):
+        return f"{base}.{_suffix(ty)}"
+    return f"{base}.{'f64' if isinstance(ty, ir.DoubleType) else 'f32'}"
+
+
+@intrinsic
+def sqrt(typingctx, x):
+    """IEEE square root as the LLVM intrinsic, of a float or lane by lane: correctly rounded like ``math.sqrt``.
+
+    Numba lowers ``math.sqrt`` to a call of the C library's ``sqrt``, which
+    may set errno and so keeps LLVM from vectorising the loop around it.
+    """
+    if not isinstance(x, (types.Float, Vec)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ty = args[0].type
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ty, [ty]), _intrinsic_name("llvm.sqrt", ty))
+        return builder.call(fn, args)
+    return x(x), codegen
+
+
+@intrinsic
+def fma(typingctx, a, b, c):
+    """``a * b + c`` rounded once (IEEE fused multiply-add), of floats or lane by lane.
+
+    Written out where a kernel wants one, so that no compiler's choice of
+    which products to fuse (``fastmath`` "contract") can change a result.
+    """
+    result = _result_type(typingctx, a, b, c)
+    if result is None:
+        return None
+
+    def codegen(context, builder, signature, args):
+        values = _operands(context, builder, signature, args, result)
+        ty = values[0].type
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ty, [ty] * 3),
+                                            _intrinsic_name("llvm.fma", ty))
+        return builder.call(fn, values)
+    return result(a, b, c), codegen
+
+
+@intrinsic
+def zero_if_below(typingctx, x, bound):
+    """``x`` with 0 where it is non-zero and below ``bound`` in magnitude (lane by lane for a ``Vec``); NaN kept."""
+    if not (isinstance(x, (types.Float, Vec)) and isinstance(bound, types.Float)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ty = args[0].type
+        element = signature.args[0].dtype if isinstance(signature.args[0], Vec) else signature.args[0]
+        b = context.cast(builder, args[1], signature.args[1], element)
+        if isinstance(ty, ir.VectorType):
+            b = _splat(builder, ty, b)
+        fabs = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ty, [ty]), _intrinsic_name("llvm.fabs", ty))
+        small = builder.fcmp_ordered("<", builder.call(fabs, [args[0]]), b)
+        nonzero = builder.fcmp_ordered("!=", args[0], ir.Constant(ty, None))
+        return builder.select(builder.and_(small, nonzero), ir.Constant(ty, None), args[0])
+    return x(x, bound), codegen
+
+
+def _vector_operator(op, build):
+    """Give ``op`` (``operator.add``, ...) a meaning when either operand is a ``Vec``: ``build`` lane by lane."""
+    @intrinsic
+    def lanes(typingctx, a, b):
+        result = _result_type(typingctx, a, b)
+        if not isinstance(result, Vec):
+            return None
+
+        def codegen(context, builder, signature, args):
+            return build(builder, *_operands(context, builder, signature, args, result))
+        return result(a, b), codegen
+
+    @overload(op, inline="always")
+    def _overload(a, b):
+        if isinstance(a, Vec) or isinstance(b, Vec):
+            return lambda a, b: lanes(a, b)
+
+
+_vector_operator(operator.add, lambda builder, a, b: builder.fadd(a, b))
+_vector_operator(operator.sub, lambda builder, a, b: builder.fsub(a, b))
+_vector_operator(operator.mul, lambda builder, a, b: builder.fmul(a, b))
+_vector_operator(operator.truediv, lambda builder, a, b: builder.fdiv(a, b))
+
+
+@intrinsic
+def _negate(typingctx, x):
+    if not isinstance(x, Vec):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fneg(args[0])
+    return x(x), codegen
+
+
+@overload(operator.neg, inline="always")
+def _neg(x):
+    if isinstance(x, Vec):
+        return lambda x: _negate(x)

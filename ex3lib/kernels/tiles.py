@@ -35,7 +35,7 @@ from numba import njit
 
 from .simd import LANES, vadd, vfma, vload, vmuladd, vstore, vsum8, vzero
 from .target import WIDE_TILES
-from .updates import step_rows
+from .updates import MOMENTUM, NESTEROV, momentum_rule, nesterov_rule, step_rows
 
 #: Samples per block of the forward tile (:func:`forward_tile`).
 FWD_BLOCK = 5
@@ -233,6 +233,23 @@ def grad_tile(deltas, samples, n_samples, coefs, dest, rows):
         _add_store2(dest[rows[7]], kc, ncols, a70, a71)
 
 
+@njit(cache=True, inline="always")
+def _momentum_lanes(params, velocity, lo, n, g, scale, lr, alpha, nesterov):
+    """:func:`~ex3lib.kernels.updates.momentum_rule` (or Nesterov's) on the vector of parameters ``lo .. lo + n - 1``.
+
+    ``g`` is their summed gradient (a ``Vec``; ``n`` < 8: the first ``n``
+    lanes): the rule's own function, lane by lane, so the same bits as
+    :func:`~ex3lib.kernels.updates.step_rows` gives.
+    """
+    w, v = vload(params, lo, n), vload(velocity, lo, n)
+    if nesterov:
+        w, v = nesterov_rule(w, v, lr * (g * scale), alpha)
+    else:
+        w, v = momentum_rule(w, v, lr * (g * scale), alpha)
+    vstore(params, lo, n, w)
+    vstore(velocity, lo, n, v)
+
+
 @njit(cache=True, error_model="numpy")
 def grad_tile_step(deltas, samples, n_samples, coefs, rows, how, base, sums):
     """:func:`grad_tile` whose sums go to the optimiser's rule instead of a gradient array.
@@ -241,8 +258,15 @@ def grad_tile_step(deltas, samples, n_samples, coefs, rows, how, base, sums):
     small enough to stay in the L1 cache), then each row takes the rule's
     step (:func:`~ex3lib.kernels.updates.step_rows`) in one pass over its
     weights and state in the flat parameters (``base``: the matrix's offset).
+    Momentum and Nesterov skip the scratch: each chunk of sums takes its step
+    in registers (:func:`_momentum_tile`).
     """
     n_cols = deltas.shape[1]
+    opt = how.opt
+    if opt.kind == MOMENTUM or opt.kind == NESTEROV:
+        _momentum_tile(deltas, samples, n_samples, coefs, rows, base, how.params, opt.velocity, how.scale,
+                       opt.learning_rate, opt.momentum, opt.kind == NESTEROV)
+        return
     if not WIDE_TILES:
         for kc in range(0, n_cols, LANES):
             ncols = n_cols - kc
@@ -269,6 +293,54 @@ def grad_tile_step(deltas, samples, n_samples, coefs, rows, how, base, sums):
             _store2(sums[6], kc, ncols, a60, a61)
             _store2(sums[7], kc, ncols, a70, a71)
     step_rows(how, base, n_cols, rows, 8, sums, sums[0], False)
+
+
+@njit(cache=True, error_model="numpy")
+def _momentum_tile(deltas, samples, n_samples, coefs, rows, base, params, velocity, scale, lr, alpha, nesterov):
+    """:func:`grad_tile_step` for momentum and Nesterov: each chunk of sums steps its weights and velocities in registers.
+
+    Where the other rules write the tile's sums to a scratch block for
+    :func:`~ex3lib.kernels.updates.step_rows`, these take their step as plain
+    SGD does in :func:`grad_tile`: each chunk of a row's weights and
+    velocities is loaded and stored once (:func:`_momentum_lanes`).
+    """
+    n_cols = deltas.shape[1]
+    l0, l1, l2, l3 = (base + rows[0] * n_cols, base + rows[1] * n_cols, base + rows[2] * n_cols,
+                      base + rows[3] * n_cols)
+    l4, l5, l6, l7 = (base + rows[4] * n_cols, base + rows[5] * n_cols, base + rows[6] * n_cols,
+                      base + rows[7] * n_cols)
+    if not WIDE_TILES:
+        for kc in range(0, n_cols, LANES):
+            n = n_cols - kc
+            a0, a1, a2, a3, a4, a5, a6, a7 = _grad_sums_narrow(deltas, samples, n_samples, coefs, kc, n)
+            _momentum_lanes(params, velocity, l0 + kc, n, a0, scale, lr, alpha, nesterov)
+            _momentum_lanes(params, velocity, l1 + kc, n, a1, scale, lr, alpha, nesterov)
+            _momentum_lanes(params, velocity, l2 + kc, n, a2, scale, lr, alpha, nesterov)
+            _momentum_lanes(params, velocity, l3 + kc, n, a3, scale, lr, alpha, nesterov)
+            _momentum_lanes(params, velocity, l4 + kc, n, a4, scale, lr, alpha, nesterov)
+            _momentum_lanes(params, velocity, l5 + kc, n, a5, scale, lr, alpha, nesterov)
+            _momentum_lanes(params, velocity, l6 + kc, n, a6, scale, lr, alpha, nesterov)
+            _momentum_lanes(params, velocity, l7 + kc, n, a7, scale, lr, alpha, nesterov)
+        return
+    for kc in range(0, n_cols, 16):
+        n = n_cols - kc
+        a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51, a60, a61, a70, a71 = _grad_sums(
+            deltas, samples, n_samples, coefs, kc, n)
+        _momentum_lanes2(params, velocity, l0 + kc, n, a00, a01, scale, lr, alpha, nesterov)
+        _momentum_lanes2(params, velocity, l1 + kc, n, a10, a11, scale, lr, alpha, nesterov)
+        _momentum_lanes2(params, velocity, l2 + kc, n, a20, a21, scale, lr, alpha, nesterov)
+        _momentum_lanes2(params, velocity, l3 + kc, n, a30, a31, scale, lr, alpha, nesterov)
+        _momentum_lanes2(params, velocity, l4 + kc, n, a40, a41, scale, lr, alpha, nesterov)
+        _momentum_lanes2(params, velocity, l5 + kc, n, a50, a51, scale, lr, alpha, nesterov)
+        _momentum_lanes2(params, velocity, l6 + kc, n, a60, a61, scale, lr, alpha, nesterov)
+        _momentum_lanes2(params, velocity, l7 + kc, n, a70, a71, scale, lr, alpha, nesterov)
+
+
+@njit(cache=True, inline="always")
+def _momentum_lanes2(params, velocity, lo, n, g0, g1, scale, lr, alpha, nesterov):
+    """:func:`_momentum_lanes` of a row's 16-column chunk, two vectors."""
+    _momentum_lanes(params, velocity, lo, n, g0, scale, lr, alpha, nesterov)
+    _momentum_lanes(params, velocity, lo + 8, n - 8, g1, scale, lr, alpha, nesterov)
 
 
 @njit(cache=True, inline="always")

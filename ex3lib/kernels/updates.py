@@ -17,7 +17,10 @@ learning rate (the equations and their sources are in
 Each rule is one inlined function of a single weight and its state
 (:func:`sgd_rule`, :func:`momentum_rule`, :func:`nesterov_rule`, :func:`adagrad_rule`,
 :func:`rmsprop_rule`, :func:`adam_rule`); the loops below apply them to
-ranges of the flat parameters. They must match :func:`ex3lib.reference.sgd`,
+ranges of the flat parameters. The same functions take a
+:class:`~ex3lib.kernels.simd.Vec` of eight weights and states (every
+operation is then lane by lane, the same bits), as the momentum tile of
+:func:`~ex3lib.kernels.tiles.grad_tile_step` does. They must match :func:`ex3lib.reference.sgd`,
 :func:`~ex3lib.reference.adagrad`, :func:`~ex3lib.reference.rmsprop` and
 :func:`~ex3lib.reference.adam` step by step (to 1e-12, tested). The kernels
 receive the optimiser as an ``OptArrays`` named tuple
@@ -39,7 +42,7 @@ from collections import namedtuple
 
 from numba import njit
 
-from .simd import fma, sqrt
+from .simd import fma, sqrt, zero_if_below
 
 SGD, MOMENTUM, NESTEROV, ADAGRAD, RMSPROP, ADAM = 0, 1, 2, 3, 4, 5
 
@@ -68,9 +71,9 @@ SMALLEST_NORMAL = 2.2250738585072014e-308
 def flush(x):
     """``x``, or 0 where ``x`` is a non-zero float64 below the smallest normal (:data:`SMALLEST_NORMAL`).
 
-    NaN and ±0 are kept; ``x - x`` keeps ``x``'s type.
+    NaN and ±0 are kept, and so is ``x``'s type; a ``Vec`` lane by lane.
     """
-    return x - x if x != 0.0 and abs(x) < SMALLEST_NORMAL else x
+    return zero_if_below(x, SMALLEST_NORMAL)
 
 
 @njit(cache=True, inline="always")
