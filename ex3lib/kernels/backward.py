@@ -29,8 +29,9 @@ import numpy as np
 from numba import njit
 
 from .target import WIDE_TILES
-from .tiles import GRAD_BLOCK, dots_active, dots_tile, grad_one, grad_one_step, grad_tile, grad_tile_step
-from .updates import RULE, SGD_FUSED, coast_rows_except, step_rows
+from .tiles import (GRAD_BLOCK, dots_active, dots_tile, grad_one, grad_one_step, grad_tile, grad_tile_step,
+                    momentum_tile_step)
+from .updates import RULE, SGD_FUSED, coast_rows_except, is_momentum, step_rows
 
 
 @njit(cache=True, inline="always", fastmath={"contract"})
@@ -142,7 +143,9 @@ def hidden_grad(deltas, inputs, B, scale, dest, work, how, base):
                     used |= a > 0.0
             samples[n_samples] = s
             n_samples += 1 if used else 0
-        if how.mode == RULE:
+        if how.mode == RULE and is_momentum(how.opt.kind):
+            momentum_tile_step(deltas, samples, n_samples, coefs, rows[b0:b0 + GRAD_BLOCK], how, base)
+        elif how.mode == RULE:
             grad_tile_step(deltas, samples, n_samples, coefs, rows[b0:b0 + GRAD_BLOCK], how, base, work.tile_sums)
         else:
             grad_tile(deltas, samples, n_samples, coefs, dest, rows[b0:b0 + GRAD_BLOCK])
@@ -185,7 +188,9 @@ def first_layer_grad(deltas, pixels, n_used, B, dest, work, how, base):
             samples[n_samples] = s
             n_samples += in_block[s]
         block = pixels.pixels[k * GRAD_BLOCK:(k + 1) * GRAD_BLOCK]
-        if how.mode == RULE:
+        if how.mode == RULE and is_momentum(how.opt.kind):
+            momentum_tile_step(deltas, samples, n_samples, pixels.coef[k], block, how, base)
+        elif how.mode == RULE:
             grad_tile_step(deltas, samples, n_samples, pixels.coef[k], block, how, base, work.tile_sums)
         else:
             grad_tile(deltas, samples, n_samples, pixels.coef[k], dest, block)

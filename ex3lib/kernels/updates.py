@@ -56,6 +56,12 @@ SPARSE_SAFE = (SGD, ADAGRAD)
 LAZY_FIRST_LAYER = (MOMENTUM, NESTEROV, RMSPROP)
 
 
+@njit(cache=True, inline="always")
+def is_momentum(kind):
+    """Whether the rule ``kind`` is momentum or Nesterov momentum (which step inside the gradient tile)."""
+    return kind == MOMENTUM or kind == NESTEROV
+
+
 #: The smallest normal float64. A decaying state (momentum's ``v``, RMSProp's ``G``, Adam's ``μ`` and ``ν``)
 #: whose gradient stays 0 (a dead unit, a pixel that is never on) shrinks by its factor every step
 #: until it is subnormal, and there rounding holds it at the smallest subnormal, 2⁻¹⁰⁷⁴, for ever
