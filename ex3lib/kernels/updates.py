@@ -19,8 +19,8 @@ Each rule is one inlined function of a single weight and its state
 :func:`rmsprop_rule`, :func:`adam_rule`); the loops below apply them to
 ranges of the flat parameters. The same functions take a
 :class:`~ex3lib.kernels.simd.Vec` of eight weights and states (every
-operation is then lane by lane, the same bits), as the momentum tile of
-:func:`~ex3lib.kernels.tiles.grad_tile_step` does. They must match :func:`ex3lib.reference.sgd`,
+operation is then lane by lane, the same bits), as the momentum tile
+:func:`~ex3lib.kernels.tiles.momentum_tile_step` does. They must match :func:`ex3lib.reference.sgd`,
 :func:`~ex3lib.reference.adagrad`, :func:`~ex3lib.reference.rmsprop` and
 :func:`~ex3lib.reference.adam` step by step (to 1e-12, tested). The kernels
 receive the optimiser as an ``OptArrays`` named tuple
