@@ -174,15 +174,18 @@ def test_the_tile_width_follows_the_cpu_unless_ex3_tiles_names_one(monkeypatch):
         target.tile_width()
 
 
-def test_every_rule_gives_the_same_bits_on_a_vector_as_on_each_weight():
-    # The momentum tile applies the rules of kernels/updates.py to Vecs of
-    # eight lanes: the same functions, lane by lane, must give the scalar bits,
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_every_rule_gives_the_same_bits_on_a_vector_as_on_each_weight(dtype):
+    # The kernels apply the rules of kernels/updates.py to Vecs of eight
+    # lanes: the same functions, lane by lane, must give the scalar bits,
     # including the flush of subnormal states, NaN, infinities and signed zeros,
-    # and a partial last vector must leave what lies past its lanes alone.
+    # and a partial last vector must leave what lies past its lanes alone. A
+    # float32 vector is widened and computes in float64, as a float32 weight does.
     from numba import njit
 
     from ex3lib.kernels import updates
-    from ex3lib.kernels.simd import vload, vstore
+    from ex3lib.kernels.simd import vstore
+    from ex3lib.kernels.updates import load as vload
 
     @njit
     def vector(w, s1, s2, g, n, k):
@@ -237,11 +240,60 @@ def test_every_rule_gives_the_same_bits_on_a_vector_as_on_each_weight():
     s2 = np.abs(rng.normal(size=n + 3)) * 10.0 ** rng.integers(-320, 1, n + 3)
     s1[special.size:2 * special.size] = np.abs(special)
     w[2 * special.size:3 * special.size] = special
+    w, g, s1, s2 = (a.astype(dtype) for a in (w, g, s1, s2))
     flushed = 0
     for k in range(6):
         for state in (s1, -s1) if k in (1, 2) else (s1,):  # a velocity has either sign
             v_out, s_out = vector(w, state, s2, g, n, k), scalar(w, state, s2, g, n, k)
             for a, b in zip(v_out, s_out):
-                assert np.array_equal(a.view(np.uint64), b.view(np.uint64)), f"rule {k}"
+                assert a.dtype == b.dtype == dtype and a.tobytes() == b.tobytes(), f"rule {k}"
             flushed += int(np.sum((state[:n] != 0) & (s_out[1][:n] == 0)))
-    assert flushed > 0, "some subnormal states were flushed, lane by lane as one by one"
+    # A float32 state is never below float64's smallest normal, where flush acts.
+    assert flushed > 0 or dtype == np.float32, "some subnormal states were flushed, lane by lane as one by one"
+
+
+def test_inv_sqrt_is_one_over_sqrt_to_4e_14_and_exact_outside_its_range():
+    # AdaGrad and RMSProp divide by sqrt(G + eps) through inv_sqrt: a float32
+    # first guess and one Newton step in float64. Within its range it must be
+    # 1/sqrt to 4e-14 relative (one step squares the guess's 1.5e-7); outside
+    # it, and for 0, inf and NaN, the exact IEEE 1/sqrt, lane by lane.
+    from numba import njit
+
+    from ex3lib.kernels.simd import vload, vstore
+    from ex3lib.kernels.updates import GUESS_HIGH, GUESS_LOW, inv_sqrt
+
+    @njit(error_model="numpy")
+    def scalar(x):
+        out = np.empty_like(x)
+        for i in range(x.size):
+            out[i] = inv_sqrt(x[i])
+        return out
+
+    @njit(error_model="numpy")
+    def vector(x):
+        out = np.empty_like(x)
+        for i in range(0, x.size, 8):
+            vstore(out, i, x.size - i, inv_sqrt(vload(x, i, x.size - i)))
+        return out
+
+    rng = np.random.default_rng(1)
+    inside = np.exp(rng.uniform(np.log(GUESS_LOW), np.log(GUESS_HIGH), 400_000))
+    inside[:4] = [GUESS_LOW, GUESS_HIGH, 1.0, 4.0]
+    exact = 1.0 / np.sqrt(inside)
+    for f in (scalar, vector):
+        got = f(inside)
+        assert np.max(np.abs(got - exact) / exact) <= 4e-14
+    assert np.max(np.abs(scalar(inside) - exact) / exact) > 1e-15, "the guess is refined once, not exact"
+
+    outside = np.array([0.0, 5e-324, 1e-310, 1e-300, GUESS_LOW / 2, GUESS_HIGH * 2, 1e300, np.inf, np.nan, -1.0])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        want = 1.0 / np.sqrt(outside)
+    # Alone, and mixed into vectors of in-range lanes: each lane is its own.
+    mixed = inside[:80].copy()
+    mixed[::8] = outside[:10]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        want_mixed = np.where(np.isin(np.arange(80) % 8, [0]), 1.0 / np.sqrt(mixed), scalar(mixed))
+    for f in (scalar, vector):
+        assert np.array_equal(f(outside), want, equal_nan=True)
+        assert np.array_equal(f(mixed).view(np.uint64), want_mixed.view(np.uint64))
+    assert np.array_equal(vector(inside[:1000]).view(np.uint64), scalar(inside[:1000]).view(np.uint64))

@@ -133,21 +133,27 @@ def vload(typingctx, arr, idx, n):
 
 @intrinsic
 def vstore(typingctx, arr, idx, n, v):
-    """``arr[idx:idx + min(n, LANES)] = v[:n]``; nothing else is written."""
-    if not (_check_1d(arr) and isinstance(v, Vec) and v.dtype == arr.dtype):
+    """``arr[idx:idx + min(n, LANES)] = v[:n]``; nothing else is written.
+
+    A float64 vector stored into a float32 array is rounded to float32 first,
+    as a float64 number stored into one element is.
+    """
+    if not (_check_1d(arr) and isinstance(v, Vec)
+            and (v.dtype == arr.dtype or (v.dtype == types.float64 and arr.dtype == types.float32))):
         return None
 
     def codegen(context, builder, signature, args):
-        vtype = args[3].type
+        vtype = context.get_value_type(Vec(signature.args[0].dtype))
+        value = args[3] if args[3].type == vtype else builder.fptrunc(args[3], vtype)
         ptr, mask, full = _masked_access(context, builder, signature, args, vtype)
         fn = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ir.VoidType(), [vtype, vtype.as_pointer(), ir.IntType(32), mask.type]),
             f"llvm.masked.store.{_suffix(vtype)}.p0")
         with builder.if_else(full, likely=True) as (whole, part):
             with whole:
-                builder.store(args[3], ptr, align=_align(vtype))
+                builder.store(value, ptr, align=_align(vtype))
             with part:
-                builder.call(fn, [args[3], ptr, ir.Constant(ir.IntType(32), 1), mask])
+                builder.call(fn, [value, ptr, ir.Constant(ir.IntType(32), 1), mask])
         return context.get_dummy_value()
     return types.none(arr, idx, n, v), codegen
 
@@ -362,3 +368,95 @@ def _negate(typingctx, x):
 def _neg(x):
     if isinstance(x, Vec):
         return lambda x: _negate(x)
+
+
+@intrinsic
+def widen(typingctx, x):
+    """``x`` in float64: a float32 (or a ``Vec`` of them) widened exactly, a float64 as it is.
+
+    The update rules compute in float64 whatever the arrays hold (their
+    hyper-parameters are float64 numbers), and a vector loaded from a float32
+    array is widened first so that it does the same.
+    """
+    if x == types.float64 or (isinstance(x, Vec) and x.dtype == types.float64):
+        return x(x), lambda context, builder, signature, args: args[0]
+    if x == types.float32:
+        return types.float64(x), lambda context, builder, signature, args: builder.fpext(args[0], ir.DoubleType())
+    if isinstance(x, Vec) and x.dtype == types.float32:
+        vt = Vec(types.float64)
+
+        def codegen(context, builder, signature, args):
+            return builder.fpext(args[0], context.get_value_type(vt))
+        return vt(x), codegen
+    return None
+
+
+# -- A first guess in float32 for the division-free reciprocal square root of :mod:`ex3lib.kernels.updates`
+# (``inv_sqrt``), and the range test that says where it holds.
+
+def _is_float64(x):
+    return x == types.float64 or (isinstance(x, Vec) and x.dtype == types.float64)
+
+
+def _float32_like(ty):
+    """The float32 LLVM type of the same shape as the float64 (vector) type ``ty``."""
+    return ir.VectorType(ir.FloatType(), ty.count) if isinstance(ty, ir.VectorType) else ir.FloatType()
+
+
+def _float32_ones(ty):
+    return ir.Constant(ty, [1.0] * ty.count) if isinstance(ty, ir.VectorType) else ir.Constant(ty, 1.0)
+
+
+@intrinsic
+def rsqrt_guess(typingctx, x):
+    """``1 / sqrt(x)`` in float32 arithmetic, widened: ``float32(x)``, its IEEE square root, one IEEE division.
+
+    Three correctly rounded float32 operations (deterministic on every CPU),
+    so within 1.5e-7 relative of ``1 / sqrt(x)`` while ``x`` and the results
+    are normal float32 numbers; a float64 or lane by lane.
+    """
+    if not _is_float64(x):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ty = _float32_like(args[0].type)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ty, [ty]), _intrinsic_name("llvm.sqrt", ty))
+        root = builder.call(fn, [builder.fptrunc(args[0], ty)])
+        return builder.fpext(builder.fdiv(_float32_ones(ty), root), args[0].type)
+    return x(x), codegen
+
+
+def _between(context, builder, signature, args):
+    """``lo <= x <= hi`` (an ``i1``, or a vector of them; false for NaN)."""
+    ty = args[0].type
+    element = signature.args[0].dtype if isinstance(signature.args[0], Vec) else signature.args[0]
+    lo, hi = (context.cast(builder, a, t, element) for a, t in zip(args[1:3], signature.args[1:3]))
+    if isinstance(ty, ir.VectorType):
+        lo, hi = _splat(builder, ty, lo), _splat(builder, ty, hi)
+    return builder.and_(builder.fcmp_ordered(">=", args[0], lo), builder.fcmp_ordered("<=", args[0], hi))
+
+
+@intrinsic
+def all_between(typingctx, x, lo, hi):
+    """Whether ``lo <= x <= hi`` (in every lane of a ``Vec``; false where ``x`` is NaN)."""
+    if not (isinstance(x, (types.Float, Vec)) and isinstance(lo, types.Float) and isinstance(hi, types.Float)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        inside = _between(context, builder, signature, args)
+        if not isinstance(inside.type, ir.VectorType):
+            return inside
+        bits = builder.bitcast(inside, ir.IntType(LANES))
+        return builder.icmp_unsigned("==", bits, ir.Constant(ir.IntType(LANES), (1 << LANES) - 1))
+    return types.boolean(x, lo, hi), codegen
+
+
+@intrinsic
+def where_between(typingctx, x, lo, hi, inside, outside):
+    """``inside`` where ``lo <= x <= hi``, else ``outside`` (lane by lane for a ``Vec``)."""
+    if not (isinstance(x, (types.Float, Vec)) and inside == x and outside == x):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.select(_between(context, builder, signature, args[:3]), args[3], args[4])
+    return x(x, lo, hi, inside, outside), codegen

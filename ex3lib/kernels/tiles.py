@@ -33,9 +33,9 @@ while the weights are finite. Sums along a row are lane-wise (lane
 
 from numba import njit
 
-from .simd import LANES, vadd, vfma, vload, vmuladd, vstore, vsum8, vzero
+from .simd import LANES, vadd, vfma, vload, vmuladd, vstore, vsum8, vzero, widen
 from .target import WIDE_TILES
-from .updates import NESTEROV, momentum_rule, nesterov_rule, step_rows
+from .updates import NESTEROV, load, momentum_rule, nesterov_rule, step_rows
 
 #: Samples per block of the forward tile (:func:`forward_tile`).
 FWD_BLOCK = 5
@@ -238,14 +238,14 @@ def _momentum_lanes(params, velocity, lo, n, g, scale, lr, alpha, nesterov):
     """:func:`~ex3lib.kernels.updates.momentum_rule` (or Nesterov's) on the vector of parameters ``lo .. lo + n - 1``.
 
     ``g`` is their summed gradient (a ``Vec``; ``n`` < 8: the first ``n``
-    lanes): the rule's own function, lane by lane, so the same bits as
-    :func:`~ex3lib.kernels.updates.step_rows` gives.
+    lanes): the rule's own function, lane by lane and in float64, so the same
+    bits as :func:`~ex3lib.kernels.updates.step_rows` gives.
     """
-    w, v = vload(params, lo, n), vload(velocity, lo, n)
+    w, v, lr_g = load(params, lo, n), load(velocity, lo, n), lr * (widen(g) * scale)
     if nesterov:
-        w, v = nesterov_rule(w, v, lr * (g * scale), alpha)
+        w, v = nesterov_rule(w, v, lr_g, alpha)
     else:
-        w, v = momentum_rule(w, v, lr * (g * scale), alpha)
+        w, v = momentum_rule(w, v, lr_g, alpha)
     vstore(params, lo, n, w)
     vstore(velocity, lo, n, v)
 

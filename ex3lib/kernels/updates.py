@@ -42,7 +42,8 @@ from collections import namedtuple
 
 from numba import njit
 
-from .simd import fma, sqrt, zero_if_below
+from .simd import (LANES, all_between, fma, rsqrt_guess, sqrt, vload, vstore, where_between, widen,
+                   zero_if_below)
 
 SGD, MOMENTUM, NESTEROV, ADAGRAD, RMSPROP, ADAM = 0, 1, 2, 3, 4, 5
 
@@ -82,6 +83,30 @@ def flush(x):
     return zero_if_below(x, SMALLEST_NORMAL)
 
 
+#: Where the float32 first guess of :func:`inv_sqrt` holds: arguments (and results)
+#: well inside the normal float32 range. Elsewhere (and for NaN) a lane takes the exact IEEE operations.
+GUESS_LOW, GUESS_HIGH = 2.0**-125, 2.0**125
+
+
+@njit(cache=True, inline="always")
+def inv_sqrt(x):
+    """``1 / sqrt(x)`` within 4e-14 relative, without a float64 square root or division (a float or a ``Vec``).
+
+    A first guess ``y`` in float32 arithmetic (:func:`~ex3lib.kernels.simd.rsqrt_guess`,
+    within 1.5e-7) and one Newton step in float64, ``y + y (1 - x y²) / 2``,
+    which squares its relative error. AdaGrad and RMSProp take one per weight
+    and step; the float64 square root and division it replaces cost about
+    twice as much. Outside ``[GUESS_LOW, GUESS_HIGH]`` a lane is the exact
+    ``1 / sqrt(x)``, so the result of each lane depends on its own ``x`` only
+    (tested against ``1 / np.sqrt``).
+    """
+    y = rsqrt_guess(x)
+    y = fma(0.5 * y, fma(-(x * y), y, 1.0), y)
+    if all_between(x, GUESS_LOW, GUESS_HIGH):
+        return y
+    return where_between(x, GUESS_LOW, GUESS_HIGH, y, 1.0 / sqrt(x))
+
+
 @njit(cache=True, inline="always")
 def sgd_rule(w, g, learning_rate):
     """``w - η g`` (report Eq. 4)."""
@@ -119,14 +144,14 @@ def momentum_coast(w, v, momentum, nesterov):
 def adagrad_rule(w, sum_sq, g, learning_rate, eps):
     """``G = G + g²``, ``w - η g / sqrt(G + ε)`` (report Algorithm 2); returns ``(w, G)``."""
     sum_sq = fma(g, g, sum_sq)
-    return fma(-(learning_rate / sqrt(sum_sq + eps)), g, w), sum_sq
+    return fma(-(learning_rate * inv_sqrt(sum_sq + eps)), g, w), sum_sq
 
 
 @njit(cache=True, inline="always")
 def rmsprop_rule(w, sum_sq, g, learning_rate, b2, eps):
     """``G = β₂ G + (1 - β₂) g²``, ``w - η g / sqrt(G + ε)``; returns ``(w, G)``."""
     sum_sq = flush(fma(b2, sum_sq, (1.0 - b2) * g * g))
-    return fma(-(learning_rate / sqrt(sum_sq + eps)), g, w), sum_sq
+    return fma(-(learning_rate * inv_sqrt(sum_sq + eps)), g, w), sum_sq
 
 
 @njit(cache=True, inline="always")
@@ -160,6 +185,12 @@ update count after this step.
 """
 
 
+@njit(cache=True, inline="always")
+def load(arr, i, n):
+    """Elements ``i .. i + n - 1`` (at most ``LANES``) of ``arr`` as a float64 ``Vec``: every rule computes in float64."""
+    return widen(vload(arr, i, n))
+
+
 @njit(cache=True, error_model="numpy")
 def step_rows(how, base, n_cols, rows, n_rows, grads, scales, shared):
     """The rule's step of rows ``rows[:n_rows]`` of a weight matrix at ``base`` in the flat parameters.
@@ -167,8 +198,9 @@ def step_rows(how, base, n_cols, rows, n_rows, grads, scales, shared):
     Row ``rows[q]``'s gradient is ``grads[q] * how.scale`` (a tile's sums),
     or with ``shared`` ``grads[0] * scales[q] * how.scale`` (on-line
     learning: the layer's error times the row's input). Each rule has one
-    loop here, chosen once per call: the optimiser's arrays are taken out of
-    ``how`` once, and a row costs only its pass over weights and state.
+    loop here, chosen once per call, over ``LANES`` weights at a time: the
+    optimiser's arrays are taken out of ``how`` once, and a row costs only
+    its pass over weights and state.
     """
     opt, params, scale = how.opt, how.params, how.scale
     kind, lr = opt.kind, opt.learning_rate
@@ -178,33 +210,44 @@ def step_rows(how, base, n_cols, rows, n_rows, grads, scales, shared):
     lr_c1, inv_c2 = lr / c1, 1.0 / c2
     for q in range(n_rows):
         lo = base + rows[q] * n_cols
-        hi = lo + n_cols
-        p = params[lo:hi]
         g = grads[0] if shared else grads[q]
         s = scales[q] * scale if shared else scale
         if kind == SGD:
-            for i in range(n_cols):
-                p[i] = sgd_rule(p[i], g[i] * s, lr)
+            for i in range(0, n_cols, LANES):
+                n, k = n_cols - i, lo + i
+                vstore(params, k, n, sgd_rule(load(params, k, n), load(g, i, n) * s, lr))
         elif kind == MOMENTUM:
-            v = velocity[lo:hi]
-            for i in range(n_cols):
-                p[i], v[i] = momentum_rule(p[i], v[i], lr * (g[i] * s), alpha)
+            for i in range(0, n_cols, LANES):
+                n, k = n_cols - i, lo + i
+                w, v = momentum_rule(load(params, k, n), load(velocity, k, n), lr * (load(g, i, n) * s), alpha)
+                vstore(params, k, n, w)
+                vstore(velocity, k, n, v)
         elif kind == NESTEROV:
-            v = velocity[lo:hi]
-            for i in range(n_cols):
-                p[i], v[i] = nesterov_rule(p[i], v[i], lr * (g[i] * s), alpha)
+            for i in range(0, n_cols, LANES):
+                n, k = n_cols - i, lo + i
+                w, v = nesterov_rule(load(params, k, n), load(velocity, k, n), lr * (load(g, i, n) * s), alpha)
+                vstore(params, k, n, w)
+                vstore(velocity, k, n, v)
         elif kind == ADAGRAD:
-            G = sum_sq[lo:hi]
-            for i in range(n_cols):
-                p[i], G[i] = adagrad_rule(p[i], G[i], g[i] * s, lr, eps)
+            for i in range(0, n_cols, LANES):
+                n, k = n_cols - i, lo + i
+                w, G = adagrad_rule(load(params, k, n), load(sum_sq, k, n), load(g, i, n) * s, lr, eps)
+                vstore(params, k, n, w)
+                vstore(sum_sq, k, n, G)
         elif kind == RMSPROP:
-            G = sum_sq[lo:hi]
-            for i in range(n_cols):
-                p[i], G[i] = rmsprop_rule(p[i], G[i], g[i] * s, lr, b2, eps)
+            for i in range(0, n_cols, LANES):
+                n, k = n_cols - i, lo + i
+                w, G = rmsprop_rule(load(params, k, n), load(sum_sq, k, n), load(g, i, n) * s, lr, b2, eps)
+                vstore(params, k, n, w)
+                vstore(sum_sq, k, n, G)
         else:
-            mu, nu = mu_all[lo:hi], nu_all[lo:hi]
-            for i in range(n_cols):
-                p[i], mu[i], nu[i] = adam_rule(p[i], mu[i], nu[i], g[i] * s, lr_c1, b1, b2, eps, inv_c2)
+            for i in range(0, n_cols, LANES):
+                n, k = n_cols - i, lo + i
+                w, m1, m2 = adam_rule(load(params, k, n), load(mu_all, k, n), load(nu_all, k, n),
+                                      load(g, i, n) * s, lr_c1, b1, b2, eps, inv_c2)
+                vstore(params, k, n, w)
+                vstore(mu_all, k, n, m1)
+                vstore(nu_all, k, n, m2)
 
 
 @njit(cache=True, error_model="numpy")
@@ -231,20 +274,24 @@ def coast_rows_except(how, base, n_cols, n_rows, used, n_used, seen):
         if seen[j]:
             continue
         lo = base + j * n_cols
-        hi = lo + n_cols
-        p = params[lo:hi]
         if kind == MOMENTUM or kind == NESTEROV:
-            v = velocity[lo:hi]
-            for i in range(n_cols):
-                p[i], v[i] = momentum_coast(p[i], v[i], alpha, nesterov)
+            for i in range(0, n_cols, LANES):
+                n, k = n_cols - i, lo + i
+                w, v = momentum_coast(load(params, k, n), load(velocity, k, n), alpha, nesterov)
+                vstore(params, k, n, w)
+                vstore(velocity, k, n, v)
         elif kind == RMSPROP:
-            G = sum_sq[lo:hi]
-            for i in range(n_cols):
-                G[i] = flush(b2 * G[i])
+            for i in range(0, n_cols, LANES):
+                n, k = n_cols - i, lo + i
+                vstore(sum_sq, k, n, flush(b2 * load(sum_sq, k, n)))
         else:
-            mu, nu = mu_all[lo:hi], nu_all[lo:hi]
-            for i in range(n_cols):
-                p[i], mu[i], nu[i] = adam_rule(p[i], mu[i], nu[i], 0.0, lr_c1, b1, b2, eps, inv_c2)
+            for i in range(0, n_cols, LANES):
+                n, k = n_cols - i, lo + i
+                w, m1, m2 = adam_rule(load(params, k, n), load(mu_all, k, n), load(nu_all, k, n), 0.0, lr_c1,
+                                      b1, b2, eps, inv_c2)
+                vstore(params, k, n, w)
+                vstore(mu_all, k, n, m1)
+                vstore(nu_all, k, n, m2)
     for t in range(n_used):
         seen[used[t]] = 0
 
@@ -271,18 +318,17 @@ def catch_up_rows(opt, params, base, n_out, rows, n_rows, updated_at, step):
             continue
         updated_at[j] = step
         lo = base + j * n_out
-        w = params[lo:lo + n_out]
         if opt.kind == RMSPROP:
-            G = opt.sum_sq[lo:lo + n_out]
             decay = opt.b2**k
-            for i in range(n_out):
-                G[i] = flush(G[i] * decay)
+            for i in range(0, n_out, LANES):
+                vstore(opt.sum_sq, lo + i, n_out - i, flush(load(opt.sum_sq, lo + i, n_out - i) * decay))
             continue
-        v = opt.velocity[lo:lo + n_out]
         ak = a**k
         shift = a * (1.0 - ak) / (1.0 - a)
         if opt.kind == NESTEROV:
             shift *= a
-        for i in range(n_out):
-            w[i] -= v[i] * shift
-            v[i] = flush(v[i] * ak)
+        for i in range(0, n_out, LANES):
+            n, at = n_out - i, lo + i
+            v = load(opt.velocity, at, n)
+            vstore(params, at, n, load(params, at, n) - v * shift)
+            vstore(opt.velocity, at, n, flush(v * ak))
