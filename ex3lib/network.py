@@ -41,7 +41,7 @@ Workspace = namedtuple("Workspace", [
     "pixels",              # BatchPixels of the batch
     "nonzero_index",       # scratch: indices of a row's non-zero entries
     "nonzero_value",       # scratch: their values
-    "row_updated_at",      # (n_pixels,): update count each first-layer row is up to date with (lazy rules)
+    "row_updated_at",      # per layer (fan_in,): the update count each weight row is up to date with (lazy rules)
     "first_block_inputs",  # (n_pixels, FWD_BLOCK): the forward tile's inputs for the first layer
     "block_inputs",        # (widest hidden, FWD_BLOCK): the forward tile's inputs for a hidden layer
     "block_units",         # scratch: the input units a tile uses
@@ -224,7 +224,7 @@ class MLP:
             pixels=pixels,
             nonzero_index=np.zeros(widest, np.int64),
             nonzero_value=np.zeros(widest, dt),
-            row_updated_at=np.zeros(n_in, np.int64),
+            row_updated_at=tuple(np.zeros(n, np.int64) for n, _ in self._shapes),
             first_block_inputs=np.zeros((n_in, fb), dt),
             block_inputs=np.zeros((widest_in, fb), dt),
             block_units=np.zeros(widest_in, np.int64),

@@ -37,12 +37,12 @@ OPTIMISERS = ("sgd", "adagrad", "rmsprop", "adam")
 OptState = namedtuple("OptState", "velocity sum_sq mu nu step")
 OptState.__doc__ = """Optimiser state: arrays shaped like the flat parameters (empty when unused) and the update count."""
 
-OptArrays = namedtuple("OptArrays", "kind sparse_safe lazy_first_layer velocity sum_sq mu nu learning_rate "
+OptArrays = namedtuple("OptArrays", "kind sparse_safe lazy_rows velocity sum_sq mu nu learning_rate "
                                     "momentum b1 b2 eps")
 OptArrays.__doc__ = """An optimiser as the compiled kernels see it: its rule's code, its state arrays and numbers.
 
 Built by :meth:`Optimiser.arrays`; ``kind`` is one of the codes in
-:mod:`ex3lib.kernels.updates`, ``sparse_safe`` and ``lazy_first_layer`` say
+:mod:`ex3lib.kernels.updates`, ``sparse_safe`` and ``lazy_rows`` say
 which rows the kernels may skip or defer, and ``learning_rate`` is the rate in
 force (from the schedule).
 """
@@ -101,7 +101,7 @@ class Optimiser:
         """The kernels' view of this optimiser with ``state`` at ``learning_rate``."""
         kind = self.kind
         return OptArrays(kind=kind, sparse_safe=self.sparse_safe,
-                         lazy_first_layer=kind in kernels.LAZY_FIRST_LAYER, velocity=state.velocity,
+                         lazy_rows=kind in kernels.LAZY_ROWS, velocity=state.velocity,
                          sum_sq=state.sum_sq, mu=state.mu, nu=state.nu, learning_rate=float(learning_rate),
                          momentum=self.momentum, b1=self.b1, b2=self.b2, eps=self.eps)
 

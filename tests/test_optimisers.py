@@ -184,12 +184,13 @@ def test_update_refuses_bad_learning_rate_and_shapes():
 @pytest.mark.parametrize("name, hyper", [("sgd", {"momentum": 0.9}), ("sgd", {"momentum": 0.5, "nesterov": True}),
                                          ("rmsprop", {})])
 @pytest.mark.parametrize("batch_size", [1, 3])
-def test_deferred_first_layer_rows_match_step_by_step(small, name, hyper, batch_size, monkeypatch):
-    """Momentum, Nesterov and RMSProp defer the rows of zero pixels; the closed form equals stepping."""
+def test_deferred_rows_match_step_by_step(small, name, hyper, batch_size, monkeypatch):
+    """Momentum, Nesterov and RMSProp defer the rows of zero inputs (pixels, units that are off); the closed form
+    equals stepping them."""
     runs = []
     for lazy in (True, False):
         net = MLP((784, 24, 16, 10), seed=1)
-        hist = _train_forcing(monkeypatch, "lazy_first_layer", lazy, net, small, optimiser=name, learning_rate=0.01,
+        hist = _train_forcing(monkeypatch, "lazy_rows", lazy, net, small, optimiser=name, learning_rate=0.01,
                               batch_size=batch_size, epochs=2, log_every=70, **hyper)
         runs.append((net.params.copy(), hist))
     (lazy, lazy_hist), (eager, eager_hist) = runs

@@ -115,12 +115,12 @@ try:
     from .simd import LANES
     from .tiles import FWD_BLOCK, GRAD_BLOCK
     from .updates import (
-        ADAGRAD, ADAM, LAZY_FIRST_LAYER, MOMENTUM, NESTEROV, RMSPROP, RULE, SGD, SPARSE_SAFE, Stepping,
+        ADAGRAD, ADAM, LAZY_ROWS, MOMENTUM, NESTEROV, RMSPROP, RULE, SGD, SPARSE_SAFE, Stepping,
         bias_corrections, step_rows,
     )
 finally:
     numba.config.CACHE_DIR = _saved_cache_dir
 
-__all__ = ["ADAGRAD", "ADAM", "FWD_BLOCK", "GRAD_BLOCK", "LANES", "LAZY_FIRST_LAYER", "MOMENTUM", "NESTEROV",
+__all__ = ["ADAGRAD", "ADAM", "FWD_BLOCK", "GRAD_BLOCK", "LANES", "LAZY_ROWS", "MOMENTUM", "NESTEROV",
            "RMSPROP", "RULE", "SGD", "SPARSE_SAFE", "Stepping", "bias_corrections", "cache_dir", "evaluate",
            "kernel_fingerprint", "loss_and_grad", "perturbed_losses", "sample_loss", "step_rows", "train_window"]

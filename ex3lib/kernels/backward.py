@@ -31,7 +31,7 @@ from numba import njit
 from .target import WIDE_TILES
 from .tiles import (GRAD_BLOCK, dots_active, dots_tile, grad_one, grad_one_step, grad_tile, grad_tile_step,
                     momentum_tile_step)
-from .updates import RULE, SGD_FUSED, coast_rows_except, is_momentum, step_rows
+from .updates import RULE, SGD_FUSED, is_momentum, skip_rows_without_gradient, step_rows
 
 
 @njit(cache=True, inline="always", fastmath={"contract"})
@@ -94,30 +94,40 @@ def _step_bias(how, lo, sums):
     sums[:] = 0.0
 
 
+@njit(cache=True)
+def used_units(inputs, B, rows, top):
+    """List in ``rows`` the input units that some sample of ``inputs[:B]`` uses; returns how many.
+
+    The inputs are ReLU outputs (never negative), so a unit is used where its
+    largest input is positive; ``top`` is scratch.
+    """
+    n_in = inputs.shape[1]
+    top = top[:n_in]
+    top[:] = 0.0
+    for s in range(B):
+        x = inputs[s]
+        for j in range(n_in):
+            top[j] = max(top[j], x[j])
+    n_rows = 0
+    for j in range(n_in):
+        rows[n_rows] = j
+        n_rows += 1 if top[j] > 0.0 else 0
+    return n_rows
+
+
 @njit(cache=True, fastmath={"contract"})
 def hidden_grad(deltas, inputs, B, scale, dest, work, how, base):
     """``dest[j] += scale * sum_s inputs[s, j] * deltas[s]`` for every input unit ``j`` some sample used.
 
     The units used go in blocks of ``GRAD_BLOCK`` through
     :func:`~ex3lib.kernels.tiles.grad_tile`, the rest one by one; each sum
-    runs over the samples in ascending order. The inputs are ReLU outputs
-    (never negative), so a unit is used where its largest input is positive.
-    With ``how.mode == RULE`` the rows take their optimiser step inside the
+    runs over the samples in ascending order (the units used:
+    :func:`used_units`). With ``how.mode == RULE`` the rows take their optimiser step inside the
     tiles instead (``base``: the matrix's offset in the flat parameters).
     The units used are left in ``work.block_units``; returns how many.
     """
-    n_in = inputs.shape[1]
-    top = work.unit_max[:n_in]
-    top[:] = 0.0
-    for s in range(B):
-        x = inputs[s]
-        for j in range(n_in):
-            top[j] = max(top[j], x[j])
     rows = work.block_units
-    n_rows = 0
-    for j in range(n_in):
-        rows[n_rows] = j
-        n_rows += 1 if top[j] > 0.0 else 0
+    n_rows = used_units(inputs, B, rows, work.unit_max)
     coefs = work.hidden_coef
     samples = work.tile_samples
     b0 = 0
@@ -231,7 +241,8 @@ def backward_batch(net, n_used, B, work, how):
     (:func:`hidden_grad`); the first layer's rows go pixel by pixel
     (:func:`first_layer_grad`). Rows with no gradient are skipped where the
     rule leaves them unchanged (``sparse_safe``) or steps them lazily
-    (``lazy_first_layer``), else stepped with a zero gradient.
+    (``lazy_rows``), else stepped with a zero gradient
+    (:func:`~ex3lib.kernels.updates.skip_rows_without_gradient`).
     """
     L = len(net.weights)
     A, D = work.outputs, work.deltas
@@ -267,16 +278,14 @@ def backward_batch(net, n_used, B, work, how):
             for s in range(pairs, B):
                 dots_active(weights, Dl, s, inputs, Dprev, work.block_units, work.unit_max)
             n_rows = hidden_grad(Dl, inputs, B, step_scale, dest, work, how, base)
-            if how.mode == RULE and not how.opt.sparse_safe:
-                coast_rows_except(how, base, n_out, n_in, work.block_units, n_rows, work.row_seen)
+            if how.mode == RULE:
+                skip_rows_without_gradient(how, base, n_out, n_in, work.block_units, n_rows,
+                                           work.row_updated_at[l], work.row_seen)
         else:
             first_layer_grad(Dl, work.pixels, n_used, B, dest, work, how, base)
             if how.mode == RULE:
-                if how.opt.lazy_first_layer:
-                    for u in range(n_used):
-                        work.row_updated_at[work.pixels.pixels[u]] = how.count
-                elif not how.opt.sparse_safe:
-                    coast_rows_except(how, base, n_out, n_in, work.pixels.pixels, n_used, work.row_seen)
+                skip_rows_without_gradient(how, base, n_out, n_in, work.pixels.pixels, n_used,
+                                           work.row_updated_at[0], work.row_seen)
 
 
 @njit(cache=True, fastmath={"contract"})
@@ -292,7 +301,6 @@ def backward_online(net, n_used, work, how):
     """
     L = len(net.weights)
     A, D = work.outputs, work.deltas
-    opt = how.opt
     for l in range(L - 1, -1, -1):
         d = D[l][0]
         weights = net.weights[l]
@@ -312,16 +320,13 @@ def backward_online(net, n_used, work, how):
                 scales[n] = x[j]
                 n += 1 if x[j] != 0.0 else 0
             step_rows(how, base, n_out, rows, n, D[l], scales, True)
-            coast_rows_except(how, base, n_out, n_in, rows, n, work.row_seen)
+            skip_rows_without_gradient(how, base, n_out, n_in, rows, n, work.row_updated_at[l], work.row_seen)
         else:
             pixels = work.pixels
             coef = work.nonzero_value
             for u in range(n_used):
                 coef[u] = pixels.coef[u // GRAD_BLOCK, 0, u % GRAD_BLOCK]
             step_rows(how, base, n_out, pixels.pixels, n_used, D[l], coef, True)
-            if opt.lazy_first_layer:
-                for u in range(n_used):
-                    work.row_updated_at[pixels.pixels[u]] = how.count
-            elif not opt.sparse_safe:
-                coast_rows_except(how, base, n_out, n_in, pixels.pixels, n_used, work.row_seen)
+            skip_rows_without_gradient(how, base, n_out, n_in, pixels.pixels, n_used, work.row_updated_at[0],
+                                       work.row_seen)
 

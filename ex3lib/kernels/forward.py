@@ -91,7 +91,7 @@ def _clear_block(block_inputs, used, n_used, seen):
 
 @njit(cache=True, fastmath={"contract"})
 def forward_batch(net, data, rows, work):
-    """Forward pass of the samples ``rows``; fills ``work.outputs``.
+    """Forward pass of the samples ``rows``; fills ``work.outputs``, one layer after the other (:func:`forward_layer`).
 
     Samples go through each layer in blocks of ``FWD_BLOCK`` (a register
     tile, :func:`~ex3lib.kernels.tiles.forward_tile`, over the inputs any of
@@ -103,48 +103,57 @@ def forward_batch(net, data, rows, work):
     hidden layer ``l`` has a positive output for some sample of the batch
     (used to detect a dead network).
     """
+    for l in range(len(net.weights)):
+        forward_layer(net, data, rows, work, l)
+
+
+@njit(cache=True, fastmath={"contract"})
+def forward_layer(net, data, rows, work, l):
+    """Layer ``l`` of :func:`forward_batch`: ``work.outputs[l]`` from its inputs (the data, or ``work.outputs[l - 1]``).
+
+    Only the weight rows of inputs that some sample of the batch uses are read.
+    """
     L = len(net.weights)
     B = rows.shape[0]
     index = work.nonzero_index
     value = work.nonzero_value
-    for l in range(L):
-        out = work.outputs[l]
-        weights = net.weights[l]
-        n_out = weights.shape[1]
-        inputs = work.outputs[l - 1] if l > 0 else work.outputs[l]
-        block = work.first_block_inputs if l == 0 else work.block_inputs
-        s0 = 0
-        while B - s0 >= FWD_BLOCK:
-            n_used = _block_inputs(data, rows, l, inputs, s0, block, work.block_units, work.row_seen)
-            forward_tile(weights, work.block_units, n_used, block, out, s0)
-            if l == 0:
-                _clear_block(block, work.block_units, n_used, work.row_seen)
-            s0 += FWD_BLOCK
-        for s in range(s0, B):
-            if l == 0:
-                r = rows[s]
-                p0 = data.indptr[r]
-                n = data.indptr[r + 1] - p0
-                forward_one(weights, data.indices[p0:p0 + n], data.values[p0:p0 + n], n, out[s])
-            else:
-                n = compact(inputs[s], index, value)
-                forward_one(weights, index, value, n, out[s])
-        any_positive = False
-        for s in range(B):
-            o = out[s]
-            if net.has_bias:
+    out = work.outputs[l]
+    weights = net.weights[l]
+    n_out = weights.shape[1]
+    inputs = work.outputs[l - 1] if l > 0 else work.outputs[l]
+    block = work.first_block_inputs if l == 0 else work.block_inputs
+    s0 = 0
+    while B - s0 >= FWD_BLOCK:
+        n_used = _block_inputs(data, rows, l, inputs, s0, block, work.block_units, work.row_seen)
+        forward_tile(weights, work.block_units, n_used, block, out, s0)
+        if l == 0:
+            _clear_block(block, work.block_units, n_used, work.row_seen)
+        s0 += FWD_BLOCK
+    for s in range(s0, B):
+        if l == 0:
+            r = rows[s]
+            p0 = data.indptr[r]
+            n = data.indptr[r + 1] - p0
+            forward_one(weights, data.indices[p0:p0 + n], data.values[p0:p0 + n], n, out[s])
+        else:
+            n = compact(inputs[s], index, value)
+            forward_one(weights, index, value, n, out[s])
+    any_positive = False
+    for s in range(B):
+        o = out[s]
+        if net.has_bias:
+            for k in range(n_out):
+                o[k] += net.biases[l][k]
+        if l < L - 1:
+            for k in range(n_out):
+                o[k] = o[k] if o[k] > 0.0 else 0.0
+            if not any_positive:
                 for k in range(n_out):
-                    o[k] += net.biases[l][k]
-            if l < L - 1:
-                for k in range(n_out):
-                    o[k] = o[k] if o[k] > 0.0 else 0.0
-                if not any_positive:
-                    for k in range(n_out):
-                        if o[k] > 0.0:
-                            any_positive = True
-                            break
-        if any_positive and l < L - 1:
-            work.layer_alive[l] = 1
+                    if o[k] > 0.0:
+                        any_positive = True
+                        break
+    if any_positive and l < L - 1:
+        work.layer_alive[l] = 1
 
 
 @njit(cache=True, fastmath={"contract"})
@@ -178,9 +187,15 @@ def softmax_xent(logits, labels, deltas):
 @njit(cache=True, fastmath={"contract"})
 def forward_loss(net, work, data, rows):
     """Forward the batch ``rows``; returns its summed loss and leaves softmax - onehot in ``work.deltas[-1]``."""
+    forward_batch(net, data, rows, work)
+    return batch_loss(net, work, data, rows)
+
+
+@njit(cache=True, fastmath={"contract"})
+def batch_loss(net, work, data, rows):
+    """The summed loss of the batch ``rows`` from its logits (``work.outputs[-1]``); softmax - onehot to ``work.deltas[-1]``."""
     B = rows.shape[0]
     L = len(net.weights)
-    forward_batch(net, data, rows, work)
     labels = work.batch_labels[:B]
     for s in range(B):
         labels[s] = data.y[rows[s]]

@@ -17,8 +17,8 @@ import math
 import numpy as np
 from numba import njit
 
-from .backward import backward_batch, backward_online, gather_batch
-from .forward import forward_loss
+from .backward import backward_batch, backward_online, gather_batch, used_units
+from .forward import batch_loss, forward_layer, forward_loss
 from .updates import RULE, SGD, SGD_FUSED, Stepping, bias_corrections, catch_up_rows
 
 
@@ -34,14 +34,14 @@ def train_window(net, opt, work, data, order, start, stop, batch_size, step):
     used, the update counter, and 1 if a loss was not finite (the window then
     stops at that batch, without updating), else 0. Hidden layers that
     produced a positive output are flagged in ``work.layer_alive``. With
-    ``opt.lazy_first_layer`` every deferred first-layer row is brought up to
-    date before returning (see :func:`~ex3lib.kernels.updates.catch_up_rows`).
+    ``opt.lazy_rows`` the rows a batch reads are brought up to date layer by
+    layer as its forward pass reaches them, and every deferred row before
+    returning (see :func:`~ex3lib.kernels.updates.catch_up_rows`).
     """
     loss_sum = 0.0
     n = 0
     pos = start
     status = 0
-    n_out0 = net.shapes[0, 1]
     while pos < stop:
         end = min(pos + batch_size, stop)
         B = end - pos
@@ -49,17 +49,25 @@ def train_window(net, opt, work, data, order, start, stop, batch_size, step):
         fused = opt.kind == SGD
         # Plain SGD folds its step into the first layer's inputs (see backward_batch).
         n_used = gather_batch(data, rows, work.pixels, -(opt.learning_rate / B) if fused else 1.0)
-        if opt.lazy_first_layer:
-            catch_up_rows(opt, net.params, net.weight_offsets[0], n_out0, work.pixels.pixels, n_used,
-                          work.row_updated_at, step)
-        batch_loss = forward_loss(net, work, data, rows)
-        if not math.isfinite(batch_loss):
-            loss_sum += batch_loss
-            n += B
+        if opt.lazy_rows:
+            # Each layer's rows that the batch reads are brought up to date first.
+            for l in range(len(net.weights)):
+                if l == 0:
+                    catch_up_rows(opt, net.params, net.weight_offsets[0], net.shapes[0, 1], work.pixels.pixels,
+                                  n_used, work.row_updated_at[0], step)
+                else:
+                    n_rows = used_units(work.outputs[l - 1], B, work.block_units, work.unit_max)
+                    catch_up_rows(opt, net.params, net.weight_offsets[l], net.shapes[l, 1], work.block_units,
+                                  n_rows, work.row_updated_at[l], step)
+                forward_layer(net, data, rows, work, l)
+            loss = batch_loss(net, work, data, rows)
+        else:
+            loss = forward_loss(net, work, data, rows)
+        loss_sum += loss
+        n += B
+        if not math.isfinite(loss):
             status = 1
             break
-        loss_sum += batch_loss
-        n += B
         step += 1
         if fused:
             how = Stepping(SGD_FUSED, opt, net.params, opt.learning_rate / B, (1.0, 1.0), step)
@@ -70,8 +78,9 @@ def train_window(net, opt, work, data, order, start, stop, batch_size, step):
         else:
             backward_batch(net, n_used, B, work, how)
         pos = end
-    if opt.lazy_first_layer:
-        every = np.arange(net.shapes[0, 0])
-        catch_up_rows(opt, net.params, net.weight_offsets[0], n_out0, every, every.shape[0],
-                      work.row_updated_at, step)
+    if opt.lazy_rows:
+        for l in range(len(net.weights)):
+            every = np.arange(net.shapes[l, 0])
+            catch_up_rows(opt, net.params, net.weight_offsets[l], net.shapes[l, 1], every, every.shape[0],
+                          work.row_updated_at[l], step)
     return loss_sum, n, step, status

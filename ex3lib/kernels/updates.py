@@ -52,9 +52,10 @@ SGD, MOMENTUM, NESTEROV, ADAGRAD, RMSPROP, ADAM = 0, 1, 2, 3, 4, 5
 #: without changing a bit of the result.
 SPARSE_SAFE = (SGD, ADAGRAD)
 
-#: Rules whose zero-gradient step is a fixed linear map, so first-layer rows of
-#: pixels that are 0 can be brought up to date lazily (:func:`catch_up_rows`).
-LAZY_FIRST_LAYER = (MOMENTUM, NESTEROV, RMSPROP)
+#: Rules whose zero-gradient step is a fixed linear map, so rows of a weight
+#: matrix whose input was 0 (a pixel that is off, a unit whose ReLU is off) can
+#: be brought up to date lazily, when next read (:func:`catch_up_rows`).
+LAZY_ROWS = (MOMENTUM, NESTEROV, RMSPROP)
 
 
 @njit(cache=True, inline="always")
@@ -297,13 +298,32 @@ def coast_rows_except(how, base, n_cols, n_rows, used, n_used, seen):
 
 
 @njit(cache=True, error_model="numpy")
-def catch_up_rows(opt, params, base, n_out, rows, n_rows, updated_at, step):
-    """Apply the steps that first-layer rows skipped while their pixel was 0, in closed form.
+def skip_rows_without_gradient(how, base, n_cols, n_rows, used, n_used, updated_at, seen):
+    """What the rows of a matrix other than ``used[:n_used]`` (whose gradient is 0) get from this step.
 
-    A row whose pixel is 0 in every sample of a batch has a zero gradient;
-    for momentum, Nesterov and RMSProp the step is then a fixed linear map of
-    weight and state, so ``k`` skipped steps can be applied at once before
-    the row is next read: momentum ``w -= v * S_k``, ``v *= α^k`` with
+    Nothing for SGD and AdaGrad (their zero-gradient step changes no bit);
+    for the rules of :data:`LAZY_ROWS` the step is deferred: the rows that
+    were stepped are marked up to date in ``updated_at`` and the others catch
+    up when next read (:func:`catch_up_rows`); Adam's rows take their
+    zero-gradient step now (:func:`coast_rows_except`, with ``seen`` as its
+    scratch).
+    """
+    opt = how.opt
+    if opt.lazy_rows:
+        for t in range(n_used):
+            updated_at[used[t]] = how.count
+    elif not opt.sparse_safe:
+        coast_rows_except(how, base, n_cols, n_rows, used, n_used, seen)
+
+
+@njit(cache=True, error_model="numpy")
+def catch_up_rows(opt, params, base, n_out, rows, n_rows, updated_at, step):
+    """Apply the steps that rows skipped while their input was 0, in closed form.
+
+    A row whose input (a pixel, a hidden unit) is 0 in every sample of a
+    batch has a zero gradient; for momentum, Nesterov and RMSProp the step is
+    then a fixed linear map of weight and state, so ``k`` skipped steps can be
+    applied at once before the row is next read: momentum ``w -= v * S_k``, ``v *= α^k`` with
     ``S_k = α (1 - α^k) / (1 - α)``; Nesterov ``w -= v * α S_k``, ``v *= α^k``;
     RMSProp ``G *= β₂^k`` (the weight does not move). This equals taking the
     ``k`` steps one by one (:func:`momentum_rule`, :func:`nesterov_rule`,
