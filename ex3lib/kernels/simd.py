@@ -1,4 +1,4 @@
-"""SIMD vectors for Numba: the register tiles' building blocks (and an IEEE square root).
+"""SIMD vectors for Numba: the register tiles' building blocks, an IEEE square root and a float32 first guess.
 
 LLVM does not keep a tile of sums in registers across a loop by itself (Numba
 arrays may alias, and its SLP vectoriser leaves loop-carried scalar sums
@@ -18,7 +18,10 @@ computes the same sums with NumPy, up to the order of the additions.
 scalar standing for itself in every lane), and :func:`fma`, :func:`sqrt` and
 :func:`zero_if_below` take floats or vectors alike, so an update rule of
 :mod:`ex3lib.kernels.updates` is written once and gives the same bits on one
-weight or on eight (the momentum tile of :mod:`ex3lib.kernels.tiles`).
+weight or on eight (the momentum tile of :mod:`ex3lib.kernels.tiles`, the
+update loops of :mod:`ex3lib.kernels.updates`). :func:`widen` takes a float32
+value or vector to float64, and :func:`rsqrt_guess` with :func:`all_between`
+and :func:`where_between` serve :func:`ex3lib.kernels.updates.inv_sqrt`.
 """
 
 import operator
