@@ -91,7 +91,7 @@ def _clear_block(block_inputs, used, n_used, seen):
 
 @njit(cache=True, fastmath={"contract"})
 def forward_batch(net, data, rows, work):
-    """Forward pass of the samples ``rows``; fills ``work.outputs``, one layer after the other (:func:`forward_layer`).
+    """Forward pass of the samples ``rows``; fills ``work.outputs`` layer by layer (:func:`forward_layer`).
 
     Samples go through each layer in blocks of ``FWD_BLOCK`` (a register
     tile, :func:`~ex3lib.kernels.tiles.forward_tile`, over the inputs any of
@@ -193,7 +193,10 @@ def forward_loss(net, work, data, rows):
 
 @njit(cache=True, fastmath={"contract"})
 def batch_loss(net, work, data, rows):
-    """The summed loss of the batch ``rows`` from its logits (``work.outputs[-1]``); softmax - onehot to ``work.deltas[-1]``."""
+    """The summed loss of the batch ``rows`` from its logits in ``work.outputs[-1]``.
+
+    Leaves softmax - onehot in ``work.deltas[-1]``, where back-propagation starts.
+    """
     B = rows.shape[0]
     L = len(net.weights)
     labels = work.batch_labels[:B]

@@ -16,13 +16,16 @@ learning rate (the equations and their sources are in
 
 Each rule is one inlined function of a single weight and its state
 (:func:`sgd_rule`, :func:`momentum_rule`, :func:`nesterov_rule`, :func:`adagrad_rule`,
-:func:`rmsprop_rule`, :func:`adam_rule`); the loops below apply them to
-ranges of the flat parameters. The same functions take a
+:func:`rmsprop_rule`, :func:`adam_rule`). The same functions take a
 :class:`~ex3lib.kernels.simd.Vec` of eight weights and states (every
-operation is then lane by lane, the same bits), as the momentum tile
-:func:`~ex3lib.kernels.tiles.momentum_tile_step` does. They must match :func:`ex3lib.reference.sgd`,
-:func:`~ex3lib.reference.adagrad`, :func:`~ex3lib.reference.rmsprop` and
-:func:`~ex3lib.reference.adam` step by step (to 1e-12, tested). The kernels
+operation is then lane by lane, the same bits), and the loops below apply
+them to ranges of the flat parameters eight at a time (:func:`load` widens a
+float32 array's vector, so every rule computes in float64), as the momentum
+tile :func:`~ex3lib.kernels.tiles.momentum_tile_step` does. AdaGrad and
+RMSProp divide by :math:`\sqrt{G + \epsilon}` through :func:`inv_sqrt`. They
+must match :func:`ex3lib.reference.sgd`, :func:`~ex3lib.reference.adagrad`,
+:func:`~ex3lib.reference.rmsprop` and :func:`~ex3lib.reference.adam` step by
+step (to 1e-12, tested). The kernels
 receive the optimiser as an ``OptArrays`` named tuple
 (:meth:`ex3lib.optimisers.Optimiser.arrays`).
 
@@ -34,8 +37,7 @@ Where a rule rounds a product and a sum once, it says so with an explicit
 operations on its own (no ``fastmath``): the bits of a step do not depend on
 how the loops around a rule are written. The update loops use
 ``error_model="numpy"``: a division by zero gives inf/nan (which the training
-loop reports as divergence) instead of a Python exception, and without that
-check LLVM vectorises the loops that divide.
+loop reports as divergence) instead of a Python exception.
 """
 
 from collections import namedtuple
@@ -188,7 +190,7 @@ update count after this step.
 
 @njit(cache=True, inline="always")
 def load(arr, i, n):
-    """Elements ``i .. i + n - 1`` (at most ``LANES``) of ``arr`` as a float64 ``Vec``: every rule computes in float64."""
+    """Elements ``i .. i + n - 1`` (at most ``LANES``) of ``arr`` as a float64 ``Vec``: the rules compute in float64."""
     return widen(vload(arr, i, n))
 
 
