@@ -240,7 +240,8 @@ def test_every_rule_gives_the_same_bits_on_a_vector_as_on_each_weight(dtype):
     s2 = np.abs(rng.normal(size=n + 3)) * 10.0 ** rng.integers(-320, 1, n + 3)
     s1[special.size:2 * special.size] = np.abs(special)
     w[2 * special.size:3 * special.size] = special
-    w, g, s1, s2 = (a.astype(dtype) for a in (w, g, s1, s2))
+    with np.errstate(over="ignore"):  # float32: the largest specials become inf, which is one more case
+        w, g, s1, s2 = (a.astype(dtype) for a in (w, g, s1, s2))
     flushed = 0
     for k in range(6):
         for state in (s1, -s1) if k in (1, 2) else (s1,):  # a velocity has either sign
