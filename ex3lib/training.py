@@ -15,7 +15,7 @@ from . import kernels
 from ._validate import (check_bool, check_choice, check_int, check_inputs, check_labels, check_widths,
                         did_you_mean)
 from .data import N_TRAIN, is_immutable
-from .network import MLP, REPORT_LAYERS, SparseData, check_pixels, to_sparse
+from .network import MLP, REPORT_LAYERS, SparseData, block_order, check_pixels, to_sparse
 from .optimisers import make_optimiser
 from .schedules import make_batch_schedule, make_schedule
 
@@ -480,17 +480,34 @@ def _sparse_memo(x, y, dtype):
     Other arrays are converted on every call: proving that their content is
     unchanged (hashing them) costs about 60 % of converting them.
     """
+    entry = _memo_entry(x, y, dtype)
+    return to_sparse(x, y, dtype) if entry is None else entry[3]
+
+
+def _memo_entry(x, y, dtype):
+    """``(ref x, ref y, layouts, CSR data, evaluation orders)`` of an immutable pair, made once; else None."""
     if not (is_immutable(x) and is_immutable(y)):
-        return to_sparse(x, y, dtype)
+        return None
     key = (id(x), id(y), np.dtype(dtype).str)
     hit = _SPARSE_MEMO.get(key)
     if (hit is not None and hit[0]() is x and hit[1]() is y
             and hit[2] == (_layout(x), _layout(y))):
-        return hit[3]
-    data = to_sparse(x, y, dtype)
-    _SPARSE_MEMO[key] = (weakref.ref(x), weakref.ref(y), (_layout(x), _layout(y)), data)
+        return hit
+    entry = (weakref.ref(x), weakref.ref(y), (_layout(x), _layout(y)), to_sparse(x, y, dtype), {})
+    _SPARSE_MEMO[key] = entry
     weakref.finalize(x, _SPARSE_MEMO.pop, key, None)
-    return data
+    return entry
+
+
+def _evaluation_order(x, y, dtype, part, first):
+    """:func:`ex3lib.network.block_order` of ``part``, the rows of ``(x, y)`` from ``first`` on; memoised like the CSR form."""
+    entry = _memo_entry(x, y, dtype)
+    if entry is None:
+        return block_order(part)
+    key = (first, part.y.shape[0])
+    if key not in entry[4]:
+        entry[4][key] = block_order(part)
+    return entry[4][key]
 
 
 def _subset(a, n):
@@ -603,6 +620,7 @@ def train(net: MLP, data, config: RunConfig | None = None, *, progress=True, **h
             raise ValueError(f"validation_size must be from 0 to {x_train.shape[0] - 1} (the training "
                              f"images less one), got {config.validation_size}")
         train_data, validation_data = _split(train_data, n_fit)
+        validation_data = (validation_data, _evaluation_order(x_train, y_train, net.dtype, validation_data, n_fit))
     if config.train_size is not None and config.train_size >= train_data.y.shape[0]:
         config = config.replace(train_size=None)  # what was used: all of it
     if config.train_size is not None:
@@ -614,6 +632,7 @@ def train(net: MLP, data, config: RunConfig | None = None, *, progress=True, **h
                          f"got {config.batch_size}")
     test_data = _sparse_memo(x_test, y_test, net.dtype)
     check_pixels("data.x_test", x_test, test_data.values)
+    test_data = (test_data, _evaluation_order(x_test, y_test, net.dtype, test_data, 0))
     return _train(net, config, train_data, test_data, validation_data, progress)
 
 
@@ -625,8 +644,14 @@ def _split(data: SparseData, n: int) -> tuple[SparseData, SparseData]:
     return head, tail
 
 
-def _train(net, cfg: RunConfig, train_data, test_data, validation_data, progress) -> History:
+def _train(net, cfg: RunConfig, train_data, test, validation, progress) -> History:
+    """Train ``net`` on ``train_data``; ``test`` and ``validation`` (or None) are ``(SparseData, order)`` pairs.
+
+    ``order`` is the order the set is evaluated in (:func:`ex3lib.network.block_order`).
+    """
     t0 = time.perf_counter()
+    test_data, test_order = test
+    validation_data, validation_order = validation if validation is not None else (None, None)
     opt = cfg.optimiser_spec
     sched = cfg.schedule_spec
     n = train_data.y.shape[0]
@@ -673,11 +698,11 @@ def _train(net, cfg: RunConfig, train_data, test_data, validation_data, progress
             extra["effective_step"].append(
                 [np.percentile(knet.layer_block(eff, l, shape), STEP_PERCENTILES).tolist()
                  for l, shape in enumerate(real_shapes)])
-        t_loss, t_correct = kernels.evaluate(netarr, eval_work, test_data, test_rows, test_pred)
+        t_loss, t_correct = kernels.evaluate(netarr, eval_work, test_data, test_rows, test_order, test_pred)
         extra["updates_at"].append(int(step))
         if validation_data is not None:
             v_loss, v_correct = kernels.evaluate(netarr, eval_work, validation_data, validation_rows,
-                                                 validation_pred)
+                                                 validation_order, validation_pred)
             extra["validation_loss"].append(float(v_loss / validation_rows.shape[0]))
             extra["validation_accuracy"].append(float(v_correct / validation_rows.shape[0]))
         for key, value in (("epoch", epoch), ("loss", loss), ("test_loss", t_loss / test_rows.shape[0]),
@@ -687,7 +712,8 @@ def _train(net, cfg: RunConfig, train_data, test_data, validation_data, progress
 
     step = 0
     first = order[:stops[0]]
-    loss0, _ = kernels.evaluate(netarr, eval_work, train_data, first, np.empty(first.shape[0], np.int64))
+    loss0, _ = kernels.evaluate(netarr, eval_work, train_data, first, np.argsort(train_data.y[first], kind="stable"),
+                                np.empty(first.shape[0], np.int64))
     log(0.0, loss0 / first.shape[0], np.nan)
 
     diverged, reason = False, ""

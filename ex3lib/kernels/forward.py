@@ -156,31 +156,39 @@ def forward_layer(net, data, rows, work, l):
         work.layer_alive[l] = 1
 
 
+@njit(cache=True, inline="always")
+def xent_one(z, label, d):
+    """One sample's cross-entropy of the logits ``z``; writes softmax - onehot into ``d``.
+
+    Uses the log-sum-exp shift, so large logits never overflow.
+    """
+    K = z.shape[0]
+    zmax = z[0]
+    for k in range(1, K):
+        if z[k] > zmax:
+            zmax = z[k]
+    acc = 0.0
+    for k in range(K):
+        e = math.exp(z[k] - zmax)
+        d[k] = e
+        acc += e
+    loss = zmax + math.log(acc) - z[label]
+    for k in range(K):
+        d[k] /= acc
+    d[label] -= 1.0
+    return loss
+
+
 @njit(cache=True, fastmath={"contract"})
 def softmax_xent(logits, labels, deltas):
     """Per-sample cross-entropy of ``logits`` (B x K) and its gradient ``deltas`` = softmax - onehot.
 
-    Uses the log-sum-exp shift, so large logits never overflow. Returns the
-    sum of the per-sample losses.
+    Returns the sum of the per-sample losses (:func:`xent_one`), added in
+    sample order.
     """
-    B, K = logits.shape
     total = 0.0
-    for s in range(B):
-        z = logits[s]
-        zmax = z[0]
-        for k in range(1, K):
-            if z[k] > zmax:
-                zmax = z[k]
-        d = deltas[s]
-        acc = 0.0
-        for k in range(K):
-            e = math.exp(z[k] - zmax)
-            d[k] = e
-            acc += e
-        total += zmax + math.log(acc) - z[labels[s]]
-        for k in range(K):
-            d[k] /= acc
-        d[labels[s]] -= 1.0
+    for s in range(logits.shape[0]):
+        total += xent_one(logits[s], labels[s], deltas[s])
     return total
 
 
