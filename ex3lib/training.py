@@ -686,18 +686,21 @@ def _train(net, cfg: RunConfig, train_data, test, validation, progress) -> Histo
         validation_rows = np.arange(validation_data.y.shape[0], dtype=np.int64)
         validation_pred = np.empty(validation_rows.shape[0], np.int64)
         extra.update(n_validation=int(validation_rows.shape[0]), validation_loss=[], validation_accuracy=[])
-    adaptive = opt.effective_step(state, 1.0) is not None
+    with np.errstate(over="ignore", invalid="ignore"):
+        adaptive = opt.effective_step(state, 1.0) is not None
     if adaptive:
         extra["effective_step_percentiles"] = list(STEP_PERCENTILES)
         extra["effective_step"] = []
 
     def log(epoch, loss, lr):
         if adaptive:
-            # Per layer: percentiles of the step each weight takes per unit gradient.
-            eff = opt.effective_step(state._replace(step=step), sched.learning_rate_at(0) if np.isnan(lr) else lr)
-            extra["effective_step"].append(
-                [np.percentile(knet.layer_block(eff, l, shape), STEP_PERCENTILES).tolist()
-                 for l, shape in enumerate(real_shapes)])
+            # Per layer: percentiles of the step each weight takes per unit gradient
+            # (inf or nan once a run blows up, which the divergence check reports).
+            with np.errstate(over="ignore", invalid="ignore"):
+                eff = opt.effective_step(state._replace(step=step), sched.learning_rate_at(0) if np.isnan(lr) else lr)
+                extra["effective_step"].append(
+                    [np.percentile(knet.layer_block(eff, l, shape), STEP_PERCENTILES).tolist()
+                     for l, shape in enumerate(real_shapes)])
         t_loss, t_correct = kernels.evaluate(netarr, eval_work, test_data, test_rows, test_order, test_pred)
         extra["updates_at"].append(int(step))
         if validation_data is not None:
@@ -757,9 +760,10 @@ def _train(net, cfg: RunConfig, train_data, test, validation, progress) -> Histo
     extra["updates"] = step
     if adaptive:
         # Mean step of each input unit's weight row: which pixels the method favours.
-        eff = opt.effective_step(state._replace(step=step), lr)
-        w0 = knet.layer_block(eff, 0, real_shapes[0])
-        extra["first_layer_step_by_input"] = w0.mean(axis=1).tolist()
+        with np.errstate(over="ignore", invalid="ignore"):
+            eff = opt.effective_step(state._replace(step=step), lr)
+            w0 = knet.layer_block(eff, 0, real_shapes[0])
+            extra["first_layer_step_by_input"] = w0.mean(axis=1).tolist()
     return History(config=config, seconds=seconds, diverged=diverged, reason=reason, extra=extra,
                    params=net.params.copy() if cfg.keep_params else None,
                    **{key: np.array(v) for key, v in points.items()})

@@ -151,6 +151,7 @@ def test_a_run_that_raises_in_storing(store, small_mnist, engine, monkeypatch):
     assert isinstance(info.value.__cause__, TypeError)
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # an overflow is the run's to record, not a warning
 def test_a_run_with_non_finite_numbers(store, small_mnist, engine):
     # An eps that validation accepts, but η/ε overflows: Adam's effective step of
     # the weights of never-lit pixels is infinite, and its percentiles NaN.
