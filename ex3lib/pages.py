@@ -327,7 +327,9 @@ def _runs_figure(g: Grid, acc, bad):
         name="selected cell", hoverinfo="skip", showlegend=False), row=2, col=1)
     fig.update_xaxes(title_text="epoch", row=1, col=1)
     fig.update_xaxes(title_text="epoch", row=1, col=2)
-    fig.update_yaxes(type="log", row=1, col=1)
+    # Full labels at every tick (0.5, 0.2, 0.1, ...): Plotly's default labels the
+    # ticks between powers of ten with their first digit alone ("5", "2").
+    fig.update_yaxes(type="log", tickformat="~g", row=1, col=1)
     fig.update_xaxes(title_text=g.columns.label, type="category", row=2, col=1)
     fig.update_yaxes(title_text=g.rows.label, type="category", row=2, col=1)
     fig.update_layout(height=760, margin=dict(l=60, r=20, t=40, b=50), template="plotly_white",

@@ -93,6 +93,8 @@ def test_payload_maps_each_cell_to_its_run_and_baseline():
     assert (rows["choices"][rows["value"]], cols["choices"][cols["value"]]) == ("0.1", "10"), "starts at the reference"
     heatmap = payload["figure"]["data"][4]
     assert heatmap["type"] == "heatmap" and heatmap["y"] == rows["choices"] and heatmap["x"] == cols["choices"]
+    loss_axis = payload["figure"]["layout"]["yaxis"]
+    assert loss_axis["type"] == "log" and loss_axis["tickformat"] == "~g", "0.5 and 0.2, not a bare 5 and 2"
 
 
 def test_payload_marks_failed_runs_and_keeps_json_finite():
