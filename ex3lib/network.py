@@ -404,7 +404,6 @@ def block_order(data: SparseData) -> np.ndarray:
         A permutation of ``range(n)``.
     """
     y = np.asarray(data.y)
-    n = y.shape[0]
     n_inputs = int(data.indices.max()) + 1 if data.indices.size else 1
     out = []
     for label in np.unique(y):

@@ -613,14 +613,14 @@ def train(net: MLP, data, config: RunConfig | None = None, *, progress=True, **h
     y_test = check_labels("data.y_test", data.y_test, x_test.shape[0], net.layers[-1])
     train_data = _sparse_memo(x_train, y_train, net.dtype)
     check_pixels("data.x_train", x_train, train_data.values)
-    validation_data = None
+    validation = None
     if config.validation_size:
         n_fit = x_train.shape[0] - config.validation_size
         if n_fit < 1:
             raise ValueError(f"validation_size must be from 0 to {x_train.shape[0] - 1} (the training "
                              f"images less one), got {config.validation_size}")
         train_data, validation_data = _split(train_data, n_fit)
-        validation_data = (validation_data, _evaluation_order(x_train, y_train, net.dtype, validation_data, n_fit))
+        validation = (validation_data, _evaluation_order(x_train, y_train, net.dtype, validation_data, n_fit))
     if config.train_size is not None and config.train_size >= train_data.y.shape[0]:
         config = config.replace(train_size=None)  # what was used: all of it
     if config.train_size is not None:
@@ -632,8 +632,8 @@ def train(net: MLP, data, config: RunConfig | None = None, *, progress=True, **h
                          f"got {config.batch_size}")
     test_data = _sparse_memo(x_test, y_test, net.dtype)
     check_pixels("data.x_test", x_test, test_data.values)
-    test_data = (test_data, _evaluation_order(x_test, y_test, net.dtype, test_data, 0))
-    return _train(net, config, train_data, test_data, validation_data, progress)
+    test = (test_data, _evaluation_order(x_test, y_test, net.dtype, test_data, 0))
+    return _train(net, config, train_data, test, validation, progress)
 
 
 def _split(data: SparseData, n: int) -> tuple[SparseData, SparseData]:
