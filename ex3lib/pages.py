@@ -282,6 +282,12 @@ def _accuracy_ticks(nines):
     return [-math.log10(1 - a) for a in accs], [f"{a:g}" for a in accs]
 
 
+def _count_range(counts) -> str:
+    """``"15,762 to 16,741"`` (or one number when every count is the same)."""
+    lo, hi = int(np.min(counts)), int(np.max(counts))
+    return f"{lo:,}" if lo == hi else f"{lo:,} to {hi:,}"
+
+
 def _runs_figure(g: Grid, acc, bad):
     """The explorer's figure before a cell is selected: empty curves, the map of final test accuracy.
 
@@ -378,7 +384,8 @@ def gradients_payload(sweep, h=None) -> dict:
     fig.update_layout(height=430, margin=dict(l=60, r=20, t=40, b=60), template="plotly_white",
                       legend=dict(orientation="h", x=0, y=1.12, xanchor="left", yanchor="bottom"))
     caption = (f"The three finite differences at {hs.size} steps h from {hs.max():.0e} to {hs.min():.0e}, "
-               f"on one network and sample ({int(np.max(sweep.informative)):,} informative weights).")
+               f"on one network and sample; the informative weights (a non-zero analytical or numerical "
+               f"gradient) number {_count_range(sweep.informative)}, as the step h changes.")
     return {"kind": "gradients", "name": "gradients", "title": "Finite differences: the step h", "caption": caption,
             "axes": [{"label": "h", "choices": [f"{v:.1e}" for v in hs], "control": "slider", "value": start}],
             "hs": hs.tolist(), "methods": list(METHODS),

@@ -176,6 +176,9 @@ def test_h_sweep_histograms_count_every_informative_weight():
     assert payload["counts"]["central"] == sweep.counts["central"].tolist()
     assert payload["median"]["forward"] == sweep.median["forward"].tolist()
     assert "$" not in pages.element(payload)
+    lo, hi = sweep.informative.min(), sweep.informative.max()
+    said = f"{lo:,} to {hi:,}" if lo != hi else f"{lo:,}"
+    assert f"informative weights (a non-zero analytical or numerical gradient) number {said}," in payload["caption"]
     with pytest.raises(ValueError, match="no histograms"):
         pages.gradients_payload(gradcheck.HSweep(sweep.hs, sweep.mean, sweep.median))
 
