@@ -423,31 +423,6 @@ def adagrad_monotone_decay(adagrad_runs) -> Claim:
                  f"{h.config['epochs']}", s)
 
 
-def adagrad_premature(adagrad_runs, rmsprop_runs, adam_runs) -> Claim:
-    """§4: AdaGrad's decay may stop learning prematurely, and RMSProp and Adam address this.
-
-    Premature if AdaGrad's test accuracy does not rise over the second half
-    (:func:`ex3lib.analysis.mean_second_half_gain`); a method addresses it if
-    its mean accuracy beats AdaGrad's by more than a seed std of either.
-    Holds if both parts do, partly if either does.
-    """
-    claim = "AdaGrad's decay may stop learning prematurely; RMSProp and Adam address this"
-    if not (adagrad_runs and rmsprop_runs and adam_runs):
-        return _untested(claim, "§4", "AdaGrad, RMSProp and Adam")
-    others = {"RMSProp": rmsprop_runs, "Adam": adam_runs}
-    better = [n for n, hs in others.items() if analysis.compare_seeds(hs, adagrad_runs)]
-    gain = analysis.mean_second_half_gain(adagrad_runs)
-    premature = gain <= 0
-    cfg = rmsprop_runs[0].config
-    return Claim(claim, "§4", "holds" if premature and len(better) == 2 else
-                 "partly" if premature or better else "does not hold",
-                 f"AdaGrad's accuracy {'still rises' if gain > 0 else 'no longer rises'} in the second half "
-                 f"({gain:+.4f}); final accuracy AdaGrad {seeds_text(finals(adagrad_runs), 4)}, "
-                 f"RMSProp {seeds_text(finals(rmsprop_runs), 4)}, Adam {seeds_text(finals(adam_runs), 4)} "
-                 f"(RMSProp and Adam at their usual η={cfg['learning_rate']:g}, m={cfg['batch_size']}, not tuned)",
-                 {"late_gain": gain, "better": better})
-
-
 # --- Under the fair protocol (book/protocol.ipynb): settings selected on the validation set, ten
 # seeds, and one decision rule (ex3lib.protocol.decide) on the confidence interval of each difference.
 

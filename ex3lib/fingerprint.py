@@ -2,11 +2,15 @@
 
 A stored result is only as good as the code that computed it. The results
 store (:mod:`ex3lib.store`) keys every run by its config and
-:func:`source_fingerprint`, the sha256 of the modules a run imports and of the
-numpy, Numba and Python versions, so an edit to that code changes every key
-and an edit to any other module (a chapter's analysis, a figure, the sweep
-command) keeps them. The sweep command records :func:`chapter_fingerprint`,
-which covers every module a chapter can import.
+:func:`source_fingerprint`, the sha256 of the code of the modules a run
+imports and of the numpy, Numba and Python versions, so an edit to that code
+changes every key and an edit to any other module (a chapter's analysis, a
+figure, the sweep command) keeps them. The code of a module is its syntax
+tree without docstrings (:func:`code_of`): an edit to a docstring, a comment
+or the layout of a line computes nothing differently, so it keeps the stored
+runs too. The sweep command records :func:`chapter_fingerprint`, which covers
+the text of every module a chapter can import (a chapter may print a
+function's source, docstring and comments included).
 
 >>> from ex3lib.fingerprint import run_sources, source_fingerprint
 >>> "training.py" in run_sources(), len(source_fingerprint())
@@ -24,7 +28,8 @@ from pathlib import Path
 import numba
 import numpy as np
 
-__all__ = ["RUN_ROOTS", "chapter_fingerprint", "module_fingerprint", "run_sources", "source_fingerprint"]
+__all__ = ["RUN_ROOTS", "chapter_fingerprint", "code_of", "module_fingerprint", "run_sources",
+           "source_fingerprint"]
 
 #: The modules that turn a RunConfig into a History: ``run`` (training) and
 #: ``load_mnist`` (data). The fingerprint covers them and every ex3lib module
@@ -47,19 +52,21 @@ def module_fingerprint(*roots: str) -> str:
     >>> module_fingerprint("hessian.py") != source_fingerprint()
     True
     """
-    return _fingerprint(run_sources(roots))
+    return _fingerprint(run_sources(roots), code_of)
 
 
 @functools.cache
 def source_fingerprint() -> str:
-    """The sha256 of the source a training run depends on and of the numpy, Numba and Python versions.
+    """The sha256 of the code a training run depends on and of the numpy, Numba and Python versions.
 
-    The files are those of :func:`run_sources`, each hashed with its path
-    relative to the package, in sorted order, so renaming, adding or editing a
-    module that training imports changes the fingerprint, and editing one it
-    does not import (the results store itself, the chapters' analysis, plots,
-    sliders, sweeps) does not. It is computed once per process: an edit made
-    while a process runs is only seen by processes started afterwards.
+    The files are those of :func:`run_sources`, each hashed as its code
+    (:func:`code_of`) with its path relative to the package, in sorted order,
+    so renaming, adding or changing the code of a module that training
+    imports changes the fingerprint, and editing one it does not import (the
+    results store itself, the chapters' analysis, plots, sliders, sweeps), or
+    only the docstrings, comments and layout of one it does, does not. It is
+    computed once per process: an edit made while a process runs is only seen
+    by processes started afterwards.
 
     Returns
     -------
@@ -71,7 +78,7 @@ def source_fingerprint() -> str:
     >>> len(source_fingerprint())
     64
     """
-    return _fingerprint(run_sources())
+    return _fingerprint(run_sources(), code_of)
 
 
 @functools.cache
@@ -88,7 +95,7 @@ def chapter_fingerprint() -> str:
     str
         64 hexadecimal digits.
     """
-    return _fingerprint(rel for rel, _ in _package_files() if not _is_sweep(rel))
+    return _fingerprint((rel for rel, _ in _package_files() if not _is_sweep(rel)), _text)
 
 
 def _is_sweep(rel: str) -> bool:
@@ -185,12 +192,43 @@ def _module_files(package: Path, base: Path, module: str | None, names) -> list[
     return [f.removeprefix("./") for f in found]
 
 
-def _fingerprint(files) -> str:
-    """The sha256 of the package files ``files`` (each with its path) and of the library versions."""
+def code_of(source: bytes, filename: str = "<source>") -> bytes:
+    r"""What Python computes from ``source``: its syntax tree without docstrings, comments or layout, as bytes.
+
+    Every statement that is only a string constant goes (a docstring, or a
+    string standing alone as a note), and ``ast.dump`` leaves out comments,
+    line numbers and formatting, so two sources with the same code give the
+    same bytes and any change to a name, a number or a statement gives other
+    bytes. Objects' ``__doc__`` differ, but no computation reads them.
+
+    Examples
+    --------
+    >>> code_of(b'def f(x):\n    "Twice x."\n    return 2 * x  # doubled\n') == code_of(b"def f(x): return 2*x")
+    True
+    >>> code_of(b"def f(x): return 2 * x") == code_of(b"def f(x): return 3 * x")
+    False
+    """
+    tree = ast.parse(source, filename=filename)
+    for node in ast.walk(tree):
+        for field in ("body", "orelse", "finalbody"):
+            block = getattr(node, field, None)
+            if isinstance(block, list):
+                block[:] = [s for s in block if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant)
+                                                     and isinstance(s.value.value, str))]
+    return ast.dump(tree, include_attributes=False).encode()
+
+
+def _text(source: bytes, filename: str) -> bytes:
+    """``source`` as it is (for :func:`chapter_fingerprint`: a chapter may show a docstring)."""
+    return source
+
+
+def _fingerprint(files, content_of) -> str:
+    """The sha256 of ``content_of(text, path)`` of each package file in ``files`` (with its path) and of the library versions."""
     package = Path(__file__).resolve().parent
     h = hashlib.sha256()
     for rel in sorted(files):
-        content = (package / rel).read_bytes()
+        content = content_of((package / rel).read_bytes(), rel)
         # Lengths delimit the fields, so no two different sets of files hash alike.
         for field in (rel.encode(), content):
             h.update(len(field).to_bytes(8, "little"))

@@ -236,20 +236,6 @@ def methods(runs):
     return _frame(rows).style.hide(axis="index").format({"η": "{:g}"})
 
 
-def best_settings(best):
-    """Every method at its best setting (``best[name]``: its runs): setting, final loss and accuracy (mean ± std),
-    the report's accuracy, diverged seeds and seconds per run beside the report's."""
-    rows = []
-    for name, hs in best.items():
-        rows.append({"method": name, "best setting": setting_label(hs[0].config),
-                     "final loss": seeds_text(finals(hs, "loss")), "test accuracy": seeds_text(finals(hs), 4),
-                     "report's accuracy": report_accuracy(hs[0].config),
-                     "diverged seeds": f"{sum(h.diverged for h in hs)}/{len(hs)}",
-                     "s per run": f"{np.mean([h.seconds for h in hs]):.0f}",
-                     "report's s per run": f"{SECONDS_PER_RUN[0]:,}–{SECONDS_PER_RUN[1]:,}"})
-    return _frame(rows).style.hide(axis="index")
-
-
 def verdicts(claims):
     """The verdict table of :func:`ex3lib.claims.table`, left-aligned."""
     from .claims import table

@@ -510,10 +510,6 @@ def _evaluation_order(x, y, dtype, part, first):
     return entry[4][key]
 
 
-def _subset(a, n):
-    return a if n is None or n >= a.shape[0] else a[:n]
-
-
 def _window_stops(n, batch_size, log_every):
     """Ends of the logging windows of one epoch, moved to the next batch boundary."""
     marks = np.arange(log_every, n, log_every)

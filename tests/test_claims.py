@@ -210,18 +210,6 @@ def test_adagrad_monotone_decay(rising, verdict):
     assert c.numbers["shrink_min"] == pytest.approx(2.5) or rising
 
 
-@pytest.mark.parametrize("ada_gain, others, verdict", [(-0.001, 0.99, "holds"), (-0.001, 0.97, "partly"),
-                                                       (0.002, 0.97, "does not hold")])
-def test_adagrad_premature(ada_gain, others, verdict):
-    flat = np.concatenate([[0.1], np.full(10, 0.978), np.linspace(0.978, 0.978 + ada_gain, 10)])
-    ada = [hist(flat + 0.0002 * s, optimiser="adagrad", learning_rate=0.01, seed=s) for s in range(3)]
-    rms = seeds(others, optimiser="rmsprop", learning_rate=0.001)
-    adam = seeds(others, optimiser="adam", learning_rate=0.001)
-    c = claims.adagrad_premature(ada, rms, adam)
-    assert c.verdict == verdict
-    assert "η=0.001, m=10" in c.evidence
-
-
 # Under the fair protocol: ten seeds, the decision rule of ex3lib.protocol.decide.
 
 def ten(acc, shift=0.0, **config):

@@ -5,7 +5,7 @@ import pytest
 from scipy import stats
 
 import ex3lib
-from ex3lib import History, protocol
+from ex3lib import protocol
 from ex3lib.experiments import failed
 from synthetic import dead, hist, overflow, seeds
 
@@ -509,7 +509,6 @@ def test_sharpness_measurements_leave_out_failed_runs_and_are_kept_in_the_store(
 
 
 def test_interpolations_start_and_end_at_the_two_solutions(kept, mnist):
-    from ex3lib import hessian
 
     _, runs = kept
     x, y = mnist.x_train[:300], mnist.y_train[:300]

@@ -1,6 +1,7 @@
 """Tests for the source fingerprint (ex3lib.fingerprint), the on-disk results store (ex3lib.store) and
 run_many (ex3lib.runner)."""
 
+import ast
 import hashlib
 import json
 import multiprocessing
@@ -90,11 +91,43 @@ def test_source_fingerprint_covers_source_and_versions(monkeypatch):
     fp = source_fingerprint()
     read_bytes = pathlib.Path.read_bytes
     monkeypatch.setattr(pathlib.Path, "read_bytes",
-                        lambda p: read_bytes(p) + (b"#" if p.name == "training.py" else b""))
+                        lambda p: read_bytes(p) + (b"\n_edited = 1\n" if p.name == "training.py" else b""))
     assert source_fingerprint.__wrapped__() != fp
     monkeypatch.undo()
     monkeypatch.setattr(fingerprint_mod.numba, "__version__", "0.0.0")
     assert source_fingerprint.__wrapped__() != fp
+
+
+def test_docstrings_comments_and_layout_are_outside_the_run_fingerprint(monkeypatch):
+    # Editing only the prose of a module training imports keeps the stored runs
+    # (and every docstring of optimisers.py is rewritten here); a chapter may
+    # print that prose, so the chapters' fingerprint changes.
+    fp, whole = source_fingerprint(), fingerprint_mod.chapter_fingerprint()
+    read_bytes = pathlib.Path.read_bytes
+    original = (pathlib.Path(fingerprint_mod.__file__).parent / "optimisers.py").read_bytes()
+
+    def prose_edited(text):
+        tree = ast.parse(text)
+        docstrings = [node.body[0].value for node in ast.walk(tree)
+                      if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and node.body
+                      and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)
+                      and isinstance(node.body[0].value.value, str)]
+        assert len(docstrings) > 5
+        lines = text.decode().splitlines()
+        for doc in sorted(docstrings, key=lambda d: -d.lineno):  # from the end: line numbers stay valid
+            first = lines[doc.lineno - 1]
+            indent = first[:len(first) - len(first.lstrip())]
+            lines[doc.lineno - 1:doc.end_lineno] = [f'{indent}"""Rewritten."""', f"{indent}# a comment", ""]
+        return ("# edited\n\n" + "\n".join(lines) + "\n\n\n").encode()
+
+    for edit, same in ((prose_edited, True), (lambda t: t.replace(b'{"rmsprop": 0.9,', b'{"rmsprop": 0.8,'), False),
+                       (lambda t: t + b"\n_note = 'a string assigned is code'\n", False)):
+        monkeypatch.setattr(pathlib.Path, "read_bytes",
+                            lambda p, edit=edit: edit(read_bytes(p)) if p.name == "optimisers.py" else read_bytes(p))
+        assert edit(original) != original
+        assert (source_fingerprint.__wrapped__() == fp) is same
+        assert fingerprint_mod.chapter_fingerprint.__wrapped__() != whole
+        monkeypatch.undo()
 
 
 def test_modules_training_does_not_import_are_outside_the_fingerprint(monkeypatch):
@@ -103,7 +136,7 @@ def test_modules_training_does_not_import_are_outside_the_fingerprint(monkeypatc
     for name in ("plots.py", "store.py", "experiments.py", "explore.py", "report.py", "gradcheck.py",
                  "fingerprint.py", "runner.py"):
         monkeypatch.setattr(pathlib.Path, "read_bytes",
-                            lambda p, name=name: read_bytes(p) + (b"#" if p.name == name else b""))
+                            lambda p, name=name: read_bytes(p) + (b"\n_edited = 1\n" if p.name == name else b""))
         assert source_fingerprint.__wrapped__() == fp, name
         assert fingerprint_mod.chapter_fingerprint.__wrapped__() != whole, name
         monkeypatch.undo()

@@ -27,7 +27,7 @@ and :func:`where_between` serve :func:`ex3lib.kernels.updates.inv_sqrt`.
 import operator
 
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.core import cgutils
 from numba.core.extending import intrinsic, models, overload, register_model
 
