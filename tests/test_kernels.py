@@ -116,43 +116,52 @@ TILE_RUNS = [dict(optimiser="sgd", batch_size=m) for m in (1, 7, 10, 100)] + [
     dict(optimiser="sgd", momentum=0.9, batch_size=10), dict(optimiser="sgd", momentum=0.9, batch_size=1),
     dict(optimiser="adam", batch_size=3, bias=True), dict(optimiser="rmsprop", batch_size=10, dtype="float32")]
 
+def tile_arrays(runs):
+    """Histories and parameters of short runs through every tile, with the tiles this process compiled."""
+    data = ex3lib.load_mnist()
+    arrays = {}
+    for i, hyper in enumerate(runs):
+        config = ex3lib.RunConfig(layers=(784, 72, 40, 10), train_size=600, epochs=1, log_every=300,
+                                  learning_rate=0.01, **hyper)
+        net = ex3lib.MLP(config.layers, bias=config.bias, dtype=np.dtype(config.dtype), seed=0)
+        hist = ex3lib.train(net, data, config, progress=False)
+        arrays.update({f"{i} {key}": getattr(hist, key) for key in ("loss", "test_loss", "test_accuracy")})
+        arrays[f"{i} params"] = net.params
+    return arrays
+
+
+# The other tile width needs another process: the width is fixed when the kernels are imported.
 TILE_PROBE = """
 import json, sys, numpy as np, ex3lib
+sys.path.insert(0, sys.argv[3])
+from test_kernels import tile_arrays
 from ex3lib.kernels.target import WIDE_TILES
-data = ex3lib.load_mnist()
-arrays = {}
-for i, hyper in enumerate(json.loads(sys.argv[2])):
-    config = ex3lib.RunConfig(layers=(784, 72, 40, 10), train_size=600, epochs=1, log_every=300,
-                              learning_rate=0.01, **hyper)
-    net = ex3lib.MLP(config.layers, bias=config.bias, dtype=np.dtype(config.dtype), seed=0)
-    hist = ex3lib.train(net, data, config, progress=False)
-    arrays.update({f"{i} {key}": getattr(hist, key) for key in ("loss", "test_loss", "test_accuracy")})
-    arrays[f"{i} params"] = net.params
-np.savez(sys.argv[1], **arrays)
+np.savez(sys.argv[1], **tile_arrays(json.loads(sys.argv[2])))
 print(json.dumps({"wide": WIDE_TILES, "cache": str(ex3lib.kernels.cache_dir())}))
 """
-
-
-def _tile_probe(path, tiles):
-    env = {**os.environ, "EX3_TILES": tiles}
-    out = subprocess.run([sys.executable, "-c", TILE_PROBE, str(path), json.dumps(TILE_RUNS)], env=env,
-                         capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def test_wide_and_narrow_tiles_give_the_same_bits(tmp_path):
     # The tiles for 32 vector registers and for 16 sum the same terms in the
     # same order: every history and parameter is the same bits with either.
-    wide = _tile_probe(tmp_path / "wide.npz", "wide")
-    narrow = _tile_probe(tmp_path / "narrow.npz", "narrow")
+    # This process's width runs here (its kernels are compiled already, or
+    # cached), the other width in a process of its own.
+    from ex3lib.kernels.target import WIDE_TILES
+
+    here = {"wide": WIDE_TILES, "cache": str(kernels.cache_dir())}, tile_arrays(TILE_RUNS)
+    other = "narrow" if WIDE_TILES else "wide"
+    out = subprocess.run([sys.executable, "-c", TILE_PROBE, str(tmp_path / "other.npz"), json.dumps(TILE_RUNS),
+                          str(Path(__file__).resolve().parent)], env={**os.environ, "EX3_TILES": other},
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    there = json.loads(out.stdout.strip().splitlines()[-1]), dict(np.load(tmp_path / "other.npz"))
+    (wide, a), (narrow, b) = (here, there) if WIDE_TILES else (there, here)
     assert wide["wide"] and not narrow["wide"]
     assert wide["cache"] != narrow["cache"], "the two widths never share compiled code"
-    with np.load(tmp_path / "wide.npz") as a, np.load(tmp_path / "narrow.npz") as b:
-        assert sorted(a.files) == sorted(b.files) and len(a.files) == 4 * len(TILE_RUNS)
-        for key in a.files:
-            assert a[key].dtype == b[key].dtype
-            assert a[key].tobytes() == b[key].tobytes(), key
+    assert sorted(a) == sorted(b) and len(a) == 4 * len(TILE_RUNS)
+    for key in a:
+        assert a[key].dtype == b[key].dtype
+        assert a[key].tobytes() == b[key].tobytes(), key
 
 
 def test_the_tile_width_follows_the_cpu_unless_ex3_tiles_names_one(monkeypatch):
