@@ -378,9 +378,16 @@ def samples_summary(table) -> dict:
 
     ``samples_min_median``/``samples_max_median`` and ``samples_min_mean``/
     ``samples_max_mean``, and ``loss_rank_corr``, the rank correlation between
-    a sample's loss and its central median error.
+    a sample's loss and its central median error; ``central_best``, on how
+    many samples the central difference has a smaller mean and a smaller
+    median error than both one-sided ones, and ``central_best_text``, that
+    count in words ("every sample" or "3 of the 5 samples").
     """
     median, mean = table["central median"], table["central mean"]
+    best = np.logical_and.reduce([table[f"central {s}"] < table[f"{m} {s}"]
+                                  for m in ("forward", "backward") for s in ("mean", "median")])
+    n_best, n = int(best.sum()), len(table)
     return {"loss_rank_corr": float(table["loss"].rank().corr(median.rank())),
             "samples_min_median": float(median.min()), "samples_max_median": float(median.max()),
-            "samples_min_mean": float(mean.min()), "samples_max_mean": float(mean.max())}
+            "samples_min_mean": float(mean.min()), "samples_max_mean": float(mean.max()),
+            "central_best": n_best, "central_best_text": "every sample" if n_best == n else f"{n_best} of the {n} samples"}

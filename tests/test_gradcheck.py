@@ -133,6 +133,15 @@ def test_layer_summary_and_tables(small):
     assert per_sample.index.tolist() == [0, 1, 2] and per_sample["label"].tolist() == small.y_train[:3].tolist()
     spread = samples_summary(per_sample)
     assert spread["samples_min_median"] <= spread["samples_max_median"]
+    wins = [all(per_sample.loc[i, f"central {s}"] < per_sample.loc[i, f"{m} {s}"]
+                for m in ("forward", "backward") for s in ("mean", "median")) for i in per_sample.index]
+    assert spread["central_best"] == sum(wins)
+    assert spread["central_best_text"] == ("every sample" if all(wins) else f"{sum(wins)} of the 3 samples")
+    # One sample where the forward difference's median is the smallest: the count and the words follow.
+    edited = per_sample.copy()
+    edited.loc[1, "forward median"] = edited.loc[1, "central median"] / 2
+    assert samples_summary(edited)["central_best"] == sum(wins) - wins[1]
+    assert samples_summary(edited)["central_best_text"] == f"{sum(wins) - wins[1]} of the 3 samples"
 
 
 def test_slope_and_sweep_summary():
