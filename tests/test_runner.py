@@ -26,6 +26,7 @@ from ex3lib import runner as runner_mod
 from ex3lib.data import MNIST
 from ex3lib.runner import run_many
 from ex3lib.store import ResultsStore
+from localcluster import local_cluster, require_distributed
 
 TINY = dict(train_size=600, epochs=1, batch_size=10, log_every=300, layers=(784, 32, 10))
 #: The failing config of each test: configs[1] of four.
@@ -59,12 +60,6 @@ def small_mnist(mnist):
     return MNIST(mnist.x_train[:600], mnist.y_train[:600], mnist.x_test[:500], mnist.y_test[:500])
 
 
-def _distributed():
-    if os.environ.get("EX3_REQUIRE_DASK"):
-        import distributed  # .ci/run installs requirements-dask.txt: a missing Dask fails there
-        return distributed
-    return pytest.importorskip("distributed", reason="the Dask extra: pip install -r requirements-dask.txt")
-
 
 @pytest.fixture(scope="module")
 def dask_cluster():
@@ -74,13 +69,12 @@ def dask_cluster():
     worker is blamed only for the run it was training, and a run is given up
     after its second dead worker (allowed-failures 1) rather than the fourth.
     """
-    distributed = _distributed()
+    require_distributed()
     import dask
 
     with dask.config.set({"distributed.scheduler.allowed-failures": 1,
                           "distributed.scheduler.worker-saturation": 1.0}), \
-            distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                     dashboard_address=None) as cluster:
+            local_cluster() as cluster:
         yield cluster
 
 
@@ -310,7 +304,7 @@ def test_cluster_histories_are_those_of_local_runs(dask_cluster, tmp_path, mnist
 
 def test_cluster_workers_load_mnist_once_and_get_other_data_once(dask_cluster, tmp_path, small_mnist,
                                                                   monkeypatch):
-    distributed = _distributed()
+    distributed = require_distributed()
     with distributed.Client(dask_cluster.scheduler_address) as client:
         client.run(_count_pixel_conversions)
         configs = [tiny(seed=s) for s in range(6)]
@@ -433,7 +427,7 @@ def _unused_port():
 
 
 def test_unreachable_scheduler_is_a_clear_error(store, small_mnist, monkeypatch):
-    _distributed()
+    require_distributed()
     monkeypatch.setattr(cluster_mod, "CONNECT_TIMEOUT", 1.0)
     address = f"tcp://127.0.0.1:{_unused_port()}"
     with pytest.raises(ConnectionError, match=rf"cannot reach the Dask scheduler at '{address}' "

@@ -16,6 +16,7 @@ import pytest
 from ex3lib import sweep as sw
 from ex3lib.sweep import point as sweep_point
 from ex3lib.sweep import runner as sweep_runner
+from localcluster import local_cluster, require_distributed
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY_PARAMETERS = '''x: float = 1.0  # a number
@@ -291,12 +292,6 @@ def test_transient_kernel_errors_are_recognised():
 # ---------------------------------------------------------------------------- Dask and the real chapter
 
 
-def _distributed():
-    if os.environ.get("EX3_REQUIRE_DASK"):
-        import distributed  # .ci/run installs requirements-dask.txt: a missing Dask fails there
-        return distributed
-    return pytest.importorskip("distributed", reason="the Dask extra: pip install -r requirements-dask.txt")
-
 
 TIMING = re.compile(r"seconds|wall|speedup")
 
@@ -307,7 +302,7 @@ def chapter_sweeps(tmp_path_factory):
 
     Each sweep starts from its own empty results store, so both really train.
     """
-    distributed = _distributed()
+    require_distributed()
     base = tmp_path_factory.mktemp("chapter")
     args = ["-p", "learning_rate", "0.1,0.01", "-p", "batch_size", "10,100", "-p", "epochs", "1",
             "-p", "train_size", "2000", "-p", "n_seeds", "1", "-p", "long_epochs", "0",
@@ -322,8 +317,7 @@ def chapter_sweeps(tmp_path_factory):
             saved = dict(os.environ)
             os.environ.update(env)  # the cluster's workers inherit this environment
             try:
-                with distributed.LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1",
-                                              dashboard_address=None, processes=True) as cluster:
+                with local_cluster() as cluster:
                     proc = cli(ROOT / "book" / "sgd.ipynb", *args, "--out", runs, "--scheduler",
                                cluster.scheduler_address, cwd=base, env=env)
             finally:
