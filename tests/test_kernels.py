@@ -116,6 +116,7 @@ TILE_RUNS = [dict(optimiser="sgd", batch_size=m) for m in (1, 7, 10, 100)] + [
     dict(optimiser="sgd", momentum=0.9, batch_size=10), dict(optimiser="sgd", momentum=0.9, batch_size=1),
     dict(optimiser="adam", batch_size=3, bias=True), dict(optimiser="rmsprop", batch_size=10, dtype="float32")]
 
+
 def tile_arrays(runs):
     """Histories and parameters of short runs through every tile, with the tiles this process compiled."""
     data = ex3lib.load_mnist()
@@ -154,7 +155,8 @@ def test_wide_and_narrow_tiles_give_the_same_bits(tmp_path):
                           str(Path(__file__).resolve().parent)], env={**os.environ, "EX3_TILES": other},
                          capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
-    there = json.loads(out.stdout.strip().splitlines()[-1]), dict(np.load(tmp_path / "other.npz"))
+    with np.load(tmp_path / "other.npz") as saved:
+        there = json.loads(out.stdout.strip().splitlines()[-1]), dict(saved)
     (wide, a), (narrow, b) = (here, there) if WIDE_TILES else (there, here)
     assert wide["wide"] and not narrow["wide"]
     assert wide["cache"] != narrow["cache"], "the two widths never share compiled code"
