@@ -877,8 +877,8 @@ def sharpness_measurements(histories, x, y, *, epsilon=1e-3, iterations=200, tol
     (:func:`ex3lib.experiments.failed`) are left out, since they ended nowhere
     near a minimum. A run in both groups of :data:`SHARPNESS_SETTINGS` (e.g.
     η = 0.01, m = 10) appears in both, measured once. ``iterations`` caps
-    the Hessian-vector products of each λ_max; the Lanczos method needed 11
-    to 21 on the chapter's networks (power iteration, which this replaced,
+    the Hessian-vector products of each λ_max; the Lanczos method took 12
+    to 22 on the chapter's networks (power iteration, which this replaced,
     needed up to 171 where the two largest eigenvalues were close).
 
     Each run's measurement is kept in the results store (``store``: a
