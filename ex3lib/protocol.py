@@ -853,6 +853,35 @@ def sharpness_runs(*, n_seeds=3, epochs=10, train_size=None) -> list[RunConfig]:
                       keep_params=True) for lr, m in settings for seed in range(n_seeds)]
 
 
+def keep_sharpness_params(configs) -> list[RunConfig]:
+    """``configs``, each run :func:`sharpness_runs` would measure with ``keep_params=True``, the rest as given.
+
+    A sharpness run is plain SGD at a setting of :data:`SHARPNESS_SETTINGS`
+    with every other field at its default (any seed, epochs and training
+    size). The SGD chapter's grid holds those runs; trained there with their
+    parameters, they are trained once for the book: the results store answers
+    a config without ``keep_params`` from the same config stored with it
+    (:meth:`ex3lib.ResultsStore.get`), and this chapter finds them stored.
+
+    Examples
+    --------
+    >>> [c.keep_params for c in keep_sharpness_params([RunConfig(learning_rate=0.01, batch_size=10),
+    ...                                                RunConfig(learning_rate=0.1, batch_size=10)])]
+    [True, False]
+    """
+    settings = {s for group in SHARPNESS_SETTINGS.values() for s in group}
+    kept = []
+    for c in configs:
+        if not isinstance(c, RunConfig):
+            raise TypeError(f"configs must hold RunConfig objects, got {type(c).__name__}")
+        measured = ((c.learning_rate, c.batch_size) in settings
+                    and c.replace(keep_params=True) == RunConfig(learning_rate=c.learning_rate, batch_size=c.batch_size,
+                                                                 epochs=c.epochs, train_size=c.train_size,
+                                                                 seed=c.seed, keep_params=True))
+        kept.append(c.replace(keep_params=True) if measured else c)
+    return kept
+
+
 def network_of(history: History) -> MLP:
     """The network a run with ``keep_params`` ended with (float64 or float32, as it trained)."""
     if not isinstance(history, History):

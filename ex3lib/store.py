@@ -129,6 +129,13 @@ class ResultsStore:
         content does not match its ``sha256`` is treated as missing, with one
         warning per file; the next :meth:`put` of the config replaces it.
 
+        ``keep_params`` changes what a run keeps, not the run: a config
+        without it that is not stored is answered by the same config stored
+        with its parameters, as that run returned it but for the parameters
+        (``params`` None, ``config["keep_params"]`` False), so a run that
+        one chapter keeps the parameters of (the protocol chapter's sharpness
+        runs, which the SGD chapter's grid also holds) is trained once.
+
         Parameters
         ----------
         config : RunConfig
@@ -142,6 +149,16 @@ class ResultsStore:
         >>> ResultsStore("/tmp/ex3-empty").get(RunConfig()) is None      # doctest: +SKIP
         True
         """
+        history = self._read(config)
+        if history is None and not config.keep_params:
+            history = self._read(config.replace(keep_params=True), with_params=False)
+            if history is not None:
+                history.config["keep_params"] = False
+                history.extra.pop("params_sha256", None)
+        return history
+
+    def _read(self, config: RunConfig, with_params: bool = True) -> History | None:
+        """:meth:`get` of exactly ``config``; ``with_params=False`` leaves a kept-parameters file unread."""
         path = self.path(config)
         try:
             raw = path.read_bytes()
@@ -174,7 +191,7 @@ class ResultsStore:
             history = History.from_dict(stored["history"])
         except (ValueError, TypeError, OverflowError) as err:
             return self._invalid(path, f"holds a malformed history ({err})")
-        if config.keep_params:
+        if config.keep_params and with_params:
             params_path = _params_path(path)
             try:
                 with params_path.open("rb") as f:

@@ -5,7 +5,7 @@ import pytest
 from scipy import stats
 
 import ex3lib
-from ex3lib import protocol
+from ex3lib import RunConfig, protocol
 from ex3lib.experiments import failed
 from synthetic import dead, hist, overflow, seeds
 
@@ -468,6 +468,23 @@ def test_sharpness_runs_cover_both_comparisons_once_each():
     settings = {(c.learning_rate, c.batch_size) for c in runs}
     assert settings == {s for group in protocol.SHARPNESS_SETTINGS.values() for s in group}
     assert len(runs) == 2 * len(settings) and all(c.keep_params and c.validation_size == 0 for c in runs)
+
+
+def test_keep_sharpness_params_marks_exactly_the_runs_the_chapter_measures():
+    """The SGD chapter's grid keeps the parameters of the sharpness runs, of any seed, epochs and size, only."""
+    for kwargs in ({}, {"n_seeds": 3, "epochs": 2, "train_size": 4000}):
+        wanted = protocol.sharpness_runs(**kwargs)
+        plain = [c.replace(keep_params=False) for c in wanted]
+        assert protocol.keep_sharpness_params(plain) == wanted
+        assert protocol.keep_sharpness_params(wanted) == wanted
+    others = [RunConfig(learning_rate=0.1, batch_size=10),  # not a setting of SHARPNESS_SETTINGS
+              RunConfig(learning_rate=0.01, batch_size=10, order="shuffle"),
+              RunConfig(learning_rate=0.01, batch_size=10, validation_size=10_000),
+              RunConfig(learning_rate=0.01, batch_size=10, momentum=0.9),
+              RunConfig(learning_rate=0.01, batch_size=10, schedule="linear_decay", lr_final=0.001)]
+    assert protocol.keep_sharpness_params(others) == others
+    with pytest.raises(TypeError, match="configs must hold RunConfig objects, got dict"):
+        protocol.keep_sharpness_params([{"learning_rate": 0.01}])
 
 
 @pytest.fixture(scope="module")

@@ -634,11 +634,44 @@ def test_kept_parameters_round_trip_through_the_store_and_the_workers(store, sma
         assert np.array_equal(got.params, net.params) and np.array_equal(alone.params, net.params)
         back = store.get(config)
         assert np.array_equal(back.params, got.params) and back.extra == got.extra
-    # Without keep_params the same run keeps nothing, under its own key.
-    plain = run_many([tiny()], small_mnist, store=store, progress=False)[0]
-    assert plain.params is None and store.path(tiny()) != store.path(configs[0])
+    # A plain run of a third seed keeps nothing, under its own key.
+    plain = run_many([tiny(seed=2)], small_mnist, store=store, progress=False)[0]
+    assert plain.params is None and store.path(tiny(seed=2)) != store.path(tiny(seed=2, keep_params=True))
     assert sorted(p.name.split(".", 1)[1] for p in store.root.rglob("*.*")) == [
         "json", "json", "json", "params.npy", "params.npy"]
+
+
+def test_a_kept_run_answers_for_the_same_run_without_keep_params(store, small_mnist, monkeypatch):
+    """keep_params changes what is kept, not the run: the kept run is returned without its parameters."""
+    kept = run_many([tiny(keep_params=True)], small_mnist, store=store, progress=False)[0]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("run_many trained a run the store holds with its parameters")
+
+    monkeypatch.setattr(runner_mod, "run", no_training)
+    plain = run_many([tiny()], small_mnist, store=store, workers=1, progress=False)[0]
+    assert tiny() in store and plain.params is None
+    assert plain.config == {**kept.config, "keep_params": False} and "params_sha256" not in plain.extra
+    kept.config["keep_params"] = False
+    assert_same_history(plain, kept)
+    assert len(store) == 1  # nothing was written
+    # Trained on its own, the plain run is the same bits (but for the wall-clock fields).
+    monkeypatch.undo()
+    assert_same_history(run(tiny(), small_mnist, progress=False), plain, timing=False)
+
+
+def test_a_plain_run_does_not_answer_for_a_kept_one(store, small_mnist):
+    run_many([tiny()], small_mnist, store=store, progress=False)
+    assert tiny(keep_params=True) not in store and store.get(tiny(keep_params=True)) is None
+
+
+def test_a_damaged_kept_run_does_not_answer_for_a_plain_one(store, small_mnist):
+    config = tiny(keep_params=True)
+    store.put(config, run(config, small_mnist, progress=False))
+    path = store.path(config)
+    path.write_text(path.read_text().replace('"n_train": 600', '"n_train": 601'))
+    with pytest.warns(UserWarning, match="does not match its checksum"):
+        assert store.get(tiny()) is None
 
 
 @pytest.mark.parametrize("damage, problem", [
