@@ -874,10 +874,9 @@ def keep_sharpness_params(configs) -> list[RunConfig]:
     for c in configs:
         if not isinstance(c, RunConfig):
             raise TypeError(f"configs must hold RunConfig objects, got {type(c).__name__}")
-        measured = ((c.learning_rate, c.batch_size) in settings
-                    and c.replace(keep_params=True) == RunConfig(learning_rate=c.learning_rate, batch_size=c.batch_size,
-                                                                 epochs=c.epochs, train_size=c.train_size,
-                                                                 seed=c.seed, keep_params=True))
+        plain_sgd = RunConfig(learning_rate=c.learning_rate, batch_size=c.batch_size, epochs=c.epochs,
+                              train_size=c.train_size, seed=c.seed)
+        measured = (c.learning_rate, c.batch_size) in settings and c.replace(keep_params=False) == plain_sgd
         kept.append(c.replace(keep_params=True) if measured else c)
     return kept
 
