@@ -309,3 +309,83 @@ def test_inv_sqrt_is_one_over_sqrt_to_4e_14_and_exact_outside_its_range():
         assert np.array_equal(f(outside), want, equal_nan=True)
         assert np.array_equal(f(mixed).view(np.uint64), want_mixed.view(np.uint64))
     assert np.array_equal(vector(inside[:1000]).view(np.uint64), scalar(inside[:1000]).view(np.uint64))
+
+
+
+def _deferred_rows_case(kind, seed=0, n_in=40, n_out=37):
+    """An optimiser of ``kind`` with random float64 weights and state, and rows behind by 0 to 12 steps."""
+    from ex3lib.optimisers import make_optimiser
+
+    rng = np.random.default_rng(seed)
+    name, hyper = {kernels.MOMENTUM: ("sgd", {"momentum": 0.9}),
+                   kernels.NESTEROV: ("sgd", {"momentum": 0.5, "nesterov": True}),
+                   kernels.RMSPROP: ("rmsprop", {})}[kind]
+    opt = make_optimiser(name, **hyper)
+    params = rng.normal(size=n_in * n_out + 5)
+    state = opt.init(params)
+    for a in (state.velocity, state.sum_sq):
+        a[:] = rng.normal(size=a.size) * 10.0 ** rng.integers(-310, 0, a.size)
+    state.sum_sq[:] = np.abs(state.sum_sq)
+    step = 20
+    updated_at = step - rng.integers(0, 13, n_in)  # how far behind each row is
+    rows = np.sort(rng.choice(n_in, 25, replace=False))
+    return opt, state, params, updated_at, rows, step, rng
+
+
+def test_an_online_rmsprop_step_that_catches_its_rows_up_gives_the_bits_of_catching_up_first():
+    # On-line RMSProp leaves the accumulators of rows whose input was 0 for
+    # its step to decay in its own pass (rmsprop_rows_online): the same bits
+    # as catch_up_rows followed by step_rows, for rows behind by 0 to 12
+    # steps, with subnormal accumulators flushed.
+    opt, state, params, updated_at, rows, step, rng = _deferred_rows_case(kernels.RMSPROP)
+    n_out = 37
+    error = rng.normal(size=(1, n_out))
+    inputs = rng.normal(size=rows.size)
+    results = []
+    for in_step in (False, True):
+        p, sum_sq, at = params.copy(), state.sum_sq.copy(), updated_at.copy()
+        arrays = opt.arrays(state._replace(sum_sq=sum_sq), 0.01)
+        how = kernels.Stepping(kernels.RULE, arrays, p, 0.25, (1.0, 1.0), step + 1)
+        if in_step:
+            kernels.updates.rmsprop_rows_online(how, 5, n_out, rows, rows.size, error[0], inputs, at)
+        else:
+            kernels.updates.catch_up_rows(arrays, p, 5, n_out, rows, rows.size, at, step)
+            kernels.step_rows(how, 5, n_out, rows, rows.size, error, inputs, True)
+        results.append((p, sum_sq))
+    behind = step - updated_at[rows]
+    assert (behind == 0).any() and (behind > 1).any()
+    for a, b in zip(*results):
+        assert a.tobytes() == b.tobytes()
+    assert not np.array_equal(results[0][1], state.sum_sq) and not np.array_equal(results[0][0], params)
+
+
+@pytest.mark.parametrize("kind", [kernels.MOMENTUM, kernels.NESTEROV])
+def test_momentum_rows_catch_up_with_one_rounding_whoever_compiles_the_kernel(kind):
+    # catch_up_rows moves a weight by -v * shift with one fused multiply-add.
+    # Written as w - v * shift it was fused only when Numba compiled it for a
+    # fastmath caller (whose flags it inherits), and rounded twice when called
+    # from Python first: the bits depended on who compiled it.
+    from fractions import Fraction
+
+    from numba import njit
+
+    power = njit(lambda a, k: a**k)  # the kernel's α^k, as Numba computes it
+    n_out = 301
+    opt, state, params, updated_at, rows, step, _ = _deferred_rows_case(kind, seed=1, n_out=n_out)
+    behind = step - updated_at[rows]
+    w0, v0 = params.copy(), state.velocity.copy()
+    kernels.updates.catch_up_rows(opt.arrays(state, 0.01), params, 5, n_out, rows, rows.size, updated_at, step)
+    a = opt.momentum
+    twice = 0
+    for j, k in zip(rows, behind):
+        span = slice(5 + j * n_out, 5 + (j + 1) * n_out)
+        if k == 0:
+            assert params[span].tobytes() == w0[span].tobytes()
+            continue
+        shift = a * (1.0 - power(a, k)) / (1.0 - a)
+        if kind == kernels.NESTEROV:
+            shift *= a
+        once = np.array([float(Fraction(w) - Fraction(v) * Fraction(shift)) for w, v in zip(w0[span], v0[span])])
+        assert params[span].tobytes() == once.tobytes(), f"row {j}, {k} steps behind"
+        twice += int(np.sum(once != w0[span] - v0[span] * shift))
+    assert twice > 0, "two roundings give other bits somewhere, so the test can tell"

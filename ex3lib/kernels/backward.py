@@ -31,7 +31,8 @@ from numba import njit
 from .target import WIDE_TILES
 from .tiles import (GRAD_BLOCK, dots_active, dots_tile, grad_one, grad_one_step, grad_tile, grad_tile_step,
                     momentum_tile_step)
-from .updates import RULE, SGD_FUSED, is_momentum, skip_rows_without_gradient, step_rows
+from .updates import (RULE, SGD_FUSED, decays_in_step, is_momentum, rmsprop_rows_online,
+                      skip_rows_without_gradient, step_rows)
 
 
 @njit(cache=True, inline="always", fastmath={"contract"})
@@ -319,14 +320,20 @@ def backward_online(net, n_used, work, how):
                 rows[n] = j
                 scales[n] = x[j]
                 n += 1 if x[j] != 0.0 else 0
-            step_rows(how, base, n_out, rows, n, D[l], scales, True)
+            if decays_in_step(how.opt):
+                rmsprop_rows_online(how, base, n_out, rows, n, D[l][0], scales, work.row_updated_at[l])
+            else:
+                step_rows(how, base, n_out, rows, n, D[l], scales, True)
             skip_rows_without_gradient(how, base, n_out, n_in, rows, n, work.row_updated_at[l], work.row_seen)
         else:
             pixels = work.pixels
             coef = work.nonzero_value
             for u in range(n_used):
                 coef[u] = pixels.coef[u // GRAD_BLOCK, 0, u % GRAD_BLOCK]
-            step_rows(how, base, n_out, pixels.pixels, n_used, D[l], coef, True)
+            if decays_in_step(how.opt):
+                rmsprop_rows_online(how, base, n_out, pixels.pixels, n_used, D[l][0], coef, work.row_updated_at[0])
+            else:
+                step_rows(how, base, n_out, pixels.pixels, n_used, D[l], coef, True)
             skip_rows_without_gradient(how, base, n_out, n_in, pixels.pixels, n_used, work.row_updated_at[0],
                                        work.row_seen)
 

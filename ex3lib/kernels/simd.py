@@ -20,12 +20,14 @@ scalar standing for itself in every lane), and :func:`fma`, :func:`sqrt` and
 :mod:`ex3lib.kernels.updates` is written once and gives the same bits on one
 weight or on eight (the momentum tile of :mod:`ex3lib.kernels.tiles`, the
 update loops of :mod:`ex3lib.kernels.updates`). :func:`widen` takes a float32
-value or vector to float64, and :func:`rsqrt_guess` with :func:`all_between`
-and :func:`where_between` serve :func:`ex3lib.kernels.updates.inv_sqrt`.
+value or vector to float64, :func:`rsqrt_guess` with :func:`all_between`
+and :func:`where_between` serve :func:`ex3lib.kernels.updates.inv_sqrt`, and
+:func:`holds_float64` tells a kernel its arrays' type.
 """
 
 import operator
 
+import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
@@ -463,3 +465,14 @@ def where_between(typingctx, x, lo, hi, inside, outside):
     def codegen(context, builder, signature, args):
         return builder.select(_between(context, builder, signature, args[:3]), args[3], args[4])
     return x(x, lo, hi, inside, outside), codegen
+
+
+def holds_float64(arr):
+    """Whether ``arr`` holds float64 numbers; in compiled code a constant, so LLVM drops the branch it rules out."""
+    return arr.dtype == np.float64
+
+
+@overload(holds_float64, inline="always")
+def _holds_float64(arr):
+    answer = isinstance(arr, types.Array) and arr.dtype == types.float64
+    return lambda arr: answer

@@ -33,9 +33,12 @@ A decaying state that falls below the smallest normal float64 is set to 0
 (:func:`flush`; why, at :data:`SMALLEST_NORMAL`), in the reference too.
 
 Where a rule rounds a product and a sum once, it says so with an explicit
-:func:`~ex3lib.kernels.simd.fma`, and nothing here lets the compiler fuse
-operations on its own (no ``fastmath``): the bits of a step do not depend on
-how the loops around a rule are written. The update loops use
+:func:`~ex3lib.kernels.simd.fma`, and no other product here feeds a sum, so
+the compiler has nothing to fuse on its own: the bits of a step do not depend
+on how the loops around a rule are written, nor on its caller (Numba compiles
+a function called from a ``fastmath`` one with the caller's flags, and the
+first compilation of a signature is the one every caller gets, and the one
+cached). The update loops use
 ``error_model="numpy"``: a division by zero gives inf/nan (which the training
 loop reports as divergence) instead of a Python exception.
 """
@@ -44,7 +47,7 @@ from collections import namedtuple
 
 from numba import njit
 
-from .simd import (LANES, all_between, fma, rsqrt_guess, sqrt, vload, vstore, where_between, widen,
+from .simd import (LANES, all_between, fma, holds_float64, rsqrt_guess, sqrt, vload, vstore, where_between, widen,
                    zero_if_below)
 
 SGD, MOMENTUM, NESTEROV, ADAGRAD, RMSPROP, ADAM = 0, 1, 2, 3, 4, 5
@@ -253,6 +256,51 @@ def step_rows(how, base, n_cols, rows, n_rows, grads, scales, shared):
                 vstore(nu_all, k, n, m2)
 
 
+@njit(cache=True, inline="always")
+def decays_in_step(opt):
+    """Whether on-line steps of ``opt`` bring deferred rows up to date themselves (:func:`rmsprop_rows_online`).
+
+    RMSProp's, with lazy rows and float64 accumulators: its forward pass does
+    not read them, so the step can decay them in its own pass.
+    """
+    return opt.kind == RMSPROP and opt.lazy_rows and holds_float64(opt.sum_sq)
+
+
+@njit(cache=True, error_model="numpy")
+def rmsprop_rows_online(how, base, n_cols, rows, n_rows, error, inputs, updated_at):
+    """:func:`step_rows` for on-line RMSProp, whose rows may be behind: each decays its accumulator first.
+
+    Row ``rows[q]``'s gradient is ``error * inputs[q]`` (one sample). A row
+    whose input was 0 for the last ``k`` steps (``updated_at``, see
+    :func:`catch_up_rows`) multiplies its accumulator by ``β₂^k`` in the same
+    pass, just before the rule: the operations of :func:`catch_up_rows`
+    followed by :func:`step_rows`, without writing the accumulator in between
+    (it must be float64, where writing and reading back rounds nothing). The
+    forward pass does not read the accumulators, so they need not be up to
+    date before it; one pass over a row instead of two.
+    """
+    opt, params, scale = how.opt, how.params, how.scale
+    lr, b2, eps, sum_sq = opt.learning_rate, opt.b2, opt.eps, opt.sum_sq
+    for q in range(n_rows):
+        lo = base + rows[q] * n_cols
+        s = inputs[q] * scale
+        behind = how.count - 1 - updated_at[rows[q]]
+        if behind > 0:
+            decay = b2**behind
+            for i in range(0, n_cols, LANES):
+                n, k = n_cols - i, lo + i
+                G = flush(load(sum_sq, k, n) * decay)
+                w, G = rmsprop_rule(load(params, k, n), G, load(error, i, n) * s, lr, b2, eps)
+                vstore(params, k, n, w)
+                vstore(sum_sq, k, n, G)
+        else:
+            for i in range(0, n_cols, LANES):
+                n, k = n_cols - i, lo + i
+                w, G = rmsprop_rule(load(params, k, n), load(sum_sq, k, n), load(error, i, n) * s, lr, b2, eps)
+                vstore(params, k, n, w)
+                vstore(sum_sq, k, n, G)
+
+
 @njit(cache=True, error_model="numpy")
 def coast_rows_except(how, base, n_cols, n_rows, used, n_used, seen):
     """The step of every row of a matrix not in ``used[:n_used]``, whose gradient is 0 (the rule with ``g = 0``).
@@ -325,12 +373,14 @@ def catch_up_rows(opt, params, base, n_out, rows, n_rows, updated_at, step):
     A row whose input (a pixel, a hidden unit) is 0 in every sample of a
     batch has a zero gradient; for momentum, Nesterov and RMSProp the step is
     then a fixed linear map of weight and state, so ``k`` skipped steps can be
-    applied at once before the row is next read: momentum ``w -= v * S_k``, ``v *= α^k`` with
-    ``S_k = α (1 - α^k) / (1 - α)``; Nesterov ``w -= v * α S_k``, ``v *= α^k``;
-    RMSProp ``G *= β₂^k`` (the weight does not move). This equals taking the
-    ``k`` steps one by one (:func:`momentum_rule`, :func:`nesterov_rule`,
-    :func:`rmsprop_rule` with ``g = 0``), up to rounding. ``updated_at[j]`` is the update count row
-    ``j`` is up to date with; afterwards it is ``step``.
+    applied at once before the row is next read: momentum ``w -= v * S_k``
+    (one fused multiply-add), ``v *= α^k`` with ``S_k = α (1 - α^k) / (1 - α)``;
+    Nesterov ``w -= v * α S_k``, ``v *= α^k``; RMSProp
+    ``G *= β₂^k`` (the weight does not move). This equals taking the ``k``
+    steps one by one (:func:`momentum_rule`, :func:`nesterov_rule`,
+    :func:`rmsprop_rule` with ``g = 0``), up to rounding. ``updated_at[j]`` is
+    the update count row ``j`` is up to date with; afterwards it is ``step``.
+    :func:`rmsprop_rows_online` can take RMSProp's in its own pass instead.
     """
     a = opt.momentum
     for q in range(n_rows):
@@ -352,5 +402,5 @@ def catch_up_rows(opt, params, base, n_out, rows, n_rows, updated_at, step):
         for i in range(0, n_out, LANES):
             n, at = n_out - i, lo + i
             v = load(opt.velocity, at, n)
-            vstore(params, at, n, load(params, at, n) - v * shift)
+            vstore(params, at, n, fma(-v, shift, load(params, at, n)))
             vstore(opt.velocity, at, n, flush(v * ak))
