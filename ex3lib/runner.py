@@ -27,12 +27,14 @@ import os
 import pickle
 import signal
 import sys
+import threading
 import time
 import warnings
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, CancelledError, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import fields
+from multiprocessing.connection import wait as wait_for_sentinels
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -45,7 +47,7 @@ from .store import ResultsStore
 from .sysutil import PINNED_THREADS, environment, terminate_workers
 from .training import History, RunConfig, run
 
-__all__ = ["CHAPTER_ENV_VAR", "PROGRESS_ENV_VAR", "SCHEDULER_ENV_VAR", "WORKERS_ENV_VAR",
+__all__ = ["CHAPTER_ENV_VAR", "PROGRESS_ENV_VAR", "SCHEDULER_ENV_VAR", "WARM_SECONDS", "WORKERS_ENV_VAR",
            "default_scheduler", "default_workers", "run_many"]
 
 WORKERS_ENV_VAR = "EX3_WORKERS"
@@ -78,7 +80,11 @@ def run_many(configs, data=None, *, store=None, workers=None, scheduler=None,
     chapter's name), else ``run_many``.
 
     Spawned workers import the caller's main module, so a script that calls
-    ``run_many`` must do so under ``if __name__ == "__main__":``.
+    ``run_many`` must do so under ``if __name__ == "__main__":``. Workers that
+    train on the default MNIST are kept for the next call for
+    :data:`WARM_SECONDS` (2 min) after this one, then exit (and at once if
+    this process exits or is killed): a chapter that calls ``run_many`` six
+    times starts them once, not six times (2-3 s each).
 
     Parameters
     ----------
@@ -422,6 +428,8 @@ def _run_in_pool(todo, data, n_workers):
     Each worker process is its own one-process pool, so a process that dies
     (killed, out of memory, a crash in compiled code) fails only the run it
     was training; a new process takes its place for the runs still waiting.
+    Workers that train on the default MNIST are kept for the next call
+    (:data:`_warm`); others exit when the call ends.
     """
     # Workers that load the default MNIST themselves (from the .npz cache)
     # start faster than ones that unpickle 440 MB of it.
@@ -430,23 +438,35 @@ def _run_in_pool(todo, data, n_workers):
     # can deadlock the child.
     context = multiprocessing.get_context("spawn")
     waiting = deque(todo)
-    slots: list[ProcessPoolExecutor | None] = [None] * n_workers
+    warm = _warm if worker_data is None else None
+    slots: list[ProcessPoolExecutor | None] | None = warm.take(n_workers) if warm is not None else None
+    if slots is None:
+        warm, slots = None, [None] * n_workers
     running = {}
+
+    def new_pool():
+        # Spawned children copy os.environ when they start, and they import
+        # Numba (reading NUMBA_NUM_THREADS) before any initializer runs; the
+        # pool starts its process on the first submit.
+        return ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_init_worker,
+                                   initargs=(worker_data,))
 
     def start(slot):
         config = waiting.popleft()
-        if slots[slot] is None:
-            # Spawned children copy os.environ when they start, and they import
-            # Numba (reading NUMBA_NUM_THREADS) before any initializer runs; the
-            # pool starts its process on the first submit.
-            with environment(PINNED_THREADS):
-                slots[slot] = ProcessPoolExecutor(max_workers=1, mp_context=context,
-                                                  initializer=_init_worker, initargs=(worker_data,))
+        if slots[slot] is not None:
+            try:
                 future = slots[slot].submit(_run_in_worker, config)
-        else:
+                running[future] = config, slot
+                return
+            except (BrokenProcessPool, RuntimeError):
+                # A kept worker that died while idle (e.g. killed): start another.
+                slots[slot].shutdown(wait=False)
+        with environment(PINNED_THREADS):
+            slots[slot] = new_pool()
             future = slots[slot].submit(_run_in_worker, config)
         running[future] = config, slot
 
+    finished_cleanly = False
     try:
         for slot in range(min(n_workers, len(waiting))):
             start(slot)
@@ -461,6 +481,7 @@ def _run_in_pool(todo, data, n_workers):
                 if waiting:
                     start(slot)  # before yielding: the worker trains while the caller stores
                 yield config, outcome
+        finished_cleanly = True
     except BaseException:
         # An interrupt (e.g. in a notebook) reaches only this process; stop the
         # workers rather than let them finish runs that nobody will collect.
@@ -469,9 +490,81 @@ def _run_in_pool(todo, data, n_workers):
                 terminate_workers(pool)
         raise
     finally:
+        if warm is not None and finished_cleanly:
+            warm.keep(slots)
+        else:
+            if warm is not None:
+                warm.keep([])
+            for pool in slots:
+                if pool is not None:
+                    pool.shutdown(wait=True, cancel_futures=True)
+
+
+#: Seconds that the local workers of runs on the default MNIST wait, idle, for
+#: the next :func:`run_many` call of the same process before they exit.
+WARM_SECONDS = 120.0
+
+
+class _WarmWorkers:
+    """The local workers of the last :func:`run_many` call on the default MNIST, kept for the next one.
+
+    A worker process costs 2-3 s to start (Python, NumPy and Numba imported,
+    MNIST loaded and converted, the compiled kernels loaded from the cache);
+    a chapter that calls :func:`run_many` six times would pay that six times.
+    Kept workers exit after :data:`WARM_SECONDS` idle, when this process
+    exits, or if this process dies (:func:`_init_worker`). Only one call at a
+    time uses them: a call made meanwhile from another thread starts its own.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._in_use = False
+        self._slots: list[ProcessPoolExecutor] = []
+        self._generation = 0
+
+    def take(self, n: int) -> list[ProcessPoolExecutor | None] | None:
+        """``n`` slots, the kept workers first, for a call to use; None if another call is using them."""
+        with self._lock:
+            if self._in_use:
+                return None
+            self._in_use = True
+            self._generation += 1
+            kept, self._slots = self._slots, []
+        spare = kept[n:]
+        for pool in spare:  # more than this call needs
+            pool.shutdown(wait=False)
+        return kept[:n] + [None] * (n - len(kept[:n]))
+
+    def keep(self, slots) -> None:
+        """Keep the call's workers for :data:`WARM_SECONDS`."""
+        kept = [pool for pool in slots if pool is not None]
+        with self._lock:
+            self._slots = kept
+            self._in_use = False
+            self._generation += 1
+            generation = self._generation
+        if kept:
+            timer = threading.Timer(WARM_SECONDS, self.close, args=(generation,))
+            timer.daemon = True
+            timer.start()
+
+    def close(self, generation: int | None = None) -> None:
+        """Let the kept workers exit now (if still kept since ``generation``), and wait until they have."""
+        with self._lock:
+            if generation is not None and generation != self._generation:
+                return  # used (or kept again) since
+            slots, self._slots = self._slots, []
+            self._generation += 1
         for pool in slots:
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=True)
+
+    def pids(self) -> list[int]:
+        """The process ids of the kept workers."""
+        with self._lock:
+            return [pid for pool in self._slots for pid in (getattr(pool, "_processes", None) or {})]
+
+
+_warm = _WarmWorkers()
 
 
 def _pool_outcome(future, pool):
@@ -572,12 +665,26 @@ _worker_data = None
 
 
 def _init_worker(data) -> None:
-    """Pin a worker to one thread and keep the dataset it was sent (None: load MNIST on the first run)."""
+    """Pin a worker to one thread, keep the dataset it was sent (None: load MNIST on the first run).
+
+    A worker also exits as soon as the process that started it has exited:
+    kept between calls (:class:`_WarmWorkers`), it would otherwise outlive a
+    caller that was killed.
+    """
     global _worker_data
     # Numba already read these when the worker imported ex3lib; pinning them
     # here too covers any process a run might start.
     os.environ.update(PINNED_THREADS)
     _worker_data = None if data is None else _read_only(data)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True).start()
+
+
+def _exit_with(sentinel) -> None:
+    """Wait until ``sentinel`` (the parent process's) is ready, i.e. the parent has exited; then exit."""
+    wait_for_sentinels([sentinel])
+    os._exit(1)
 
 
 def _run_in_worker(config: RunConfig) -> bytes:

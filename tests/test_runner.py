@@ -12,6 +12,7 @@ import os
 import pickle
 import signal
 import socket
+import subprocess
 import sys
 import textwrap
 import warnings
@@ -544,3 +545,91 @@ def test_history_type_is_checked(store):
     failure = runner_mod._store(store, tiny(), {"not": "a history"}, "0" * 64)
     assert str(failure) == "in training: TypeError: the run returned a dict, not an ex3lib.History"
     assert len(store) == 0
+
+
+@pytest.fixture
+def no_kept_workers():
+    """No workers kept from an earlier call before the test, and none left after it."""
+    runner_mod._warm.close()
+    yield runner_mod._warm
+    runner_mod._warm.close()
+
+
+def _gone(pid, timeout=20.0):
+    """Whether process ``pid`` has exited (and been reaped, or was not our child) within ``timeout`` s."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        try:
+            with open(f"/proc/{pid}/stat") as stat:  # a zombie counts as gone
+                if stat.read().split(") ")[-1].startswith("Z"):
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_workers_on_the_default_mnist_are_kept_for_the_next_call(store, mnist, no_kept_workers, monkeypatch):
+    # A chapter calls run_many several times; its workers start once (2-3 s
+    # each time otherwise) and exit after WARM_SECONDS idle.
+    first = [tiny(seed=1), tiny(seed=2)]
+    run_many(first, store=store, workers=2, progress=False)
+    pids = no_kept_workers.pids()
+    assert len(pids) == 2
+    monkeypatch.setattr(runner_mod, "WARM_SECONDS", 0.5)
+    second = [tiny(seed=3), tiny(seed=4), tiny(seed=5)]
+    histories = run_many(second, store=store, workers=2, progress=False)
+    assert no_kept_workers.pids() == pids, "the same two processes trained the second call's runs"
+    for config, history in zip(second, histories):
+        assert_same_run(history, run(config, mnist, progress=False))
+        assert config in store
+    assert all(_gone(pid) for pid in pids), "they exit once idle for WARM_SECONDS"
+    assert no_kept_workers.pids() == []
+
+
+def test_a_kept_worker_that_died_while_idle_is_replaced(store, no_kept_workers):
+    run_many([tiny(seed=1), tiny(seed=2)], store=store, workers=2, progress=False)
+    dead, alive = no_kept_workers.pids()
+    os.kill(dead, signal.SIGKILL)
+    assert _gone(dead)
+    configs = [tiny(seed=3), tiny(seed=4), tiny(seed=5)]
+    run_many(configs, store=store, workers=2, progress=False)
+    assert all(config in store for config in configs)
+    pids = no_kept_workers.pids()
+    assert alive in pids and dead not in pids and len(pids) == 2
+
+
+def test_workers_for_other_data_are_not_kept(store, small_mnist, no_kept_workers):
+    run_many([tiny(seed=1), tiny(seed=2)], small_mnist, store=store, workers=2, progress=False)
+    assert no_kept_workers.pids() == []
+
+
+def test_kept_workers_exit_with_the_process_that_started_them(tmp_path):
+    # Killed (here: exiting without any clean-up), the caller cannot tell its
+    # kept workers to stop; they notice it is gone and exit.
+    script = tmp_path / "caller.py"
+    pid_file = tmp_path / "pids"
+    script.write_text(textwrap.dedent(f"""
+        import os
+        from pathlib import Path
+        from ex3lib import RunConfig, ResultsStore, runner
+        if __name__ == "__main__":
+            configs = [RunConfig(**{TINY!r}, seed=s) for s in (1, 2)]
+            runner.run_many(configs, store=ResultsStore({str(tmp_path / "results")!r}), workers=2, progress=False)
+            Path({str(pid_file)!r}).write_text(" ".join(map(str, runner._warm.pids())))
+            os._exit(0)
+    """))
+    # Output to a file, not a pipe: workers that outlived the caller would hold a pipe open.
+    with open(tmp_path / "output", "w") as output:
+        done = subprocess.run([sys.executable, str(script)], stdout=output, stderr=subprocess.STDOUT, timeout=300,
+                              env={**os.environ, "EX3_PROGRESS": "0"})
+    assert done.returncode == 0, (tmp_path / "output").read_text()
+    pids = [int(pid) for pid in pid_file.read_text().split()]
+    assert len(pids) == 2
+    assert all(_gone(pid) for pid in pids)
