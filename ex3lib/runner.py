@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from ._validate import check_bool, check_int
 from .cluster import Cluster
 from .data import MNIST, load_mnist
-from .fingerprint import source_fingerprint
+from .fingerprint import _package_files, source_fingerprint
 from .store import ResultsStore
 from .sysutil import PINNED_THREADS, environment, terminate_workers
 from .training import History, RunConfig, run
@@ -83,8 +83,9 @@ def run_many(configs, data=None, *, store=None, workers=None, scheduler=None,
     ``run_many`` must do so under ``if __name__ == "__main__":``. Workers that
     train on the default MNIST are kept for the next call for
     :data:`WARM_SECONDS` (2 min) after this one, then exit (and at once if
-    this process exits or is killed): a chapter that calls ``run_many`` six
-    times starts them once, not six times (2-3 s each).
+    this process exits or is killed; a call after an edit to ex3lib's source
+    starts new ones): a chapter that calls ``run_many`` six times starts them
+    once, not six times (2-3 s each).
 
     Parameters
     ----------
@@ -442,6 +443,10 @@ def _run_in_pool(todo, data, n_workers):
     slots: list[ProcessPoolExecutor | None] | None = warm.take(n_workers) if warm is not None else None
     if slots is None:
         warm, slots = None, [None] * n_workers
+    # Kept workers that have not finished a run in this call: one may have
+    # died while idle, unnoticed until its first run here fails; that run is
+    # then trained again, on a new worker.
+    untried = {slot for slot, pool in enumerate(slots) if pool is not None}
     running = {}
 
     def new_pool():
@@ -461,6 +466,7 @@ def _run_in_pool(todo, data, n_workers):
             except (BrokenProcessPool, RuntimeError):
                 # A kept worker that died while idle (e.g. killed): start another.
                 slots[slot].shutdown(wait=False)
+                untried.discard(slot)
         with environment(PINNED_THREADS):
             slots[slot] = new_pool()
             future = slots[slot].submit(_run_in_worker, config)
@@ -475,9 +481,16 @@ def _run_in_pool(todo, data, n_workers):
             for future in finished:
                 config, slot = running.pop(future)
                 outcome = _pool_outcome(future, slots[slot])
-                if isinstance(outcome, _Failure) and isinstance(outcome.error, BrokenProcessPool):
+                broken = isinstance(outcome, _Failure) and isinstance(outcome.error, BrokenProcessPool)
+                if broken:
                     slots[slot].shutdown(wait=False)
                     slots[slot] = None
+                if broken and slot in untried:
+                    untried.discard(slot)
+                    waiting.appendleft(config)
+                    start(slot)
+                    continue
+                untried.discard(slot)
                 if waiting:
                     start(slot)  # before yielding: the worker trains while the caller stores
                 yield config, outcome
@@ -512,8 +525,10 @@ class _WarmWorkers:
     MNIST loaded and converted, the compiled kernels loaded from the cache);
     a chapter that calls :func:`run_many` six times would pay that six times.
     Kept workers exit after :data:`WARM_SECONDS` idle, when this process
-    exits, or if this process dies (:func:`_init_worker`). Only one call at a
-    time uses them: a call made meanwhile from another thread starts its own.
+    exits, or if this process dies (:func:`_init_worker`), and are not used
+    again once a source file of ex3lib has changed since they started (they
+    would train with the code they imported). Only one call at a time uses
+    them: a call made meanwhile from another thread starts its own.
     """
 
     def __init__(self):
@@ -521,6 +536,7 @@ class _WarmWorkers:
         self._in_use = False
         self._slots: list[ProcessPoolExecutor] = []
         self._generation = 0
+        self._stamp = None
 
     def take(self, n: int) -> list[ProcessPoolExecutor | None] | None:
         """``n`` slots, the kept workers first, for a call to use; None if another call is using them."""
@@ -530,10 +546,14 @@ class _WarmWorkers:
             self._in_use = True
             self._generation += 1
             kept, self._slots = self._slots, []
-        spare = kept[n:]
-        for pool in spare:  # more than this call needs
+            stamp, self._stamp = self._stamp, _source_stamp()
+        if stamp is None or stamp != self._stamp:
+            kept, spare = [], kept  # started with other code
+        else:
+            kept, spare = kept[:n], kept[n:]  # any beyond n: more than this call needs
+        for pool in spare:
             pool.shutdown(wait=False)
-        return kept[:n] + [None] * (n - len(kept[:n]))
+        return kept + [None] * (n - len(kept))
 
     def keep(self, slots) -> None:
         """Keep the call's workers for :data:`WARM_SECONDS`."""
@@ -562,6 +582,14 @@ class _WarmWorkers:
         """The process ids of the kept workers."""
         with self._lock:
             return [pid for pool in self._slots for pid in (getattr(pool, "_processes", None) or {})]
+
+
+def _source_stamp() -> tuple | None:
+    """The size and modification time of every source file of ex3lib (None if one cannot be read)."""
+    try:
+        return tuple((rel, path.stat().st_size, path.stat().st_mtime_ns) for rel, path in _package_files())
+    except OSError:
+        return None
 
 
 _warm = _WarmWorkers()

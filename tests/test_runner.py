@@ -593,11 +593,15 @@ def test_workers_on_the_default_mnist_are_kept_for_the_next_call(store, mnist, n
     assert no_kept_workers.pids() == []
 
 
-def test_a_kept_worker_that_died_while_idle_is_replaced(store, no_kept_workers):
+@pytest.mark.parametrize("noticed", [True, False])
+def test_a_kept_worker_that_died_while_idle_is_replaced(store, no_kept_workers, noticed):
+    # Whether or not its pool has noticed the death before the next call
+    # submits a run to it, that run is trained (on a new worker).
     run_many([tiny(seed=1), tiny(seed=2)], store=store, workers=2, progress=False)
     dead, alive = no_kept_workers.pids()
     os.kill(dead, signal.SIGKILL)
-    assert _gone(dead)
+    if noticed:
+        assert _gone(dead)
     configs = [tiny(seed=3), tiny(seed=4), tiny(seed=5)]
     run_many(configs, store=store, workers=2, progress=False)
     assert all(config in store for config in configs)
@@ -633,3 +637,17 @@ def test_kept_workers_exit_with_the_process_that_started_them(tmp_path):
     pids = [int(pid) for pid in pid_file.read_text().split()]
     assert len(pids) == 2
     assert all(_gone(pid) for pid in pids)
+
+
+def test_kept_workers_are_not_used_after_the_source_changed(store, no_kept_workers, monkeypatch):
+    # They imported the code as it was: an edit since (seen as another size or
+    # time of a source file) starts new ones, which import the code as it is.
+    run_many([tiny(seed=1), tiny(seed=2)], store=store, workers=2, progress=False)
+    before = no_kept_workers.pids()
+    stamp = runner_mod._source_stamp()
+    assert stamp is not None and len(before) == 2
+    monkeypatch.setattr(runner_mod, "_source_stamp", lambda: (*stamp, ("edited.py", 1, 1)))
+    run_many([tiny(seed=3), tiny(seed=4)], store=store, workers=2, progress=False)
+    after = no_kept_workers.pids()
+    assert len(after) == 2 and not set(after) & set(before)
+    assert all(_gone(pid) for pid in before)
