@@ -356,6 +356,12 @@ def test_run_many_without_store_writes_nothing(mnist, monkeypatch, tmp_path):
     assert run_many([], store=False) == []
 
 
+def stray_children():
+    """This process's child processes other than the workers run_many keeps for its next call."""
+    kept = set(runner_mod._warm.pids())
+    return [child for child in multiprocessing.active_children() if child.pid not in kept]
+
+
 def test_run_many_in_parallel_matches_run_in_process(store, mnist, monkeypatch):
     for name in PINNED_THREADS:
         monkeypatch.delenv(name, raising=False)
@@ -365,6 +371,9 @@ def test_run_many_in_parallel_matches_run_in_process(store, mnist, monkeypatch):
         assert_same_history(got, run(config, mnist, progress=False), timing=False)
         assert_same_history(store.get(config), got)
     assert not any(name in os.environ for name in PINNED_THREADS)
+    # Its two workers are kept for the next call, and nothing else is left running.
+    assert len(runner_mod._warm.pids()) == 2 and stray_children() == []
+    runner_mod._warm.close()
     assert multiprocessing.active_children() == []
 
 
@@ -405,7 +414,7 @@ def test_interrupt_keeps_finished_runs_and_stops_workers(store, small_mnist, mon
     with pytest.raises(KeyboardInterrupt):
         run_many(configs, small_mnist, store=store, workers=2, progress=False)
     assert len(store) == 1
-    assert multiprocessing.active_children() == []
+    assert stray_children() == []
 
 
 def test_unwritable_store_warns_and_still_returns(store, mnist, monkeypatch):
