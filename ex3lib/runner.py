@@ -587,9 +587,10 @@ class _WarmWorkers:
 def _source_stamp() -> tuple | None:
     """The size and modification time of every source file of ex3lib (None if one cannot be read)."""
     try:
-        return tuple((rel, path.stat().st_size, path.stat().st_mtime_ns) for rel, path in _package_files())
+        stats = [(rel, path.stat()) for rel, path in _package_files()]
     except OSError:
         return None
+    return tuple((rel, st.st_size, st.st_mtime_ns) for rel, st in stats)
 
 
 _warm = _WarmWorkers()

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 import warnings
 from concurrent.futures import CancelledError
 
@@ -557,8 +558,6 @@ def no_kept_workers():
 
 def _gone(pid, timeout=20.0):
     """Whether process ``pid`` has exited (and been reaped, or was not our child) within ``timeout`` s."""
-    import time
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
