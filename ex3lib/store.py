@@ -319,6 +319,36 @@ class ResultsStore:
         """The number of result files, including those of other ex3lib versions."""
         return sum(1 for _ in self._files())
 
+    def histories(self):
+        """Every run stored for the current ex3lib version, as ``(config, history)`` pairs, in no fixed order.
+
+        What :meth:`get` would return for each result file (parameters left
+        unread: ``history.params`` is None). Files of other ex3lib versions
+        are skipped without a word (the store keeps them until cleared); a
+        file of this version that :meth:`get` would refuse, or that is not
+        named after its own config, is skipped with a warning.
+
+        Yields
+        ------
+        (RunConfig, History)
+        """
+        for path in self._files():
+            try:
+                stored = json.loads(path.read_bytes().decode("utf-8"), parse_constant=_refuse_constant)
+                fingerprint, config = stored["fingerprint"], RunConfig.from_dict(stored["config"])
+            except (OSError, UnicodeDecodeError, ValueError, RecursionError, TypeError, KeyError) as err:
+                self._invalid(path, f"cannot be read as a result file ({type(err).__name__}: {err})")
+                continue
+            if fingerprint != source_fingerprint():
+                continue
+            if self.path(config) != path:
+                self._invalid(path, "is not named after the config it holds")
+                continue
+            history = self._read(config, with_params=False)
+            if history is not None:
+                history.extra.pop("params_sha256", None)
+                yield config, history
+
     def clear(self) -> int:
         """Delete every result file, kept parameters, measurement (and leftover temporary file) of the store.
 

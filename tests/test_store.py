@@ -261,6 +261,37 @@ def test_file_of_another_config_is_a_miss(store, trained):
         assert store.get(tiny()) is None
 
 
+def test_histories_lists_the_runs_of_this_version(store, trained, diverged):
+    store.put(tiny(), trained)
+    store.put(tiny(seed=1), diverged)
+    kept = History.from_dict(trained.to_dict())
+    kept.params = np.arange(3.0)
+    store.put(tiny(keep_params=True), kept)
+    listed = {store.key(config): history for config, history in store.histories()}
+    assert set(listed) == {store.key(tiny()), store.key(tiny(seed=1)), store.key(tiny(keep_params=True))}
+    assert_same_history(listed[store.key(tiny())], trained)
+    assert_same_history(listed[store.key(tiny(seed=1))], diverged)
+    assert listed[store.key(tiny(keep_params=True))].params is None
+    assert "params_sha256" not in listed[store.key(tiny(keep_params=True))].extra
+
+
+def test_histories_skips_other_versions_quietly_and_bad_files_with_a_warning(store, trained, recwarn):
+    for seed in range(4):
+        store.put(tiny(seed=seed), trained)
+    other = store.path(tiny(seed=0))
+    other.write_text(json.dumps({**json.loads(other.read_text()), "fingerprint": "0" * 64}))
+    store.path(tiny(seed=1)).write_text("{corrupt")
+    misnamed = store.path(tiny(seed=2))
+    misnamed.replace(misnamed.with_name("f" * 64 + ".json"))
+    (store.root / "ff").mkdir(exist_ok=True)
+    misnamed.with_name("f" * 64 + ".json").replace(store.root / "ff" / ("f" * 64 + ".json"))
+    assert [config for config, _ in store.histories()] == [tiny(seed=3)]
+    problems = sorted(str(w.message) for w in recwarn.list)
+    assert len(problems) == 2, problems
+    assert "cannot be read as a result file" in " ".join(problems)
+    assert "is not named after the config it holds" in " ".join(problems)
+
+
 def test_put_leaves_no_temporary_file(store, trained):
     store.put(tiny(), trained)
     store.put(tiny(), trained)
