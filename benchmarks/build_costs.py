@@ -17,7 +17,8 @@ declarations of the runs (so nothing here lists settings by hand):
 * the protocol chapter's runs on the validation split (its tuning beyond the
   methods' explorer, and the ten seeds of each selected setting);
 * the sharpness runs (:func:`ex3lib.protocol.sharpness_runs`) that are not
-  grid cells;
+  grid cells: the SGD chapter's own seeds 1 and 2 at those settings, which it
+  trains with ``keep_params`` for the protocol chapter;
 * the batch-size schedules (:func:`ex3lib.protocol.schedule_runs`'s growing batch);
 * the chapters' own runs: everything else (the report's tables and figures,
   the 3-seed comparisons).

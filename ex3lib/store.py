@@ -322,8 +322,9 @@ class ResultsStore:
     def histories(self):
         """Every run stored for the current ex3lib version, as ``(config, history)`` pairs, in no fixed order.
 
-        What :meth:`get` would return for each result file (parameters left
-        unread: ``history.params`` is None). Files of other ex3lib versions
+        What :meth:`get` would return for each result file, but that the
+        parameters of runs with ``keep_params`` are not read (``history.params``
+        is None, and a lost parameters file goes unnoticed here). Files of other ex3lib versions
         are skipped without a word (the store keeps them until cleared); a
         file of this version that :meth:`get` would refuse, or that is not
         named after its own config, is skipped with a warning.
