@@ -2,6 +2,7 @@
 computes, and build_costs.py must put each stored run in its part of the book."""
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,114 @@ def test_build_costs_refuses_a_missing_store_and_bad_options(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert costs.main([str(tmp_path / "empty")]) == 1
     assert "holds no run of this ex3lib version" in capsys.readouterr().err
+
+
+COLD_BUILD = BENCHMARK.with_name("cold_build.py")
+
+
+def _load_cold_build():
+    import sys
+
+    spec = importlib.util.spec_from_file_location("cold_build", COLD_BUILD)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up while the module runs
+    spec.loader.exec_module(module)
+    return module
+
+
+#: Lines as a cold build prints them (myst-nb's, Sphinx's coloured ones, and ex3lib.runner's progress lines).
+BUILD_LOG = """\
+\x1b[01mreading sources... \x1b[39;49;00m[ 25%] \x1b[35mbook/intro\x1b[39;49;00m
+/tmp/x/main/book/intro.ipynb: Executing notebook using local CWD [mystnb]
+/tmp/x/main/book/intro.ipynb: Executed notebook in 20.90 seconds [mystnb]
+/tmp/x/main/book/sgd.ipynb: Executing notebook using local CWD [mystnb]
+sgd: 30 runs, 0 stored, 30 to train on 2 workers
+sgd: 1/30 SGD η=0.1 m=10 (epochs=20): 70.5 s
+sgd: 30 trained in 200 s (391 s of training)
+sgd: 12 runs, all stored
+sgd: 63 runs, 9 stored, 54 to train on 2 workers
+sgd: 3/54 SGD η=1 m=1 failed in training: ValueError: boom
+sgd: 53 trained in 237 s (468 s of training), 1 failed
+/tmp/x/main/book/sgd.ipynb: Executed notebook in 447.50 seconds [mystnb]
+adaptive: 1 run, 1 to train in this process
+adaptive: 1 trained in 12 s (11 s of training)
+"""
+
+
+def test_cold_build_reads_each_chapters_time_from_the_log():
+    """Executed seconds, run_many calls (trained, stored or failed) and the rest, chapter by chapter."""
+    cold = _load_cold_build()
+    chapters = cold.parse_log(BUILD_LOG)
+    assert list(chapters) == ["intro", "sgd", "adaptive"]
+    intro, sgd, adaptive = chapters.values()
+    assert (intro.executed, intro.calls, intro.runs, intro.trained, intro.rest) == (20.9, 0, 0, 0, 20.9)
+    assert (sgd.executed, sgd.calls, sgd.runs, sgd.trained) == (447.5, 3, 105, 83)
+    assert (sgd.in_run_many, sgd.training) == (437.0, 859.0)
+    assert sgd.rest == pytest.approx(10.5)
+    assert (adaptive.executed, adaptive.rest, adaptive.calls, adaptive.trained) == (None, None, 1, 1)
+    text = cold.table(chapters, wall=500.0)
+    assert "| sgd | 448 | 3 | 105 / 83 | 437 | 859 | 10 |" in text  # 447.5 and 10.5 round to even
+    assert "| all | 468 | 4 | 106 / 84 | 449 | 870 | 31 |" in text
+    assert "Build: 500 s (8.3 min) of wall time, 468 s of it executing chapters, 32 s Sphinx's own" in text
+
+
+def test_cold_build_refuses_unknown_chapters_bad_parameters_and_an_existing_folder(tmp_path, capsys):
+    cold = _load_cold_build()
+    toc = {"format": "jb-book", "root": "book/index",
+           "chapters": [{"file": "book/intro"}, {"file": "book/protocol"}, {"file": "book/conclusion"}]}
+    assert cold.toc_chapters(cold.leave_out(toc, ["protocol", "conclusion"])) == ["intro"]
+    assert cold.toc_chapters(toc) == ["intro", "protocol", "conclusion"]  # the toc given is left as it was
+    with pytest.raises(ValueError, match=r"no chapter 'protocols' in _toc.yml; its chapters are intro, protocol"):
+        cold.leave_out(toc, ["protocols"])
+    assert cold.main(["--leave-out", "nosuchchapter"]) == 2
+    assert "no chapter 'nosuchchapter'" in capsys.readouterr().err
+    for bad, why in (("{explorer: false}", "not JSON"), ("[1, 2]", "must be a JSON object")):
+        with pytest.raises(SystemExit):
+            cold.parse_args(["--parameters", bad])
+        assert why in capsys.readouterr().err
+    assert cold.parameters_json('{"explorer": false}') == '{"explorer": false}'
+    with pytest.raises(SystemExit):
+        cold.parse_args(["--dir", str(tmp_path)])
+    assert "exists already" in capsys.readouterr().err
+
+
+def test_cold_build_environment_starts_from_nothing(tmp_path, monkeypatch):
+    """The build sees an empty home, Numba cache and results store, the clone first on the path, and only the
+    parameters it was given, whatever this environment holds."""
+    cold = _load_cold_build()
+    for name, value in (("EX3_RESULTS_DIR", "/warm/store"), ("EX3_CACHE_DIR", "/warm/mnist"),
+                        ("EX3_BOOK_PARAMETERS", '{"train_size": 10}'), ("EX3_PROGRESS", "0"),
+                        ("PYTHONPATH", "/elsewhere"), ("NUMBA_CACHE_DIR", "/warm/numba")):
+        monkeypatch.setenv(name, value)
+    env = cold.build_environment(tmp_path, tmp_path / "clone", None)
+    assert env["HOME"] == str(tmp_path / "home") and env["NUMBA_CACHE_DIR"] == str(tmp_path / "numba")
+    assert env["EX3_RESULTS_DIR"] == str(tmp_path / "results") and "EX3_CACHE_DIR" not in env
+    assert "EX3_BOOK_PARAMETERS" not in env and env["EX3_PROGRESS"] == "1"
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(tmp_path / "clone"), "/elsewhere"]
+    assert cold.build_environment(tmp_path, tmp_path, '{"explorer": false}')["EX3_BOOK_PARAMETERS"] \
+        == '{"explorer": false}'
+
+
+def test_cold_build_of_the_intro_alone(tmp_path):
+    """The whole script on a book cut down to its first chapter: a clone of HEAD built from nothing (its own
+    Numba cache filled, the chapter's time in the table), the folder kept with --keep."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    toc = yaml.safe_load((COLD_BUILD.parents[1] / "_toc.yml").read_text())
+    others = [name for name in _load_cold_build().toc_chapters(toc) if name != "intro"]
+    folder = tmp_path / "cold"
+    done = subprocess.run([sys.executable, str(COLD_BUILD), "--dir", str(folder), "--keep", "--leave-out", *others],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    clone = folder / COLD_BUILD.parents[1].name
+    assert _load_cold_build().toc_chapters(yaml.safe_load((clone / "_toc.yml").read_text())) == ["intro"]
+    assert (clone / "_build" / "html" / "book" / "intro.html").is_file()
+    assert not (clone / "_build" / "html" / "book" / "sgd.html").exists()
+    assert any((folder / "numba").rglob("*.nbi")), "the build compiled into its own, empty Numba cache"
+    assert (folder / "build.log").is_file() and "-W" not in done.stdout.split("exited with")[0].split("\n")[-1]
+    row = next(line for line in done.stdout.splitlines() if line.startswith("| intro |"))
+    assert float(row.split("|")[2].replace(",", "")) > 0, row
+    assert "holds no run of this ex3lib version" in done.stdout  # the intro trains nothing
