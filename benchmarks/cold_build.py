@@ -168,7 +168,20 @@ def table(chapters: dict[str, Chapter], wall: float) -> str:
 
 
 def _git(*args, cwd=ROOT) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"git {' '.join(args)} failed in {cwd}: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def jupyter_book() -> str:
+    """The ``jupyter-book`` of this Python's environment (else the one on ``PATH``); an error if neither exists."""
+    beside = Path(sys.executable).with_name("jupyter-book")
+    found = str(beside) if beside.is_file() else shutil.which("jupyter-book")
+    if found is None:
+        raise RuntimeError(f"no jupyter-book beside {sys.executable} or on PATH: install the project's "
+                           f"requirements (pip install -r requirements.txt) in this environment")
+    return found
 
 
 def parse_args(argv=None):
@@ -197,15 +210,25 @@ def main(argv=None) -> int:
     except ValueError as err:
         print(f"cold_build.py: error: --leave-out: {err}", file=sys.stderr)
         return 2
-    head = _git("log", "-1", "--format=%h %s")
-    if _git("status", "--porcelain", "--untracked-files=no"):
+    try:
+        builder = jupyter_book()
+        head = _git("log", "-1", "--format=%h %s")
+        changed = _git("status", "--porcelain", "--untracked-files=no")
+    except RuntimeError as err:
+        print(f"cold_build.py: error: {err}", file=sys.stderr)
+        return 2
+    if changed:
         print("cold_build.py: note: the working tree has changes that are not committed; the build measures "
               f"the committed HEAD ({head.split()[0]}) only", file=sys.stderr)
     folder = (args.dir or Path(tempfile.mkdtemp(prefix="ex3-cold-build-"))).absolute()
     folder.mkdir(parents=True, exist_ok=True)
     try:
         clone = folder / ROOT.name
-        _git("clone", "--quiet", str(ROOT), str(clone))
+        try:
+            _git("clone", "--quiet", str(ROOT), str(clone))
+        except RuntimeError as err:
+            print(f"cold_build.py: error: {err}", file=sys.stderr)
+            return 2
         for name in ("home", "numba", "results"):
             (folder / name).mkdir()
         if args.leave_out:
@@ -221,9 +244,9 @@ def main(argv=None) -> int:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         log_path = folder / "build.log"
-        with open(log_path, "w") as log, subprocess.Popen(command, cwd=clone, env=env, stdout=subprocess.PIPE,
-                                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                                          text=True, errors="replace") as build:
+        build = subprocess.Popen([builder, *command[1:]], cwd=clone, env=env, stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+        with open(log_path, "w") as log, build:
             for line in build.stdout:
                 sys.stdout.write(line)
                 log.write(line)

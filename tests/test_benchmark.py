@@ -192,6 +192,14 @@ def test_cold_build_refuses_a_folder_that_exists(tmp_path, capsys):
     assert f"--dir {tmp_path} exists already" in capsys.readouterr().err
 
 
+def test_cold_build_says_when_jupyter_book_is_missing(tmp_path, monkeypatch):
+    cold = _load_cold_build()
+    monkeypatch.setattr(cold.sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(RuntimeError, match=r"no jupyter-book beside .* or on PATH: install the project's requirements"):
+        cold.jupyter_book()
+
+
 def test_cold_build_environment_starts_from_nothing(tmp_path, monkeypatch):
     """The build sees an empty home, Numba cache and results store, the clone first on the path, and only the
     parameters it was given, whatever this environment holds."""
