@@ -10,7 +10,7 @@ and an empty Numba cache and runs ``jupyter-book build . -W -n --keep-going``.
 To measure that, and only the committed code, the script
 
 1. clones this repository's HEAD into a new folder (``--dir``, default a
-   temporary one that is removed afterwards unless ``--keep``);
+   temporary one), removed afterwards unless ``--keep``;
 2. gives the build an empty home folder (so an empty results store, MNIST
    cache and Matplotlib cache, as a new reader has: MNIST is fetched from
    PyPI as :mod:`ex3lib.data` does), an empty ``NUMBA_CACHE_DIR``, and
@@ -163,7 +163,7 @@ def table(chapters: dict[str, Chapter], wall: float) -> str:
                  f"| {sum(c.training for c in chapters.values()):,.0f} "
                  f"| {sum(c.rest or 0.0 for c in chapters.values()):,.0f} |")
     lines.append(f"\nBuild: {wall:,.0f} s ({wall / 60:.1f} min) of wall time, {executed:,.0f} s of it executing "
-                 f"chapters, {wall - executed:,.0f} s Sphinx's own (reading, writing, copying).")
+                 f"chapters, {wall - executed:,.0f} s Sphinx's own (start-up, reading, writing, copying).")
     return "\n".join(lines)
 
 
