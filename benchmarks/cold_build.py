@@ -52,6 +52,11 @@ from pathlib import Path
 
 import yaml
 
+from ex3lib.data import CACHE_ENV_VAR
+from ex3lib.params import OVERRIDES_ENV_VAR
+from ex3lib.runner import CHAPTER_ENV_VAR, PROGRESS_ENV_VAR, SCHEDULER_ENV_VAR, WORKERS_ENV_VAR
+from ex3lib.store import RESULTS_ENV_VAR
+
 ROOT = Path(__file__).resolve().parent.parent
 
 #: ``…/book/sgd.ipynb: Executed notebook in 447.50 seconds [mystnb]`` (myst-nb).
@@ -136,14 +141,14 @@ def parameters_json(text: str) -> str:
 def build_environment(folder: Path, clone: Path, parameters: str | None) -> dict[str, str]:
     """The build's environment: this one with an empty home, Numba cache and results store, and the clone first."""
     env = dict(os.environ)
-    for name in ("EX3_RESULTS_DIR", "EX3_CACHE_DIR", "EX3_BOOK_PARAMETERS", "EX3_CHAPTER", "XDG_CACHE_HOME",
-                 "XDG_CONFIG_HOME", "XDG_DATA_HOME", "MPLCONFIGDIR", "JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR"):
+    for name in (CACHE_ENV_VAR, OVERRIDES_ENV_VAR, CHAPTER_ENV_VAR, "XDG_CACHE_HOME", "XDG_CONFIG_HOME",
+                 "XDG_DATA_HOME", "MPLCONFIGDIR", "JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR"):
         env.pop(name, None)
-    env.update(HOME=str(folder / "home"), NUMBA_CACHE_DIR=str(folder / "numba"), EX3_PROGRESS="1",
-               EX3_RESULTS_DIR=str(folder / "results"),
-               PYTHONPATH=os.pathsep.join([str(clone)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])))
+    env.update({"HOME": str(folder / "home"), "NUMBA_CACHE_DIR": str(folder / "numba"), PROGRESS_ENV_VAR: "1",
+                RESULTS_ENV_VAR: str(folder / "results"),
+                "PYTHONPATH": os.pathsep.join([str(clone)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))})
     if parameters is not None:
-        env["EX3_BOOK_PARAMETERS"] = parameters
+        env[OVERRIDES_ENV_VAR] = parameters
     return env
 
 
@@ -239,7 +244,7 @@ def main(argv=None) -> int:
         env = build_environment(folder, clone, args.parameters)
         print(f"Cold build of {head}\n  in {clone}\n  chapters: {', '.join(toc_chapters(toc))}"
               + (f"\n  EX3_BOOK_PARAMETERS={args.parameters}" if args.parameters else "")
-              + "".join(f"\n  {k}={env[k]}" for k in ("EX3_WORKERS", "EX3_SCHEDULER") if env.get(k))
+              + "".join(f"\n  {k}={env[k]}" for k in (WORKERS_ENV_VAR, SCHEDULER_ENV_VAR) if env.get(k))
               + f"\n  {' '.join(command)}", flush=True)
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
