@@ -31,7 +31,7 @@ import threading
 import time
 import warnings
 from collections import deque
-from concurrent.futures import FIRST_COMPLETED, CancelledError, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import fields
 from multiprocessing.connection import wait as wait_for_sentinels
@@ -628,39 +628,17 @@ def _exit_reason(pool) -> str:
 
 
 def _run_on_cluster(todo, data, cluster: Cluster):
-    """Train the configs on a Dask cluster; the default MNIST is loaded by each worker, other data sent once.
-
-    Data sent to the workers is lost if every worker that held it dies (e.g.
-    killed one after another by a run that kills its worker): it is sent
-    again and the runs that needed it are submitted again, up to
-    ``_RESUBMITS`` times each.
-    """
+    """Train the configs on a Dask cluster; the default MNIST is loaded by each worker, other data shared once."""
     arrays = None if data is None or _is_default_mnist(data) else _arrays(data)
-    shared = None if arrays is None else cluster.broadcast(arrays)
-    sent_with = {}  # config -> the broadcast its task was given
-    resubmitted = dict.fromkeys(todo, 0)
-
-    def submit(config):
-        sent_with[config] = shared
-        cluster.submit(config, _run_on_worker, config, shared, key="ex3-run")
-
+    shared = None if arrays is None else cluster.share(arrays)
     for config in todo:
-        submit(config)
+        cluster.submit(config, _run_on_worker, config, shared, key="ex3-run")
     for config, outcome in cluster.results():
-        if isinstance(outcome, CancelledError) and resubmitted[config] < _RESUBMITS:
-            if shared is not None and sent_with[config] is shared:
-                shared = cluster.broadcast(arrays)  # once per loss, however many runs it cancels
-            resubmitted[config] += 1
-            submit(config)
-            continue
         if type(outcome).__name__ == "KilledWorker":
             outcome = _Failure("in training: every Dask worker that tried it died", outcome)
         elif isinstance(outcome, BaseException):
             outcome = _Failure("in training", outcome)
         yield config, outcome
-
-
-_RESUBMITS = 2
 
 
 def _arrays(data) -> MNIST:

@@ -17,7 +17,8 @@ import sys
 import textwrap
 import time
 import warnings
-from concurrent.futures import CancelledError
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -67,16 +68,18 @@ def small_mnist(mnist):
 def dask_cluster():
     """Two one-thread workers on loopback; a worker that dies is restarted by its nanny.
 
-    One task per worker at a time (worker-saturation 1.0), so that a dying
-    worker is blamed only for the run it was training, and a run is given up
-    after its second dead worker (allowed-failures 1) rather than the fourth.
+    A run is given up after its second dead worker (allowed-failures 1)
+    rather than the fourth. The LocalCluster closes a worker's nanny when no
+    worker of that name has been up for lost-worker-timeout after one died
+    (15 s): with runs killing workers every second, that can fall on a
+    restart and leave the cluster a worker short, so it is made longer than
+    the tests.
     """
     require_distributed()
     import dask
 
     with dask.config.set({"distributed.scheduler.allowed-failures": 1,
-                          "distributed.scheduler.worker-saturation": 1.0}), \
-            local_cluster() as cluster:
+                          "distributed.deploy.lost-worker-timeout": "1h"}), local_cluster() as cluster:
         yield cluster
 
 
@@ -175,8 +178,14 @@ def _train_or_die(config):
 
 
 def _train_or_die_on_dask(config, data):
-    """A Dask worker's task that kills its own process for the bad seed."""
+    """A Dask worker's task that kills its own process for the bad seed, after a second.
+
+    The second lets the nanny of a worker it restarted learn that the worker
+    is up: a worker that dies before that is not restarted again, its nanny
+    closes, and the cluster would be a worker short for the tests after.
+    """
     if config.seed == BAD_SEED:
+        time.sleep(1)
         os.kill(os.getpid(), signal.SIGKILL)
     return runner_mod._run_on_worker(config, data)
 
@@ -316,80 +325,93 @@ def test_cluster_workers_load_mnist_once_and_get_other_data_once(dask_cluster, t
     # Each worker converts MNIST's two image arrays at most once, however many runs it trained.
     assert all(n <= 2 for n in conversions.values()), conversions
 
-    broadcasts = []
-    broadcast = cluster_mod.Cluster.broadcast
+    shared = []
+    share = cluster_mod.Cluster.share
 
     def counted(self, value):
-        broadcasts.append(value)
-        return broadcast(self, value)
+        shared.append(value)
+        return share(self, value)
 
-    monkeypatch.setattr(cluster_mod.Cluster, "broadcast", counted)
+    monkeypatch.setattr(cluster_mod.Cluster, "share", counted)
     run_many(configs, small_mnist, store=ResultsStore(tmp_path / "b"), scheduler=dask_cluster.scheduler_address,
              progress=False)
-    assert len(broadcasts) == 1 and broadcasts[0].x_train is small_mnist.x_train
+    assert len(shared) == 1 and shared[0].x_train is small_mnist.x_train
 
 
-class _LosingCluster:
-    """A stand-in for ex3lib.cluster.Cluster that runs its tasks here and loses the broadcast data.
-
-    It loses the data (as when every worker that held it dies) instead of
-    running each task for which ``lose(config)`` is true.
-    """
-
-    def __init__(self, lose):
-        self.lose, self.broadcasts, self.submitted, self.queue = lose, [], [], []
-
-    def broadcast(self, value):
-        self.broadcasts.append(type("Shared", (), {"value": value})())
-        return self.broadcasts[-1]
-
-    def submit(self, item, function, *args, key=None):
-        self.submitted.append(item)
-        self.queue.append((item, function, args))
-
-    def results(self):
-        while self.queue:
-            item, function, (config, shared) = self.queue.pop(0)
-            if self.lose(config):
-                yield item, CancelledError("lost with every worker that held it")
-            else:
-                yield item, function(config, shared.value)
+def test_shared_data_outlives_every_worker_that_held_it(dask_cluster):
+    # Data scattered to the workers would be lost with them, and the runs that needed it cancelled.
+    with cluster_mod.Cluster(dask_cluster.scheduler_address, what="the test") as cluster:
+        dask_cluster.wait_for_workers(2, timeout=60)
+        shared = cluster.share(np.arange(10))
+        cluster.submit("before", np.sum, shared)
+        assert list(cluster.results()) == [("before", 45)]
+        dead = set(cluster.client.nthreads())
+        for pid in cluster.client.run(os.getpid).values():
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while len(set(cluster.client.nthreads()) - dead) < 2:
+            assert time.monotonic() < deadline, "the nannies did not restart the workers"
+            time.sleep(0.1)
+        for n in range(4):
+            cluster.submit(n, np.sum, shared, key="after")
+        assert sorted(cluster.results()) == [(n, 45) for n in range(4)]
 
 
-def test_runs_whose_broadcast_data_was_lost_are_sent_again(small_mnist):
-    configs = [tiny(), tiny(seed=1), tiny(seed=2)]
-    lost = []
+def test_cluster_sends_tasks_in_order_no_more_than_its_threads(dask_cluster, monkeypatch):
+    with cluster_mod.Cluster(dask_cluster.scheduler_address, what="the test") as cluster:
+        dask_cluster.wait_for_workers(2, timeout=60)
+        sent, on_cluster = [], []
+        submit = cluster.client.submit
 
-    def lose_twice(config):  # seed 1 loses the data twice, then trains
-        if config.seed == 1 and lost.count(config) < 2:
-            lost.append(config)
-            return True
-        return False
+        def record(function, *args, **kwargs):
+            on_cluster.append(sum(not f.done() for f in cluster._futures))
+            sent.append(args[1][0])  # call_with_shared(function, args, kwargs): the task's first argument
+            return submit(function, *args, **kwargs)
 
-    cluster = _LosingCluster(lose_twice)
-    outcomes = dict(runner_mod._run_on_cluster(configs, small_mnist, cluster))
-    assert cluster.submitted == configs + [configs[1], configs[1]] and len(cluster.broadcasts) == 3
-    for config in configs:
-        assert_same_run(outcomes[config][1], run(config, small_mnist, progress=False))
-    # One loss cancels two runs: the data is sent again once.
-    lost.clear()
+        monkeypatch.setattr(cluster.client, "submit", record)
+        for n in range(6):
+            cluster.submit(n, time.sleep, 0.2 * n)
+        assert sorted(item for item, _ in cluster.results()) == list(range(6))
+    assert sent == [0.2 * n for n in range(6)]
+    assert max(on_cluster) == 1  # two threads: at most one other task when one is sent
 
-    def lose_once_each(config):  # seeds 1 and 2 are both lost the first time
-        if config.seed in (1, 2) and config not in lost:
-            lost.append(config)
-            return True
-        return False
 
-    cluster = _LosingCluster(lose_once_each)
-    outcomes = dict(runner_mod._run_on_cluster(configs, small_mnist, cluster))
-    assert cluster.submitted == configs + configs[1:] and len(cluster.broadcasts) == 2
-    assert not any(isinstance(o, runner_mod._Failure) for o in outcomes.values())
-    # Lost once more than it may be resubmitted: that run fails, alone.
-    cluster = _LosingCluster(lambda config: config.seed == 1)
-    outcomes = dict(runner_mod._run_on_cluster(configs, small_mnist, cluster))
-    assert len(cluster.submitted) == 3 + runner_mod._RESUBMITS
-    assert str(outcomes[configs[1]]) == "in training: CancelledError: lost with every worker that held it"
-    assert not isinstance(outcomes[configs[0]], runner_mod._Failure)
+def _blamed(n, log, times):
+    """Append n to log; for the first ``times`` calls of n, fail as the scheduler fails a task whose workers died."""
+    import distributed
+
+    with open(log, "a") as f:
+        f.write(f"{n}\n")
+    if Path(log).read_text().split().count(str(n)) <= times:
+        raise distributed.KilledWorker(f"task {n}", SimpleNamespace(address="tcp://a-worker"), 1)
+    return n
+
+
+def test_a_task_given_up_for_dead_workers_is_tried_again_alone_after_the_others(dask_cluster, tmp_path):
+    log = tmp_path / "log"
+    with cluster_mod.Cluster(dask_cluster.scheduler_address, what="the test") as cluster:
+        dask_cluster.wait_for_workers(2, timeout=60)
+        for n, times in [(0, 0), (1, 1), (2, 2), (3, 0), (4, 0)]:
+            cluster.submit(n, _blamed, n, str(log), times)
+        outcomes = dict(cluster.results())
+    distributed = require_distributed()
+    assert [outcomes[n] for n in (0, 1, 3, 4)] == [0, 1, 3, 4]  # 1 was only waiting where another died
+    assert isinstance(outcomes[2], distributed.KilledWorker)  # 2 kills its workers when alone too
+    calls = log.read_text().split()
+    assert sorted(calls[:5]) == list("01234") and sorted(calls[5:]) == ["1", "2"]
+
+
+def _keywords(**kwargs):
+    return kwargs
+
+
+def test_cluster_keywords_reach_the_function(dask_cluster):
+    # retries, workers, priority: also Client.submit's own keywords, which must not take them.
+    with cluster_mod.Cluster(dask_cluster.scheduler_address, what="the test") as cluster:
+        shared = cluster.share("text")
+        cluster.submit("k", _keywords, retries=0, workers="none", priority=-1, text=shared)
+        assert list(cluster.results()) == [("k", {"retries": 0, "workers": "none", "priority": -1,
+                                                  "text": "text"})]
 
 
 def _count_pixel_conversions():

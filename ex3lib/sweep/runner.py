@@ -372,7 +372,7 @@ class _DaskEngine:
     def run(self, points, notebook_text, retries, start_timeout):
         """Execute the points on the cluster; yields ``(point, outcome)`` as each finishes."""
         # The notebook travels as text: a worker on another machine need not share this file system.
-        text = self.cluster.broadcast(notebook_text)
+        text = self.cluster.share(notebook_text)
         for p in points:
             self.cluster.submit(p, execute_point, text, p.parameters, retries=retries,
                                 start_timeout=start_timeout, pinned=self.pinned, key=f"ex3-sweep-{p.name}")
