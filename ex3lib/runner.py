@@ -635,7 +635,7 @@ def _run_on_cluster(todo, data, cluster: Cluster):
         cluster.submit(config, _run_on_worker, config, shared, key="ex3-run")
     for config, outcome in cluster.results():
         if type(outcome).__name__ == "KilledWorker":
-            outcome = _Failure("in training: every Dask worker that tried it died", outcome)
+            outcome = _Failure("in training: every Dask worker that ran it died, also when it ran alone", outcome)
         elif isinstance(outcome, BaseException):
             outcome = _Failure("in training", outcome)
         yield config, outcome

@@ -200,7 +200,7 @@ def test_a_run_that_kills_its_worker(store, small_mnist, engine, monkeypatch):
         run_many(configs, small_mnist, store=store, progress=False, **engine)
     line = others_are_stored(configs, store, small_mnist, info.value)
     if "scheduler" in engine:
-        assert "failed in training: every Dask worker that tried it died: KilledWorker" in line
+        assert "failed in training: every Dask worker that ran it died, also when it ran alone: KilledWorker" in line
     else:
         assert line.endswith("failed in training: its worker process died (killed by SIGKILL)")
 
