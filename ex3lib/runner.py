@@ -676,9 +676,14 @@ def _init_worker(data) -> None:
 
     A worker also exits as soon as the process that started it has exited:
     kept between calls (:class:`_WarmWorkers`), it would otherwise outlive a
-    caller that was killed.
+    caller that was killed. It ignores SIGINT, which a terminal's Ctrl-C or a
+    Jupyter kernel's interrupt and shutdown send to the caller's whole process
+    group: the caller stops its workers itself (:func:`run_many` on an
+    interrupt, or by exiting), and a worker killed by SIGINT printed a
+    KeyboardInterrupt traceback into the build log after every chapter.
     """
     global _worker_data
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Numba already read these when the worker imported ex3lib; pinning them
     # here too covers any process a run might start.
     os.environ.update(PINNED_THREADS)

@@ -630,6 +630,19 @@ def test_a_kept_worker_that_died_while_idle_is_replaced(store, no_kept_workers, 
     assert alive in pids and dead not in pids and len(pids) == 2
 
 
+def test_kept_workers_ignore_an_interrupt_sent_to_their_caller(store, no_kept_workers, capfd):
+    # Ctrl-C, or a Jupyter kernel's interrupt or shutdown, signals the caller's whole
+    # process group; the caller stops its workers itself when it has to.
+    run_many([tiny(seed=1), tiny(seed=2)], store=store, workers=2, progress=False)
+    pids = no_kept_workers.pids()
+    for pid in pids:
+        os.kill(pid, signal.SIGINT)
+    assert not any(_gone(pid, timeout=2.0) for pid in pids)
+    run_many([tiny(seed=3), tiny(seed=4)], store=store, workers=2, progress=False)
+    assert no_kept_workers.pids() == pids
+    assert "KeyboardInterrupt" not in capfd.readouterr().err
+
+
 def test_workers_for_other_data_are_not_kept(store, small_mnist, no_kept_workers):
     run_many([tiny(seed=1), tiny(seed=2)], small_mnist, store=store, workers=2, progress=False)
     assert no_kept_workers.pids() == []
