@@ -24,7 +24,6 @@ adam      :math:`\mu \leftarrow \beta_1 \mu + (1-\beta_1)\bar g,\; \nu \leftarro
 
 from __future__ import annotations
 
-import functools
 from collections import namedtuple
 from dataclasses import dataclass
 
@@ -39,14 +38,13 @@ OptState = namedtuple("OptState", "velocity sum_sq mu nu step")
 OptState.__doc__ = """Optimiser state: arrays shaped like the flat parameters (empty when unused) and the update count."""
 
 OptArrays = namedtuple("OptArrays", "kind sparse_safe lazy_rows velocity sum_sq mu nu learning_rate "
-                                    "momentum b1 b2 eps catch_up")
+                                    "momentum b1 b2 eps")
 OptArrays.__doc__ = """An optimiser as the compiled kernels see it: its rule's code, its state arrays and numbers.
 
 Built by :meth:`Optimiser.arrays`; ``kind`` is one of the codes in
 :mod:`ex3lib.kernels.updates`, ``sparse_safe`` and ``lazy_rows`` say
-which rows the kernels may skip or defer, ``learning_rate`` is the rate in
-force (from the schedule) and ``catch_up`` the deferred rows' factors by steps
-behind (:func:`ex3lib.kernels.updates.catch_up_table`; empty for rules that defer none).
+which rows the kernels may skip or defer, and ``learning_rate`` is the rate in
+force (from the schedule).
 """
 
 _DEFAULT_B2 = {"rmsprop": 0.9, "adam": 0.999}
@@ -87,13 +85,6 @@ class Optimiser:
         return {"adagrad": "AdaGrad", "rmsprop": f"RMSProp β₂={self.b2:g}",
                 "adam": f"Adam β₁={self.b1:g} β₂={self.b2:g}"}[self.name]
 
-    @functools.cached_property
-    def _catch_up(self) -> np.ndarray:
-        """``OptArrays.catch_up``: computed once per optimiser, by the kernels' own arithmetic."""
-        if self.kind not in kernels.LAZY_ROWS:
-            return np.zeros((0, 2))
-        return kernels.catch_up_table(self.kind, self.momentum, self.b2)
-
     def init(self, params) -> OptState:
         """Zero state for the flat parameter vector ``params``."""
         zeros = lambda used: np.zeros_like(params) if used else np.zeros(0, params.dtype)  # noqa: E731
@@ -112,8 +103,7 @@ class Optimiser:
         return OptArrays(kind=kind, sparse_safe=self.sparse_safe,
                          lazy_rows=kind in kernels.LAZY_ROWS, velocity=state.velocity,
                          sum_sq=state.sum_sq, mu=state.mu, nu=state.nu, learning_rate=float(learning_rate),
-                         momentum=self.momentum, b1=self.b1, b2=self.b2, eps=self.eps,
-                         catch_up=self._catch_up)
+                         momentum=self.momentum, b1=self.b1, b2=self.b2, eps=self.eps)
 
     def effective_step(self, state: OptState, learning_rate: float):
         """The per-parameter step size an adaptive method applies now, or None for SGD.

@@ -116,11 +116,11 @@ try:
     from .tiles import FWD_BLOCK, GRAD_BLOCK
     from .updates import (
         ADAGRAD, ADAM, LAZY_ROWS, MOMENTUM, NESTEROV, RMSPROP, RULE, SGD, SPARSE_SAFE, Stepping,
-        bias_corrections, catch_up_table, step_rows,
+        bias_corrections, step_rows,
     )
 finally:
     numba.config.CACHE_DIR = _saved_cache_dir
 
 __all__ = ["ADAGRAD", "ADAM", "FWD_BLOCK", "GRAD_BLOCK", "LANES", "LAZY_ROWS", "MOMENTUM", "NESTEROV",
-           "RMSPROP", "RULE", "SGD", "SPARSE_SAFE", "Stepping", "bias_corrections", "cache_dir", "catch_up_table", "evaluate",
+           "RMSPROP", "RULE", "SGD", "SPARSE_SAFE", "Stepping", "bias_corrections", "cache_dir", "evaluate",
            "kernel_fingerprint", "loss_and_grad", "perturbed_losses", "sample_loss", "step_rows", "train_window"]

@@ -45,7 +45,6 @@ loop reports as divergence) instead of a Python exception.
 
 from collections import namedtuple
 
-import numpy as np
 from numba import njit
 
 from .simd import (LANES, all_between, fma, holds_float64, rsqrt_guess, sqrt, vload, vstore, where_between, widen,
@@ -287,7 +286,7 @@ def rmsprop_rows_online(how, base, n_cols, rows, n_rows, error, inputs, updated_
         s = inputs[q] * scale
         behind = how.count - 1 - updated_at[rows[q]]
         if behind > 0:
-            decay = catch_up_of(opt, behind)[0]
+            decay = b2**behind
             for i in range(0, n_cols, LANES):
                 n, k = n_cols - i, lo + i
                 G = flush(load(sum_sq, k, n) * decay)
@@ -367,46 +366,6 @@ def skip_rows_without_gradient(how, base, n_cols, n_rows, used, n_used, updated_
         coast_rows_except(how, base, n_cols, n_rows, used, n_used, seen)
 
 
-#: Rows at most this many steps behind take their catch-up factors from a table
-#: (:func:`catch_up_table`, ``OptArrays.catch_up``) instead of computing a
-#: power and a division each: on-line, about half the rows a sample reads are
-#: one or a few steps behind.
-CATCH_UP_STEPS = 64
-
-
-@njit(cache=True, inline="always")
-def catch_up_factors(kind, momentum, b2, k):
-    """``(decay, shift)`` for a row ``k`` steps behind (:func:`catch_up_rows`).
-
-    Momentum ``(α^k, α (1 - α^k) / (1 - α))``, Nesterov the same with the
-    shift times ``α``, RMSProp ``(β₂^k, 0)``.
-    """
-    if kind == RMSPROP:
-        return b2**k, 0.0
-    decay = momentum**k
-    shift = momentum * (1.0 - decay) / (1.0 - momentum)
-    if kind == NESTEROV:
-        shift *= momentum
-    return decay, shift
-
-
-@njit(cache=True)
-def catch_up_table(kind, momentum, b2):
-    """:func:`catch_up_factors` for ``k = 0 .. CATCH_UP_STEPS``, one row ``(decay, shift)`` per ``k``."""
-    table = np.empty((CATCH_UP_STEPS + 1, 2))
-    for k in range(CATCH_UP_STEPS + 1):
-        table[k, 0], table[k, 1] = catch_up_factors(kind, momentum, b2, k)
-    return table
-
-
-@njit(cache=True, inline="always")
-def catch_up_of(opt, k):
-    """``(decay, shift)`` for a row of ``opt`` ``k`` steps behind: from ``opt.catch_up`` while ``k`` is in it."""
-    if k < opt.catch_up.shape[0]:
-        return opt.catch_up[k, 0], opt.catch_up[k, 1]
-    return catch_up_factors(opt.kind, opt.momentum, opt.b2, k)
-
-
 @njit(cache=True, error_model="numpy")
 def catch_up_rows(opt, params, base, n_out, rows, n_rows, updated_at, step):
     """Apply the steps that rows skipped while their input was 0, in closed form.
@@ -417,13 +376,13 @@ def catch_up_rows(opt, params, base, n_out, rows, n_rows, updated_at, step):
     applied at once before the row is next read: momentum ``w -= v * S_k``
     (one fused multiply-add), ``v *= α^k`` with ``S_k = α (1 - α^k) / (1 - α)``;
     Nesterov ``w -= v * α S_k``, ``v *= α^k``; RMSProp
-    ``G *= β₂^k`` (the weight does not move). The factors come from a table
-    up to :data:`CATCH_UP_STEPS` behind (:func:`catch_up_of`). This equals taking the ``k``
+    ``G *= β₂^k`` (the weight does not move). This equals taking the ``k``
     steps one by one (:func:`momentum_rule`, :func:`nesterov_rule`,
     :func:`rmsprop_rule` with ``g = 0``), up to rounding. ``updated_at[j]`` is
     the update count row ``j`` is up to date with; afterwards it is ``step``.
     :func:`rmsprop_rows_online` can take RMSProp's in its own pass instead.
     """
+    a = opt.momentum
     for q in range(n_rows):
         j = rows[q]
         k = step - updated_at[j]
@@ -431,13 +390,17 @@ def catch_up_rows(opt, params, base, n_out, rows, n_rows, updated_at, step):
             continue
         updated_at[j] = step
         lo = base + j * n_out
-        decay, shift = catch_up_of(opt, k)
         if opt.kind == RMSPROP:
+            decay = opt.b2**k
             for i in range(0, n_out, LANES):
                 vstore(opt.sum_sq, lo + i, n_out - i, flush(load(opt.sum_sq, lo + i, n_out - i) * decay))
             continue
+        ak = a**k
+        shift = a * (1.0 - ak) / (1.0 - a)
+        if opt.kind == NESTEROV:
+            shift *= a
         for i in range(0, n_out, LANES):
             n, at = n_out - i, lo + i
             v = load(opt.velocity, at, n)
             vstore(params, at, n, fma(-v, shift, load(params, at, n)))
-            vstore(opt.velocity, at, n, flush(v * decay))
+            vstore(opt.velocity, at, n, flush(v * ak))
