@@ -312,8 +312,11 @@ def test_inv_sqrt_is_one_over_sqrt_to_4e_14_and_exact_outside_its_range():
 
 
 
-def _deferred_rows_case(kind, seed=0, n_in=40, n_out=37):
-    """An optimiser of ``kind`` with random float64 weights and state, and rows behind by 0 to 12 steps."""
+def _deferred_rows_case(kind, seed=0, n_in=40, n_out=37, most_behind=12):
+    """An optimiser of ``kind`` with random float64 weights and state, and rows behind by 0 to 12 steps.
+
+    With ``most_behind`` over 12, about half the rows are behind by 13 to ``most_behind`` steps instead.
+    """
     from ex3lib.optimisers import make_optimiser
 
     rng = np.random.default_rng(seed)
@@ -326,18 +329,33 @@ def _deferred_rows_case(kind, seed=0, n_in=40, n_out=37):
     for a in (state.velocity, state.sum_sq):
         a[:] = rng.normal(size=a.size) * 10.0 ** rng.integers(-310, 0, a.size)
     state.sum_sq[:] = np.abs(state.sum_sq)
-    step = 20
-    updated_at = step - rng.integers(0, 13, n_in)  # how far behind each row is
+    step = most_behind + 8
+    behind = rng.integers(0, 13, n_in)
+    if most_behind > 12:
+        far = rng.random(n_in) < 0.5
+        behind[far] = rng.integers(13, most_behind + 1, far.sum())
+    updated_at = step - behind
     rows = np.sort(rng.choice(n_in, 25, replace=False))
     return opt, state, params, updated_at, rows, step, rng
 
 
-def test_an_online_rmsprop_step_that_catches_its_rows_up_gives_the_bits_of_catching_up_first():
+def _flushed(x):
+    """``x`` with the non-zero values below the smallest normal float64 set to +0 (the kernels' ``flush``)."""
+    return np.where((np.abs(x) < kernels.updates.SMALLEST_NORMAL) & (x != 0), 0.0, x)
+
+
+#: Rows behind by up to 12 steps, and by up to 128 (where α^k is computed
+#: by more squarings, and the accumulators of RMSProp decay to 0).
+BEHIND = [12, 128]
+
+
+@pytest.mark.parametrize("most_behind", BEHIND)
+def test_an_online_rmsprop_step_that_catches_its_rows_up_gives_the_bits_of_catching_up_first(most_behind):
     # On-line RMSProp leaves the accumulators of rows whose input was 0 for
     # its step to decay in its own pass (rmsprop_rows_online): the same bits
     # as catch_up_rows followed by step_rows, for rows behind by 0 to 12
-    # steps, with subnormal accumulators flushed.
-    opt, state, params, updated_at, rows, step, rng = _deferred_rows_case(kernels.RMSPROP)
+    # steps or up to 128, with subnormal accumulators flushed.
+    opt, state, params, updated_at, rows, step, rng = _deferred_rows_case(kernels.RMSPROP, most_behind=most_behind)
     n_out = 37
     error = rng.normal(size=(1, n_out))
     inputs = rng.normal(size=rows.size)
@@ -359,8 +377,9 @@ def test_an_online_rmsprop_step_that_catches_its_rows_up_gives_the_bits_of_catch
     assert not np.array_equal(results[0][1], state.sum_sq) and not np.array_equal(results[0][0], params)
 
 
+@pytest.mark.parametrize("most_behind", BEHIND)
 @pytest.mark.parametrize("kind", [kernels.MOMENTUM, kernels.NESTEROV])
-def test_momentum_rows_catch_up_with_one_rounding_whoever_compiles_the_kernel(kind):
+def test_momentum_rows_catch_up_with_one_rounding_whoever_compiles_the_kernel(kind, most_behind):
     # catch_up_rows moves a weight by -v * shift with one fused multiply-add.
     # Written as w - v * shift it was fused only when Numba compiled it for a
     # fastmath caller (whose flags it inherits), and rounded twice when called
@@ -371,8 +390,11 @@ def test_momentum_rows_catch_up_with_one_rounding_whoever_compiles_the_kernel(ki
 
     power = njit(lambda a, k: a**k)  # the kernel's α^k, as Numba computes it
     n_out = 301
-    opt, state, params, updated_at, rows, step, _ = _deferred_rows_case(kind, seed=1, n_out=n_out)
+    opt, state, params, updated_at, rows, step, _ = _deferred_rows_case(kind, seed=1, n_out=n_out,
+                                                                        most_behind=most_behind)
     behind = step - updated_at[rows]
+    if most_behind > 12:
+        assert (behind > 64).any() and ((0 < behind) & (behind <= 12)).any()
     w0, v0 = params.copy(), state.velocity.copy()
     kernels.updates.catch_up_rows(opt.arrays(state, 0.01), params, 5, n_out, rows, rows.size, updated_at, step)
     a = opt.momentum
@@ -381,11 +403,36 @@ def test_momentum_rows_catch_up_with_one_rounding_whoever_compiles_the_kernel(ki
         span = slice(5 + j * n_out, 5 + (j + 1) * n_out)
         if k == 0:
             assert params[span].tobytes() == w0[span].tobytes()
+            assert state.velocity[span].tobytes() == v0[span].tobytes()
             continue
         shift = a * (1.0 - power(a, k)) / (1.0 - a)
         if kind == kernels.NESTEROV:
             shift *= a
         once = np.array([float(Fraction(w) - Fraction(v) * Fraction(shift)) for w, v in zip(w0[span], v0[span])])
         assert params[span].tobytes() == once.tobytes(), f"row {j}, {k} steps behind"
+        assert state.velocity[span].tobytes() == _flushed(v0[span] * power(a, k)).tobytes(), f"row {j}, {k} behind"
         twice += int(np.sum(once != w0[span] - v0[span] * shift))
-    assert twice > 0, "two roundings give other bits somewhere, so the test can tell"
+    if most_behind == BEHIND[0]:  # (with half the rows far behind, Nesterov's happen to round alike)
+        assert twice > 0, "two roundings give other bits somewhere, so the test can tell"
+    assert (updated_at[rows] == step).all()
+
+
+@pytest.mark.parametrize("most_behind", BEHIND)
+def test_rmsprop_rows_catch_up_by_a_power_of_their_decay(most_behind):
+    # RMSProp's accumulator of a row k steps behind decays by β₂^k, flushed
+    # to 0 below the smallest normal; its weights do not move.
+    from numba import njit
+
+    power = njit(lambda a, k: a**k)
+    opt, state, params, updated_at, rows, step, _ = _deferred_rows_case(kernels.RMSPROP, seed=2,
+                                                                        most_behind=most_behind)
+    n_out = 37
+    behind = step - updated_at[rows]
+    w0, g0 = params.copy(), state.sum_sq.copy()
+    kernels.updates.catch_up_rows(opt.arrays(state, 0.01), params, 5, n_out, rows, rows.size, updated_at, step)
+    assert params.tobytes() == w0.tobytes()
+    for j, k in zip(rows, behind):
+        span = slice(5 + j * n_out, 5 + (j + 1) * n_out)
+        expected = g0[span] if k == 0 else _flushed(g0[span] * power(opt.b2, k))
+        assert state.sum_sq[span].tobytes() == expected.tobytes(), f"row {j}, {k} steps behind"
+    assert (state.sum_sq != g0).any() and (state.sum_sq == 0).any() and (g0 != 0).all()
