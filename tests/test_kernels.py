@@ -344,8 +344,9 @@ def _flushed(x):
     return np.where((np.abs(x) < kernels.updates.SMALLEST_NORMAL) & (x != 0), 0.0, x)
 
 
-#: Rows behind by up to 12 steps, and by up to 128 (where α^k is computed
-#: by more squarings, and the accumulators of RMSProp decay to 0).
+#: Rows behind by up to 12 steps, and by up to 128 (where α^k takes more
+#: squarings, and more of the small accumulators decay below the smallest
+#: normal, to 0).
 BEHIND = [12, 128]
 
 
